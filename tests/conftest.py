@@ -1,0 +1,37 @@
+import copy
+from pathlib import Path
+
+import pytest
+
+from torch_ref import spec
+
+SPECS = Path(__file__).resolve().parent.parent / "torch_ref" / "specs"
+
+
+@pytest.fixture
+def worked():
+    """The worked example's parsed description (a fresh copy per test)."""
+    return spec.load(SPECS / "worked_example.toml")
+
+
+def make_desc(sizes, activation, loss="mse", bias="per-neuron", batch_size=4, n=12, steps=30,
+              dtype="float64", lr=0.1, seed=0):
+    """A parsed description with seeded weights and random data."""
+    return spec.parse({
+        "network": {"sizes": sizes, "activation": activation, "bias": bias, "loss": loss},
+        "init": {"seed": seed},
+        "optimizer": {"name": "sgd", "lr": lr},
+        "data": {"random": {"n": n, "seed": seed + 1}, "batch_size": batch_size},
+        "run": {"steps": steps, "dtype": dtype},
+    })
+
+
+def raw_worked():
+    import tomllib
+    return tomllib.loads((SPECS / "worked_example.toml").read_text())
+
+
+@pytest.fixture
+def raw():
+    """The worked example as a raw (unparsed) dict, to be spoiled by a test."""
+    return copy.deepcopy(raw_worked())

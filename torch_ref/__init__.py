@@ -1,0 +1,1 @@
+"""The torch side: the twin model, the lockstep cross-check, the reports and the command."""

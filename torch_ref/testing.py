@@ -1,0 +1,66 @@
+"""One tolerance table, one comparison helper (as torch.testing keeps them).
+
+An element passes when |manual − reference| <= atol + rtol · |reference|, torch.isclose's rule;
+NaN or inf on one side only never passes. Relative difference is |manual − reference| / |reference|.
+"""
+from dataclasses import dataclass
+
+import numpy as np
+
+# Keyed by dtype. float64 is tight: a correct implementation differs from autograd only by the
+# order of floating-point operations. float32 allows what a few hundred float32 roundings give.
+TOLERANCES = {
+    "float64": {"rtol": 1e-12, "atol": 1e-14},
+    "float32": {"rtol": 1e-4, "atol": 1e-6},
+}
+
+
+def tolerance(dtype):
+    """(rtol, atol) for a dtype name, e.g. "float64"."""
+    t = TOLERANCES[str(np.dtype(dtype))]
+    return t["rtol"], t["atol"]
+
+
+@dataclass
+class Comparison:
+    """The outcome of comparing one tensor: where it is worst and by how much."""
+
+    ok: bool
+    index: tuple          # the element furthest outside its allowance (or the largest error)
+    manual: float
+    reference: float
+    abs_err: float        # at `index`
+    rel_err: float        # at `index`
+    max_abs_err: float    # over the whole tensor
+    max_rel_err: float
+    n_bad: int
+    numel: int
+    shape_error: str = ""
+
+
+def compare(manual, reference, rtol, atol):
+    """Compare two arrays of the same shape in float64; never raises on a mismatch."""
+    a = np.asarray(manual, dtype=np.float64)
+    e = np.asarray(reference, dtype=np.float64)
+    if a.shape != e.shape:
+        return Comparison(False, (), float("nan"), float("nan"), float("inf"), float("inf"),
+                          float("inf"), float("inf"), e.size, e.size,
+                          shape_error=f"shape {a.shape} where the reference has {e.shape}")
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        abs_err = np.abs(a - e)
+        same = (a == e) | (np.isnan(a) & np.isnan(e))  # covers equal infinities and NaN = NaN
+        abs_err = np.where(same, 0.0, np.where(np.isnan(abs_err), np.inf, abs_err))
+        scale = np.abs(e)
+        rel_err = np.where(abs_err == 0, 0.0, abs_err / scale)
+        excess = abs_err / (atol + rtol * scale)  # > 1 where the element fails
+    bad = excess > 1
+    n_bad = int(np.count_nonzero(bad))
+    flat = int(np.argmax(excess)) if excess.size else 0
+    index = tuple(int(i) for i in np.unravel_index(flat, e.shape)) if e.size else ()
+    pick = (lambda arr: float(arr[index])) if e.size else (lambda arr: 0.0)
+    return Comparison(
+        ok=n_bad == 0, index=index, manual=pick(a), reference=pick(e),
+        abs_err=pick(abs_err), rel_err=pick(rel_err),
+        max_abs_err=float(abs_err.max(initial=0.0)), max_rel_err=float(rel_err.max(initial=0.0)),
+        n_bad=n_bad, numel=int(e.size),
+    )
