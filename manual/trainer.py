@@ -21,8 +21,9 @@ class Trainer:
         self.dtype = np.dtype(desc["run"]["dtype"])
         self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype)
         self.loss_fn = LOSSES[net["loss"]]()
-        self.optimizer = OPTIMIZERS[opt.pop("name")](self.model.parameters(), **opt)
         self.params = dict(self.model.named_parameters())
+        self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
+        self.optimizer = OPTIMIZERS[opt.pop("name")]([self.params[n] for n in self.trained], **opt)
 
     def load_state_dict(self, state):
         for name, p in self.params.items():
@@ -31,11 +32,37 @@ class Trainer:
     def state_dict(self):
         return {name: p.data.copy() for name, p in self.params.items()}
 
-    def train_step(self, x, y):
+    def optimizer_state(self):
+        """The optimizer's per-parameter state as {"{param}.{buffer}": array}, torch's key names."""
+        return {f"{name}.{key}": np.array(value, dtype=self.dtype)
+                for name, state in zip(self.trained, self.optimizer.state) for key, value in state.items()}
+
+    def load_optimizer_state(self, flat):
+        """Restart the optimizer from {"{param}.{buffer}": array} (e.g. the twin's, in resync mode)."""
+        for name, state in zip(self.trained, self.optimizer.state):
+            state.clear()
+            prefix = f"{name}."
+            for key, value in flat.items():
+                if key.startswith(prefix) and "." not in key[len(prefix):]:
+                    buffer = key[len(prefix):]
+                    state[buffer] = int(value) if buffer == "step" else np.array(value, dtype=self.dtype)
+
+    def forward_backward(self, x, y):
+        """Gradients of the loss on (x, y) into every Parameter.grad; returns (output, loss)."""
         self.optimizer.zero_grad()
         output = self.model.forward(x)
         loss = self.loss_fn.forward(output, y)
         self.model.backward(self.loss_fn.backward())
+        return output, loss
+
+    def step(self, x, y):
+        """One plain training iteration with nothing copied out (`--only manual`); the loss before it."""
+        _, loss = self.forward_backward(x, y)
+        self.optimizer.step()
+        return float(loss)
+
+    def train_step(self, x, y):
+        output, loss = self.forward_backward(x, y)
         result = {
             "output": output,
             "loss": float(loss),
@@ -43,6 +70,7 @@ class Trainer:
             "grads": {n: p.grad.copy() for n, p in self.params.items() if p.requires_grad},
         }
         self.optimizer.step()
+        result["optimizer_state"] = self.optimizer_state()
         result["state_dict"] = self.state_dict()
         return result
 

@@ -30,6 +30,8 @@ def _parser():
     run.add_argument("--steps", type=int, help="override run.steps")
     run.add_argument("--dtype", help=f"override run.dtype {list(DTYPES)}")
     run.add_argument("--device", help=f"override run.device {list(DEVICES)}")
+    run.add_argument("--only", metavar="SIDE",
+                     help="train one side alone, without comparison: manual or twin (prints final loss, time per step)")
     run.add_argument("--mode", default="free",
                      help="free (both sides train on their own, default) or resync (each step judged alone)")
     return p
@@ -60,6 +62,11 @@ def cmd_run(args):
     from . import spec
     from .lockstep import lockstep
     desc = _apply_overrides(spec.load(args.spec), args)
+    if args.only is not None:
+        from .solo import train_alone
+        solo = train_alone(desc, args.only)
+        print(json.dumps(solo.to_json(), indent=2) if args.json else solo.summary())
+        return 0
     result = lockstep(desc, mode=args.mode)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
     return 0 if result.ok else 1

@@ -18,7 +18,16 @@ def half_sse_loss(input, target):
 
 
 LOSSES = {"half-sse": half_sse_loss, "mse": F.mse_loss}
-OPTIMIZERS = {"sgd": torch.optim.SGD}
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+              "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+
+
+def make_optimizer(params, args):
+    """torch.optim's optimizer from the description's optimizer section ({"name", argument...})."""
+    args = dict(args)
+    if "betas" in args:
+        args["betas"] = tuple(args["betas"])
+    return OPTIMIZERS[args.pop("name")](params, **args)
 
 
 class SharedBiasLinear(nn.Module):
@@ -47,11 +56,11 @@ class MLP(nn.Module):
         self.activations = [ACTIVATIONS[a] for a in activations]
         self.nets = []
 
-    def forward(self, x):
+    def forward(self, x, keep_deltas=True):
         self.nets = []
         for layer, act in zip(self.layers, self.activations):
             net = layer(x)
-            if net.requires_grad:
+            if keep_deltas and net.requires_grad:
                 net.retain_grad()  # autograd's dE/dnet: the layer's delta
             self.nets.append(net)
             x = act(net)
@@ -72,9 +81,8 @@ class Twin:
         self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, self.device)
         self.loss_fn = LOSSES[net["loss"]]
         self.load_state_dict(state)
-        opt = dict(desc["optimizer"])
-        self.optimizer = OPTIMIZERS[opt.pop("name")](self.model.parameters(), **opt)
         self.params = dict(self.model.named_parameters())
+        self.optimizer = make_optimizer(list(self.params.values()), desc["optimizer"])
 
     def load_state_dict(self, state):
         with torch.no_grad():
@@ -84,8 +92,26 @@ class Twin:
     def state_dict(self):
         return {name: _numpy(t) for name, t in self.model.state_dict().items()}
 
+    def optimizer_state(self):
+        """torch.optim's per-parameter state as {"{param}.{key}": array}, e.g. "layers.0.weight.exp_avg"."""
+        out = {}
+        for name, p in self.params.items():
+            for key, value in self.optimizer.state.get(p, {}).items():
+                if torch.is_tensor(value):
+                    out[f"{name}.{key}"] = _numpy(value)
+        return out
+
     def tensor(self, a):
         return torch.as_tensor(a, dtype=self.dtype, device=self.device)
+
+    def step(self, x, y):
+        """One plain torch training iteration (`--only twin`): no deltas kept, nothing copied out.
+        Returns the loss before the update, as a tensor (no device synchronisation)."""
+        self.optimizer.zero_grad()
+        loss = self.loss_fn(self.model(self.tensor(x), keep_deltas=False), self.tensor(y))
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
     def train_step(self, x, y):
         self.optimizer.zero_grad(set_to_none=False)
@@ -99,6 +125,7 @@ class Twin:
             "grads": {name: _numpy(p.grad) for name, p in self.params.items()},
         }
         self.optimizer.step()
+        result["optimizer_state"] = self.optimizer_state()
         result["state_dict"] = self.state_dict()
         return result
 

@@ -1,0 +1,29 @@
+"""`--only manual|twin`: one side trained alone reaches the same final loss as in the lockstep."""
+import json
+
+import pytest
+
+from torch_ref import cli
+from torch_ref.lockstep import lockstep
+from torch_ref.solo import train_alone
+
+from conftest import SPECS, make_desc
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_each_side_alone_ends_where_the_lockstep_ends(dtype):
+    desc = make_desc([4, 8, 8, 2], ["tanh", "relu", "sigmoid"], batch_size=5, n=12, steps=37, dtype=dtype)
+    checked = lockstep(desc)
+    assert checked.ok, str(checked.first_mismatch)
+    for side, key in (("manual", "manual"), ("twin", "reference")):
+        alone = train_alone(desc, side)
+        assert alone.steps == 37 and alone.seconds > 0
+        assert alone.final_loss == pytest.approx(checked.final_loss[key], rel=1e-12 if dtype == "float64" else 1e-5)
+
+
+def test_only_in_the_command(capsys):
+    assert cli.main(["run", str(SPECS / "worked_example.toml"), "--only", "manual", "--steps", "100", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["side"] == "manual" and out["steps"] == 100 and out["seconds_per_step"] > 0
+    assert cli.main(["run", str(SPECS / "worked_example.toml"), "--only", "nobody"]) == 2
+    assert "--only" in capsys.readouterr().err
