@@ -1,0 +1,393 @@
+"""The zoo: classic backprop mistakes, each a faulty implementation behind the plug-in interface,
+each run in lockstep against the torch twin on a description chosen for it, each caught.
+
+    backprop-check zoo [--json]
+
+Every entry is a small variant of the manual engine (`manual.trainer.Trainer`): one component
+swapped for a faulty one, nothing else changed; the real engine is never touched. An entry names
+where the oracle must catch it (iteration, stage, tensor); `run_zoo` checks that it does.
+
+The worked example's errata (torch_ref/example.py) are explained with this zoo: every entry that
+applies to the worked example's network is tried on it, figure by figure.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import manual.losses
+import manual.modules
+import manual.optim
+import manual.trainer
+
+from . import spec
+
+
+# --- the correct algorithm, in the steps a mistake replaces ---------------------------------------
+
+class Faulty(manual.trainer.Trainer):
+    """The manual engine's training step written out as four steps (zero_grad, forward, backward,
+    update), each of which an entry may replace. Unchanged, it is the correct algorithm (the zoo's
+    control, tested as such)."""
+
+    def __init__(self, desc):
+        super().__init__(desc)
+        self.lr = desc["optimizer"].get("lr")
+        self.setup(desc)
+        self.params = dict(self.model.named_parameters())
+
+    def setup(self, desc):
+        """Swap components here."""
+
+    def zero_grad(self):
+        self.optimizer.zero_grad()
+
+    def backward(self, grad_output):
+        self.model.backward(grad_output)
+
+    def update(self):
+        self.optimizer.step()
+
+    def train_step(self, x, y):
+        self.zero_grad()
+        output = self.model.forward(x)
+        loss = self.loss_fn.forward(output, y)
+        self.backward(self.loss_fn.backward())
+        result = {
+            "output": output,
+            "loss": float(loss),
+            "deltas": {f"layers.{k}": d for k, d in enumerate(self.model.deltas)},
+            "grads": {n: p.grad.copy() for n, p in self.params.items() if p.requires_grad},
+        }
+        self.update()
+        result["state_dict"] = self.state_dict()
+        return result
+
+
+def _replace_activations(model, name, cls):
+    model.activations = [cls() if type(a).__name__ == name else a for a in model.activations]
+
+
+def _replace_linears(model, cls, first=0):
+    for k in range(first, len(model.layers)):
+        old = model.layers[k]
+        old.__class__ = cls  # same data and parameters, faulty methods
+
+
+# --- the mistakes ---------------------------------------------------------------------------------
+
+class LossGradSign(Faulty):
+    """dE/dout = target − out: the derivative of ½(target − out)² with its sign lost."""
+
+    def setup(self, desc):
+        base = type(self.loss_fn)
+
+        class Flipped(base):
+            def backward(self):
+                return -base.backward(self)
+
+        self.loss_fn.__class__ = Flipped
+
+
+class ActivationDerivativeDropped(Faulty):
+    """delta = dE/dout: the chain rule stops before the activation (f′ left out)."""
+
+    def setup(self, desc):
+        class NoDerivative(manual.modules.Sigmoid):
+            def backward(self, grad_output):
+                return grad_output
+
+        _replace_activations(self.model, "Sigmoid", NoDerivative)
+
+
+class SigmoidDerivativeOnNet(Faulty):
+    """σ′ evaluated on the pre-activation: net·(1 − net) instead of out·(1 − out)."""
+
+    def setup(self, desc):
+        class OnNet(manual.modules.Sigmoid):
+            def forward(self, x):
+                self.net = x
+                return super().forward(x)
+
+            def backward(self, grad_output):
+                return grad_output * self.net * (1.0 - self.net)
+
+        _replace_activations(self.model, "Sigmoid", OnNet)
+
+
+class TransposedLinear(manual.modules.Linear):
+    def backward(self, grad_output):
+        # x.T @ delta is (in, out), written for a (in, out) weight; square layers hide the shape.
+        self.weight.grad += (self.x.T @ grad_output).reshape(self.weight.grad.shape)
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += grad_output.sum(axis=0)
+        return grad_output @ self.weight.data
+
+
+class WeightGradTransposed(Faulty):
+    """grad_W = x.T @ delta, (in, out): the transpose of (out, in), unnoticed on square layers."""
+
+    def setup(self, desc):
+        _replace_linears(self.model, TransposedLinear)
+
+
+class FirstOutputOnlyLinear(manual.modules.Linear):
+    def backward(self, grad_output):
+        self.weight.grad += grad_output.T @ self.x
+        if self.bias is not None and self.bias.requires_grad:
+            self.bias.grad += grad_output.sum(axis=0)
+        return grad_output[:, :1] @ self.weight.data[:1, :]  # Σ over one output neuron only
+
+
+class HiddenErrorOneOutput(Faulty):
+    """The hidden error dE/dout_h summed over the first output neuron only, not over all of them."""
+
+    def setup(self, desc):
+        _replace_linears(self.model, FirstOutputOnlyLinear, first=1)
+
+
+class HiddenErrorThroughUpdatedWeights(Faulty):
+    """Each layer is updated as soon as its gradient is known, and the error is then passed back
+    through the layer's new weights instead of the ones the forward pass used (plain SGD)."""
+
+    def backward(self, grad_output):
+        model = self.model
+        for k in reversed(range(len(model.layers))):
+            layer = model.layers[k]
+            model.deltas[k] = model.activations[k].backward(grad_output)
+            layer.weight.grad += model.deltas[k].T @ layer.x
+            if layer.bias is not None and layer.bias.requires_grad:
+                layer.bias.grad += model.deltas[k].sum(axis=0)
+            for _, p in layer.named_parameters():
+                if p.requires_grad:
+                    p.data -= self.lr * p.grad  # updated now ...
+            grad_output = model.deltas[k] @ layer.weight.data  # ... and used here: too soon
+
+    def update(self):
+        pass  # done layer by layer in backward
+
+
+class SharedBiasTrained(manual.modules.Linear):
+    def backward(self, grad_output):
+        self.weight.grad += grad_output.T @ self.x
+        self.bias.grad += grad_output.sum()  # one scalar added to every neuron: Σ over batch and neurons
+        return grad_output @ self.weight.data
+
+
+class FrozenBiasUpdated(Faulty):
+    """The shared bias, which the description freezes, is trained like a weight: b −= lr·Σ delta."""
+
+    def setup(self, desc):
+        for layer in self.model.layers:
+            layer.bias = manual.modules.Parameter(layer.bias.data, requires_grad=True)
+            layer.__class__ = SharedBiasTrained
+        opt = dict(desc["optimizer"])
+        self.optimizer = manual.optim.OPTIMIZERS[opt.pop("name")](self.model.parameters(), **opt)
+
+
+class MeanLossGradNotDividedByBatch(Faulty):
+    """MSE averaged over the batch in the loss, but its gradient divided by the outputs C only: 2(out − t)/C, not 2(out − t)/(N·C)."""
+
+    def setup(self, desc):
+        class PerSampleGrad(manual.losses.MSELoss):
+            def backward(self):
+                return (2.0 / self.diff.shape[1]) * self.diff
+
+        self.loss_fn = PerSampleGrad()
+
+
+class LrAppliedTwice(Faulty):
+    """The learning rate applied twice: p −= lr·(lr·grad), once when scaling the gradient and again in the step."""
+
+    def update(self):
+        for p in self.model.parameters():
+            p.grad *= self.lr
+        self.optimizer.step()
+
+
+class GradsNotZeroed(Faulty):
+    """Gradients accumulated across iterations: zero_grad never called, so step t uses Σ of all gradients so far."""
+
+    def zero_grad(self):
+        pass
+
+
+class OutputActivationMissing(Faulty):
+    """The output layer's activation left out of the forward pass: the network outputs net_o (its
+    backward still uses out·(1 − out), now of the unsquashed output)."""
+
+    def setup(self, desc):
+        class Forgotten(manual.modules.Sigmoid):
+            def forward(self, x):
+                self.out = x
+                return x
+
+        self.model.activations[-1] = Forgotten()
+
+
+class LossMissingHalf(Faulty):
+    """The loss reported as Σ(target − out)², while its gradient is that of Σ ½(target − out)²."""
+
+    def setup(self, desc):
+        class NoHalf(manual.losses.HalfSSELoss):
+            def forward(self, input, target):
+                return 2.0 * super().forward(input, target)
+
+        self.loss_fn = NoHalf()
+
+
+class BiasGradAveraged(manual.modules.Linear):
+    def backward(self, grad_output):
+        self.weight.grad += grad_output.T @ self.x
+        self.bias.grad += grad_output.mean(axis=0)  # averaged where the loss already averages
+        return grad_output @ self.weight.data
+
+
+class BiasGradAveragedOverBatch(Faulty):
+    """The per-neuron bias gradient averaged over the batch instead of summed (the loss has already averaged)."""
+
+    def setup(self, desc):
+        _replace_linears(self.model, BiasGradAveraged)
+
+
+# --- descriptions chosen for the mistakes ---------------------------------------------------------
+
+def worked(steps=3):
+    """The seed's worked example (2-2-2 sigmoid, shared frozen biases, ½·SSE, SGD 0.5), a few steps."""
+    from .example import load_spec
+    desc = load_spec()
+    desc["run"] = {**desc["run"], "steps": steps}
+    return desc
+
+
+def random_net(sizes, activation, loss="mse", bias="per-neuron", batch_size=4, n=8, steps=3,
+               optimizer=None, seed=0):
+    return spec.parse({
+        "network": {"sizes": sizes, "activation": activation, "bias": bias, "loss": loss},
+        "init": {"seed": seed},
+        "optimizer": optimizer or {"name": "sgd", "lr": 0.1},
+        "data": {"random": {"n": n, "seed": seed + 1}, "batch_size": batch_size},
+        "run": {"steps": steps, "dtype": "float64"},
+    })
+
+
+def square():
+    """3-3-3 tanh, no biases: every weight is square, so a transposed gradient has the right shape."""
+    return random_net([3, 3, 3], "tanh", bias="none")
+
+
+def minibatch():
+    """3-4-2 tanh → identity, MSE (mean), per-neuron biases, batches of 4."""
+    return random_net([3, 4, 2], ["tanh", "identity"])
+
+
+# --- the table ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Entry:
+    id: str
+    build: type              # the factory: build(desc) -> implementation
+    description: object      # () -> parsed description it is run on
+    stage: str               # where it must be caught
+    tensor: str
+    iteration: int = 0
+    needs: dict = field(default_factory=dict)  # {"loss": (...), "bias": (...), ...}: where it applies
+
+    @property
+    def mistake(self):
+        return " ".join(self.build.__doc__.split())
+
+    def applies(self, desc):
+        """True when the mistake has a meaning on `desc`'s network (loss, bias, optimizer, activation)."""
+        have = {"loss": desc["network"]["loss"], "bias": desc["network"]["bias"],
+                "optimizer": desc["optimizer"]["name"], "activation": desc["network"]["activation"]}
+        for key, allowed in self.needs.items():
+            values = have[key] if isinstance(have[key], list) else [have[key]]
+            if key == "activation":
+                if not any(v in allowed for v in values):
+                    return False
+            elif not all(v in allowed for v in values):
+                return False
+        return True
+
+
+SIGMOID = {"activation": ("sigmoid",)}
+OUTPUT_SIGMOID = {"activation": ("sigmoid",)}
+
+ENTRIES = [
+    Entry("loss-grad-sign", LossGradSign, worked, "delta", "layers.1"),
+    Entry("activation-derivative-dropped", ActivationDerivativeDropped, worked, "delta", "layers.1", needs=SIGMOID),
+    Entry("sigmoid-derivative-on-net", SigmoidDerivativeOnNet, worked, "delta", "layers.1", needs=SIGMOID),
+    Entry("hidden-error-one-output", HiddenErrorOneOutput, worked, "delta", "layers.0"),
+    Entry("hidden-error-through-updated-weights", HiddenErrorThroughUpdatedWeights, worked, "delta", "layers.0",
+          needs={"optimizer": ("sgd",)}),
+    Entry("mean-loss-grad-not-divided-by-batch", MeanLossGradNotDividedByBatch, minibatch, "delta", "layers.1",
+          needs={"loss": ("mse",)}),
+    Entry("weight-grad-transposed", WeightGradTransposed, square, "grad", "layers.1.weight"),
+    Entry("bias-grad-averaged-over-batch", BiasGradAveragedOverBatch, minibatch, "grad", "layers.1.bias",
+          needs={"bias": ("per-neuron",)}),
+    Entry("grads-not-zeroed", GradsNotZeroed, worked, "grad", "layers.1.weight", iteration=1),
+    Entry("output-activation-missing", OutputActivationMissing, worked, "output", "output", needs=OUTPUT_SIGMOID),
+    Entry("loss-missing-half", LossMissingHalf, worked, "loss", "loss", needs={"loss": ("half-sse",)}),
+    Entry("frozen-bias-updated", FrozenBiasUpdated, worked, "param", "layers.0.bias",
+          needs={"bias": ("shared-frozen",)}),
+    Entry("lr-applied-twice", LrAppliedTwice, worked, "param", "layers.0.weight", needs={"optimizer": ("sgd",)}),
+]
+
+
+def entry(entry_id):
+    for e in ENTRIES:
+        if e.id == entry_id:
+            return e
+    raise KeyError(entry_id)
+
+
+@dataclass
+class Outcome:
+    entry: Entry
+    caught: bool           # the oracle found a mismatch
+    where: tuple | None    # (iteration, stage, tensor) of the first mismatch
+    mismatch: object       # the Mismatch, or None
+
+    @property
+    def as_expected(self):
+        return self.where == (self.entry.iteration, self.entry.stage, self.entry.tensor)
+
+    def to_json(self):
+        e = self.entry
+        return {
+            "id": e.id, "mistake": e.mistake,
+            "expected": {"iteration": e.iteration, "stage": e.stage, "tensor": e.tensor},
+            "caught": self.caught,
+            "caught_at": (dict(zip(("iteration", "stage", "tensor"), self.where)) if self.where else None),
+            "as_expected": self.as_expected,
+            "mismatch": self.mismatch.to_json() if self.mismatch else None,
+        }
+
+
+def run_entry(e):
+    """Run one entry in lockstep against the torch twin on its own description."""
+    from .lockstep import lockstep
+    desc = e.description()
+    result = lockstep(desc, impl=e.build(desc))
+    m = result.first_mismatch
+    where = (m.iteration, m.stage, m.name) if m else None
+    return Outcome(e, m is not None, where, m)
+
+
+def run_zoo(entries=None):
+    return [run_entry(e) for e in (ENTRIES if entries is None else entries)]
+
+
+def table(outcomes):
+    lines = [f"{'id':<38} {'expected':<30} {'caught at':<30} verdict", "-" * 110]
+    for o in outcomes:
+        e = o.entry
+        exp = f"it {e.iteration}, {e.stage}, {e.tensor}"
+        got = f"it {o.where[0]}, {o.where[1]}, {o.where[2]}" if o.where else "NOT CAUGHT"
+        verdict = "caught" if o.as_expected else ("CAUGHT ELSEWHERE" if o.caught else "MISSED")
+        lines.append(f"{e.id:<38} {exp:<30} {got:<30} {verdict}")
+    n_ok = sum(o.as_expected for o in outcomes)
+    lines += ["", f"{n_ok} / {len(outcomes)} mistakes caught where expected"]
+    stages = sorted({o.where[1] for o in outcomes if o.where})
+    lines.append(f"stages covered: {', '.join(stages)}")
+    return "\n".join(lines)
