@@ -2,8 +2,11 @@
 
     backprop-check example [--json]                 the seed's worked example, checked
     backprop-check run SPEC [--json] [--steps N] [--dtype D] [--device D] [--mode M]
+                            [--impl TARGET] [--fd] [--fd-steps K]
 
-Exit codes: 0 everything matched, 1 a mismatch, 2 bad input (one line on stderr naming the field).
+Exit codes: 0 everything matched, 1 a mismatch (or an exception raised by the implementation, or,
+with --fd, finite differences that disagree), 2 bad input (one line on stderr naming the field:
+a bad description, an --impl that cannot be loaded or whose train_step breaks the contract).
 """
 import argparse
 import json
@@ -12,6 +15,7 @@ import sys
 from .spec import DEVICES, DTYPES, SpecError
 
 PROG = "backprop-check"
+FD_STEPS = 3  # iterations checked by --fd unless --fd-steps says otherwise
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,6 +38,14 @@ def _parser():
                      help="train one side alone, without comparison: manual or twin (prints final loss, time per step)")
     run.add_argument("--mode", default="free",
                      help="free (both sides train on their own, default) or resync (each step judged alone)")
+    run.add_argument("--impl", metavar="TARGET",
+                     help="check this implementation instead of manual: package.module:factory or "
+                          "path/to/file.py:factory (the factory gets the parsed description)")
+    run.add_argument("--fd", action="store_true",
+                     help="add central finite differences (numpy, float64) as a third opinion on the "
+                          "gradients of the first iterations; costs 2 forward passes per parameter")
+    run.add_argument("--fd-steps", type=int, metavar="K",
+                     help=f"how many iterations get finite differences (implies --fd; default {FD_STEPS})")
     return p
 
 
@@ -67,9 +79,23 @@ def cmd_run(args):
         solo = train_alone(desc, args.only)
         print(json.dumps(solo.to_json(), indent=2) if args.json else solo.summary())
         return 0
-    result = lockstep(desc, mode=args.mode)
+    fd_steps = _fd_steps(args)
+    impl = None
+    if args.impl is not None:
+        from . import plugin
+        impl = plugin.build(args.impl, desc)
+    result = lockstep(desc, impl=impl, mode=args.mode, fd_steps=fd_steps, impl_name=args.impl)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
-    return 0 if result.ok else 1
+    return 0 if result.ok and (result.fd is None or result.fd.ok) else 1
+
+
+def _fd_steps(args):
+    """0 without --fd; --fd-steps K (>= 1) implies --fd."""
+    if args.fd_steps is not None:
+        if args.fd_steps < 1:
+            raise SpecError("--fd-steps", f"expected a positive integer, got {args.fd_steps}")
+        return args.fd_steps
+    return FD_STEPS if args.fd else 0
 
 
 def main(argv=None):

@@ -3,7 +3,8 @@
 Both sides start from the same parameters and get the same batches. At every iteration the
 results are compared in the order the computation produces them:
 
-    output → loss → delta (dE/dnet per layer) → grad (per parameter) → param (after the update)
+    output → loss → delta (dE/dnet per layer) → grad (per parameter, after clipping)
+           → optim (optimizer state, after the update) → param (after the update)
 
 and the run stops at the first mismatch, which is reported with its iteration, stage, tensor,
 worst index, both values and the tolerance. Two modes:
@@ -11,7 +12,7 @@ worst index, both values and the tolerance. Two modes:
     free    both sides train on their own from the shared start (the default): a float64 check
             of the whole trajectory;
     resync  after every iteration the implementation restarts from the twin's updated
-            parameters, so each step is judged on its own (long float32 runs).
+            parameters and optimizer state, so each step is judged on its own (long float32 runs).
 """
 from dataclasses import asdict, dataclass, field
 
@@ -22,11 +23,13 @@ import manual.data
 import manual.init
 import manual.trainer
 
+from .fdcheck import FDCheck
 from .model import Twin
+from .plugin import Conformer, one_line
 from .spec import SpecError
 from .testing import compare, tolerance
 
-STAGES = ("output", "loss", "delta", "grad", "param")
+STAGES = ("output", "loss", "delta", "grad", "optim", "param")
 MODES = ("free", "resync")
 
 
@@ -52,6 +55,9 @@ class Mismatch:
         lines = [
             f"lockstep mismatch at iteration {self.iteration}, stage {self.stage!r}, tensor {self.name!r}",
         ]
+        if self.stage == "exception":  # the implementation raised; there are no values to show
+            lines = [f"the implementation failed at iteration {self.iteration}: {self.detail}"]
+            return "\n".join(lines)
         if self.detail:
             lines.append(f"  {self.detail}")
         else:
@@ -82,6 +88,9 @@ class Result:
     device: str
     mode: str
     final_loss: dict   # {"manual": float, "reference": float}
+    not_reported: list = field(default_factory=list)  # stages the implementation does not report
+    fd: FDCheck | None = None                         # the finite-difference third opinion (--fd)
+    impl: str = "manual"                              # which implementation was checked
 
     def to_json(self):
         return {
@@ -95,6 +104,9 @@ class Result:
             "device": self.device,
             "mode": self.mode,
             "final_loss": self.final_loss,
+            "impl": self.impl,
+            "not_reported": self.not_reported,
+            "fd": self.fd.to_json() if self.fd else None,
         }
 
     def summary(self):
@@ -103,9 +115,15 @@ class Result:
         lines = [head, f"  {'stage':<7} {'max abs err':>12} {'max rel err':>12}  worst tensor"]
         for s, v in self.stats.items():
             lines.append(f"  {s:<7} {v['max_abs_err']:12.3e} {v['max_rel_err']:12.3e}  {v['worst_tensor']}")
+        for s in self.not_reported:
+            lines.append(f"  {s:<7} {'not reported':>12} {'':>12}  (the implementation does not return it: not checked)")
         lines.append(f"  final loss: manual {self.final_loss['manual']!r}, reference {self.final_loss['reference']!r}")
+        if self.impl != "manual":
+            lines.insert(1, f"  implementation: {self.impl}")
         if self.first_mismatch:
             lines.append(str(self.first_mismatch))
+        if self.fd:
+            lines.append(self.fd.summary())
         return "\n".join(lines)
 
 
@@ -118,34 +136,65 @@ def prepare_device(device):
         torch.backends.cudnn.allow_tf32 = False
 
 
-def lockstep(desc, impl=None, mode="free"):
+def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None):
     """Run the cross-check described by `desc` (a parsed description). `impl` is any object with
-    load_state_dict/train_step; by default the manual engine. Returns a `Result`."""
+    load_state_dict/train_step; by default the manual engine. Returns a `Result`.
+
+    A plug-in's results are checked against the contract (torch_ref/plugin.py): breaking it raises
+    `ImplError` (exit 2); an exception raised by its own code ends the run as a failure at stage
+    "exception" (exit 1). `fd_steps` > 0 adds central finite differences as a third opinion on the
+    gradients of the first `fd_steps` iterations (2 forward passes per parameter element)."""
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
     run = desc["run"]
     prepare_device(run["device"])
     dtype = np.dtype(run["dtype"])
     rtol, atol = tolerance(dtype)
+    impl_name = impl_name or ("manual" if impl is None else type(impl).__qualname__)
+    conform = Conformer(trusted=impl is None)  # the manual engine needs no conversion
     impl = impl if impl is not None else manual.trainer.build(desc)
     state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
-    impl.load_state_dict(state)
     twin = Twin(desc, state)
     batches = manual.data.batches(desc, dtype)
+    fd = FDCheck(desc, fd_steps) if fd_steps > 0 else None
 
-    checker, first = None, None
-    for it in range(run["steps"]):
+    checker, first, it, m, r = None, None, 0, None, None
+    try:
+        impl.load_state_dict(state)
+    except Exception as e:
+        first = _raised(0, "load_state_dict(state)", e, rtol, atol)
+    for it in range(run["steps"] if first is None else 0):
         x, y = next(batches)
-        m, r = impl.train_step(x, y), twin.train_step(x, y)
+        before = twin.state_dict() if it < fd_steps else None
+        try:
+            m = impl.train_step(x, y)
+        except Exception as e:
+            first = _raised(it, "train_step(x, y)", e, rtol, atol)
+            break
+        r = twin.train_step(x, y)
+        m = conform(it, m, r)
+        if before is not None:
+            fd.add(it, before, x, y, m, r)
         checker = checker or Checker(m, r, rtol, atol)
         first = checker.check(it, m, r)
         if first is not None:
             break
         if mode == "resync":
             impl.load_state_dict(r["state_dict"])
+            if hasattr(impl, "load_optimizer_state"):
+                impl.load_optimizer_state(r.get("optimizer_state", {}))
     steps = it + 1 if first is None else it
-    losses = {"manual": float(m["loss"]), "reference": r["loss"]}
-    return Result(first is None, steps, first, checker.stats(), str(dtype), run["device"], mode, losses)
+    nan = float("nan")
+    losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
+    return Result(first is None, steps, first, checker.stats() if checker else {}, str(dtype),
+                  run["device"], mode, losses, conform.not_reported(r or {}), fd, impl_name)
+
+
+def _raised(it, where, e, rtol, atol):
+    """The implementation's own code raised: a failure of the implementation, reported in one line."""
+    nan = float("nan")
+    return Mismatch(it, "exception", where, (), nan, nan, nan, nan, atol, rtol, 0, 0,
+                    f"{where} raised {one_line(e)}")
 
 
 def _pairs(m, r):
@@ -154,10 +203,12 @@ def _pairs(m, r):
     first mismatch is nearest to its cause."""
     yield "output", "output", m["output"], r["output"]
     yield "loss", "loss", m["loss"], r["loss"]
-    for name, ref in reversed(r["deltas"].items()):
+    for name, ref in reversed(r["deltas"].items() if "deltas" in m else ()):  # optional for a plug-in
         yield "delta", name, m["deltas"][name], ref
     for name, ref in reversed(r["grads"].items()):
         yield "grad", name, m["grads"][name], ref
+    for name, ref in r.get("optimizer_state", {}).items() if "optimizer_state" in m else ():
+        yield "optim", name, m["optimizer_state"][name], ref
     for name, ref in r["state_dict"].items():
         yield "param", name, m["state_dict"][name], ref
 

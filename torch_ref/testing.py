@@ -12,6 +12,11 @@ import numpy as np
 TOLERANCES = {
     "float64": {"rtol": 1e-12, "atol": 1e-14},
     "float32": {"rtol": 1e-4, "atol": 1e-6},
+    # Central finite differences (manual/gradcheck.py, float64) against an analytic gradient: with
+    # h = eps^(1/3)·max(1, |p|) a difference is off by about eps^(2/3) ≈ 4e-11 times the scale of E
+    # and its derivatives (measured: ≤ 1e-11 absolute on the specs here), so atol is multiplied by
+    # max(1, |E|); a real backprop mistake is off by the size of the gradient itself.
+    "finite-differences": {"rtol": 1e-6, "atol": 1e-8},
 }
 
 
@@ -19,6 +24,14 @@ def tolerance(dtype):
     """(rtol, atol) for a dtype name, e.g. "float64"."""
     t = TOLERANCES[str(np.dtype(dtype))]
     return t["rtol"], t["atol"]
+
+
+def fd_tolerance(dtype, loss):
+    """(rtol, atol) for a gradient of `dtype` against finite differences of a loss of size |loss|:
+    the finite-difference allowance, widened to the dtype's own where that is looser."""
+    fd = TOLERANCES["finite-differences"]
+    rtol, atol = tolerance(dtype)
+    return max(rtol, fd["rtol"]), max(atol, fd["atol"] * max(1.0, abs(loss)))
 
 
 @dataclass

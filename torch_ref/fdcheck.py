@@ -1,0 +1,125 @@
+"""The third opinion: gradients by central finite differences (manual/gradcheck.py, numpy, float64)
+beside the implementation's and autograd's, for the first few iterations of a lockstep run.
+
+For each parameter tensor, three comparisons: implementation vs autograd (the dtype's tolerance),
+implementation vs finite differences and autograd vs finite differences (the finite-difference
+tolerance, torch_ref/testing.py). Their pattern is the verdict:
+
+    agree                    all three agree
+    description suspect      implementation and autograd agree, finite differences do not: the loss
+                             is not differentiable there (a ReLU at exactly 0, say) or too curved for
+                             the step; look at the description, not at the code
+    implementation wrong     autograd and finite differences agree, the implementation does not
+    reference wrong          the implementation and finite differences agree, autograd does not
+    no two agree
+    borderline               two pairs agree and the third does not: a difference near a tolerance
+"""
+from manual.gradcheck import central_differences
+
+from .testing import compare, fd_tolerance, tolerance
+
+PAIRS = (("impl", "autograd"), ("impl", "fd"), ("autograd", "fd"))
+PAIR_NAMES = {p: f"{p[0]}_vs_{p[1]}" for p in PAIRS}
+VERDICTS = {  # (impl~autograd, impl~fd, autograd~fd) -> verdict
+    (True, True, True): "agree",
+    (True, False, False): "description suspect",
+    (False, False, True): "implementation wrong",
+    (False, True, False): "reference wrong",
+    (False, False, False): "no two agree",
+}
+EXPLAIN = {
+    "description suspect": "the implementation and autograd agree with each other but NOT with finite "
+                           "differences: this points at the description (a non-differentiable point, such "
+                           "as a ReLU input at exactly 0, or a loss too curved for the step), not at the code",
+    "implementation wrong": "autograd and finite differences agree; the implementation does not",
+    "reference wrong": "the implementation and finite differences agree; autograd (the torch twin) does not",
+    "no two agree": "no two of the three gradients agree",
+    "borderline": "two comparisons agree and the third does not: a difference close to a tolerance",
+}
+
+
+class FDCheck:
+    """Collects the three-way comparison, iteration by iteration, for the first `steps` iterations."""
+
+    def __init__(self, desc, steps):
+        self.desc, self.steps = desc, steps
+        self.dtype = desc["run"]["dtype"]
+        self.rows = []  # one per (iteration, tensor)
+        self.passes = 0
+
+    def add(self, it, state, x, y, m, r):
+        """Finite differences at `state` (the parameters before iteration `it`) on the batch (x, y);
+        compared with the implementation's result `m` and the twin's `r`."""
+        names = list(r["grads"])
+        fd, passes = central_differences(self.desc, state, x, y, names)
+        self.passes += passes
+        rtol, atol = tolerance(self.dtype)
+        fd_rtol, fd_atol = fd_tolerance(self.dtype, r["loss"])
+        for name in names:
+            grads = {"impl": m["grads"][name], "autograd": r["grads"][name], "fd": fd[name]}
+            row = {"iteration": it, "tensor": name}
+            for a, b in PAIRS:
+                tol = (rtol, atol) if b == "autograd" else (fd_rtol, fd_atol)
+                c = compare(grads[a], grads[b], *tol)
+                row[PAIR_NAMES[a, b]] = {
+                    "ok": c.ok, "max_abs_err": c.max_abs_err, "max_rel_err": c.max_rel_err,
+                    "index": list(c.index), a: c.manual, b: c.reference, "rtol": tol[0], "atol": tol[1]}
+            row["verdict"] = _verdict(row)
+            self.rows.append(row)
+
+    @property
+    def ok(self):
+        return all(row["verdict"] == "agree" for row in self.rows)
+
+    def tensors(self):
+        """Per tensor, over the iterations checked: the worst of each comparison and the verdict
+        (the first iteration's that is not "agree", if any)."""
+        out = {}
+        for row in self.rows:
+            t = out.setdefault(row["tensor"], {"verdict": "agree", "first_iteration": None})
+            for pair in PAIR_NAMES.values():
+                worst = t.setdefault(pair, {"ok": True, "max_abs_err": 0.0, "max_rel_err": 0.0})
+                worst["ok"] = worst["ok"] and row[pair]["ok"]
+                worst["max_abs_err"] = max(worst["max_abs_err"], row[pair]["max_abs_err"])
+                worst["max_rel_err"] = max(worst["max_rel_err"], row[pair]["max_rel_err"])
+            if row["verdict"] != "agree" and t["verdict"] == "agree":
+                t["verdict"], t["first_iteration"] = row["verdict"], row["iteration"]
+        return out
+
+    def to_json(self):
+        fd = {"rtol": fd_tolerance(self.dtype, 0.0)[0], "atol": fd_tolerance(self.dtype, 0.0)[1]}
+        return {
+            "ok": self.ok,
+            "steps": self.steps,
+            "iterations_checked": len({row["iteration"] for row in self.rows}),
+            "forward_passes": self.passes,
+            "tolerance": {"autograd": dict(zip(("rtol", "atol"), tolerance(self.dtype))),
+                          "finite_differences": fd, "atol_scaled_by": "max(1, |loss|)"},
+            "tensors": self.tensors(),
+            "warnings": self.warnings(),
+            "rows": self.rows,
+        }
+
+    def warnings(self):
+        return [f"{name}: {t['verdict'].upper()} at iteration {t['first_iteration']}: {EXPLAIN[t['verdict']]}"
+                for name, t in self.tensors().items() if t["verdict"] != "agree"]
+
+    def summary(self):
+        n_it = len({row["iteration"] for row in self.rows})
+        lines = [f"finite differences (float64, central, h = eps^(1/3)*max(1,|p|)): {n_it} iteration(s),"
+                 f" {self.passes} forward passes; largest relative difference per pair",
+                 f"  {'tensor':<18} {'impl~autograd':>14} {'impl~fd':>10} {'autograd~fd':>12}  verdict"]
+        for name, t in self.tensors().items():
+            cells = [f"{t[p]['max_rel_err']:.1e}" + ("" if t[p]["ok"] else "!") for p in PAIR_NAMES.values()]
+            lines.append(f"  {name:<18} {cells[0]:>14} {cells[1]:>10} {cells[2]:>12}  {t['verdict']}")
+        warnings = self.warnings()
+        if warnings:
+            lines.append("  (! = outside the tolerance)")
+        for w in warnings:
+            lines.append(f"  !!! {w}")
+        return "\n".join(lines)
+
+
+def _verdict(row):
+    key = tuple(row[PAIR_NAMES[p]]["ok"] for p in PAIRS)
+    return VERDICTS.get(key, "borderline")
