@@ -1,26 +1,189 @@
-"""Optimizers in numpy with torch.optim's argument names and update rules.
+"""Optimizers in numpy with torch.optim's argument names, defaults and update rules.
 
-An optimizer holds `Parameter`s and updates `p.data` in place from `p.grad`.
+An optimizer holds `Parameter`s and updates `p.data` in place from `p.grad`. Its per-parameter
+state is `state[i]`, a dict named as torch's state keys (`momentum_buffer`, `exp_avg`,
+`exp_avg_sq`, `max_exp_avg_sq`, `square_avg`, `grad_avg`, `sum`, and the integer `step`), created
+lazily as torch creates it. `lr` is a plain attribute, so a learning-rate schedule can set it.
+
+Notation for every rule below (t counts steps from 1; all element-wise):
+
+    g   the gradient (negated first when maximize)      θ  the parameter      γ  lr
+    λ   weight_decay                                     μ  momentum
 """
+import numpy as np
 
 
-class SGD:
-    """torch.optim.SGD without momentum:  p ← p − lr · grad."""
+class Optimizer:
+    """What every optimizer shares: parameters, per-parameter state, zero_grad."""
 
-    def __init__(self, params, lr):
-        self.params, self.lr = list(params), lr
-
-    def step(self):
-        for p in self.params:
-            p.data -= self.lr * p.grad
+    def __init__(self, params, lr, maximize=False):
+        self.params, self.lr, self.maximize = list(params), lr, maximize
+        self.state = [{} for _ in self.params]
 
     def zero_grad(self):
         for p in self.params:
             p.zero_grad()
 
-    def state_dict(self):
-        """Per-parameter state, keyed as `{index}.{buffer}`: plain SGD keeps none."""
-        return {}
+    def _grads(self, weight_decay=0.0):
+        """(i, p, state, g) per parameter: g = ±grad (+ λθ for coupled weight decay), a new array."""
+        for i, p in enumerate(self.params):
+            g = -p.grad if self.maximize else p.grad.copy()
+            if weight_decay != 0:
+                g += weight_decay * p.data
+            yield i, p, self.state[i], g
 
 
-OPTIMIZERS = {"sgd": SGD}
+class SGD(Optimizer):
+    """torch.optim.SGD.
+
+        g ← g + λθ
+        b ← g                          at t = 1   (momentum_buffer; only when μ ≠ 0)
+        b ← μ b + (1 − dampening) g    at t > 1
+        g ← g + μ b   (nesterov)   or   g ← b
+        θ ← θ − γ g
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False):
+        super().__init__(params, lr, maximize)
+        self.momentum, self.dampening, self.weight_decay = momentum, dampening, weight_decay
+        self.nesterov = nesterov
+
+    def step(self):
+        mu = self.momentum
+        for _, p, state, g in self._grads(self.weight_decay):
+            if mu != 0:
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = g.copy()
+                else:
+                    b = state["momentum_buffer"]
+                    b *= mu
+                    b += (1 - self.dampening) * g
+                b = state["momentum_buffer"]
+                g = g + mu * b if self.nesterov else b
+            p.data -= self.lr * g
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam (coupled weight decay) and, with decoupled=True, torch.optim.AdamW.
+
+        θ ← θ (1 − γλ)                  AdamW only
+        g ← g + λθ                      Adam only
+        m ← β1 m + (1 − β1) g           exp_avg
+        v ← β2 v + (1 − β2) g²          exp_avg_sq
+        v_max ← max(v_max, v)           max_exp_avg_sq, amsgrad only; then v stands for v_max below
+        θ ← θ − (γ / (1 − β1^t)) · m / (√v / √(1 − β2^t) + ε)
+    """
+
+    decoupled = False
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 amsgrad=False, maximize=False):
+        super().__init__(params, lr, maximize)
+        self.betas, self.eps, self.weight_decay, self.amsgrad = tuple(betas), eps, weight_decay, amsgrad
+
+    def step(self):
+        beta1, beta2 = self.betas
+        coupled = 0.0 if self.decoupled else self.weight_decay
+        for _, p, state, g in self._grads(coupled):
+            if not state:
+                state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+                if self.amsgrad:
+                    state["max_exp_avg_sq"] = np.zeros_like(p.data)
+            state["step"] += 1
+            t = state["step"]
+            if self.decoupled and self.weight_decay != 0:
+                p.data *= 1 - self.lr * self.weight_decay
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m += (1 - beta1) * (g - m)  # = β1 m + (1 − β1) g, as torch's lerp
+            v *= beta2
+            v += (1 - beta2) * g * g
+            if self.amsgrad:
+                np.maximum(state["max_exp_avg_sq"], v, out=state["max_exp_avg_sq"])
+                v = state["max_exp_avg_sq"]
+            step_size = self.lr / (1 - beta1 ** t)
+            denom = np.sqrt(v) / (1 - beta2 ** t) ** 0.5 + self.eps
+            p.data -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with decoupled weight decay θ ← θ(1 − γλ), default λ = 0.01."""
+
+    decoupled = True
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 amsgrad=False, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+
+
+class RMSprop(Optimizer):
+    """torch.optim.RMSprop.
+
+        g ← g + λθ
+        v ← α v + (1 − α) g²                       square_avg
+        g_avg ← α g_avg + (1 − α) g                grad_avg, centered only
+        d ← √(v − g_avg²) + ε   (centered)   or   d ← √v + ε
+        b ← μ b + g / d;   θ ← θ − γ b             momentum_buffer, when μ > 0
+        θ ← θ − γ g / d                            when μ = 0
+    """
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
+        super().__init__(params, lr, maximize)
+        self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
+        self.momentum, self.centered = momentum, centered
+
+    def step(self):
+        a = self.alpha
+        for _, p, state, g in self._grads(self.weight_decay):
+            if not state:
+                state.update(step=0, square_avg=np.zeros_like(p.data))
+                if self.momentum > 0:
+                    state["momentum_buffer"] = np.zeros_like(p.data)
+                if self.centered:
+                    state["grad_avg"] = np.zeros_like(p.data)
+            state["step"] += 1
+            v = state["square_avg"]
+            v *= a
+            v += (1 - a) * g * g
+            if self.centered:
+                g_avg = state["grad_avg"]
+                g_avg += (1 - a) * (g - g_avg)  # = α g_avg + (1 − α) g, as torch's lerp
+                d = np.sqrt(v - g_avg * g_avg) + self.eps
+            else:
+                d = np.sqrt(v) + self.eps
+            if self.momentum > 0:
+                b = state["momentum_buffer"]
+                b *= self.momentum
+                b += g / d
+                p.data -= self.lr * b
+            else:
+                p.data -= self.lr * (g / d)
+
+
+class Adagrad(Optimizer):
+    """torch.optim.Adagrad.
+
+        g ← g + λθ
+        s ← s + g²                 sum, starting at initial_accumulator_value
+        γ_t = γ / (1 + (t − 1) lr_decay)
+        θ ← θ − γ_t g / (√s + ε)
+    """
+
+    def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
+                 eps=1e-10, maximize=False):
+        super().__init__(params, lr, maximize)
+        self.lr_decay, self.weight_decay, self.eps = lr_decay, weight_decay, eps
+        for p, state in zip(self.params, self.state):  # torch creates Adagrad's state eagerly
+            state.update(step=0, sum=np.full_like(p.data, initial_accumulator_value))
+
+    def step(self):
+        for _, p, state, g in self._grads(self.weight_decay):
+            state["step"] += 1
+            clr = self.lr / (1 + (state["step"] - 1) * self.lr_decay)
+            s = state["sum"]
+            s += g * g
+            p.data -= clr * (g / (np.sqrt(s) + self.eps))
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}

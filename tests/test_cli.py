@@ -54,7 +54,8 @@ BAD = [
     (("optimizer", "lr"), float("nan"), "optimizer.lr"),
     (("optimizer", "lr"), "fast", "optimizer.lr"),
     (("optimizer", "name"), "sgdd", "optimizer.name"),
-    (("optimizer", "momentum"), 0.9, "optimizer.momentum"),
+    (("optimizer", "amsgrad"), True, "optimizer.amsgrad"),               # not an argument of sgd
+    (("optimizer", "nesterov"), True, "optimizer.nesterov"),              # without momentum, as torch
     (("data", "x"), [[0.05, 0.10, 0.2]], "data.x[0]"),                # sizes vs data
     (("data", "y"), [[0.01, 0.99], [0.5, 0.5]], "data.y"),
     (("data", "x"), [[0.05, float("inf")]], "data.x[0][1]"),

@@ -9,7 +9,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": F.relu, "identity": lambda z: z}
+# name in the description -> torch's own functional; the description's arguments are its keywords
+ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": F.relu, "identity": lambda z: z,
+               "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu,
+               "softplus": F.softplus, "softmax": lambda z: F.softmax(z, dim=1),
+               "log_softmax": lambda z: F.log_softmax(z, dim=1)}
+
+
+def activation(name, args=None):
+    """The torch function for one layer's activation, its arguments bound (torch's names)."""
+    fn, args = ACTIVATIONS[name], dict(args or {})
+    return (lambda z: fn(z, **args)) if args else fn
 
 
 def half_sse_loss(input, target):
@@ -17,7 +27,18 @@ def half_sse_loss(input, target):
     return 0.5 * F.mse_loss(input, target, reduction="sum")
 
 
-LOSSES = {"half-sse": half_sse_loss, "mse": F.mse_loss}
+# name in the description -> torch's own functional loss
+LOSSES = {"half-sse": half_sse_loss, "mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss,
+          "huber": F.huber_loss, "cross_entropy": F.cross_entropy, "nll": F.nll_loss,
+          "bce": F.binary_cross_entropy, "bce_with_logits": F.binary_cross_entropy_with_logits}
+
+
+def loss_function(name, args=None):
+    """loss(input, target) with the description's arguments bound. `target` ("index" or
+    "probability") is this project's, not torch's: torch tells them apart by the target's dtype."""
+    fn = LOSSES[name]
+    args = {k: v for k, v in (args or {}).items() if k != "target"}
+    return (lambda input, target: fn(input, target, **args)) if args else fn
 OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
               "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
 
@@ -45,7 +66,8 @@ class SharedBiasLinear(nn.Module):
 class MLP(nn.Module):
     """layers[k] (Linear) then activation[k], for every layer k."""
 
-    def __init__(self, sizes, activations, bias="per-neuron", dtype=torch.float64, device="cpu"):
+    def __init__(self, sizes, activations, bias="per-neuron", dtype=torch.float64, device="cpu",
+                 activation_args=None):
         super().__init__()
         factory = {"dtype": dtype, "device": device}
         if bias == "shared-frozen":
@@ -53,7 +75,8 @@ class MLP(nn.Module):
         else:
             make = lambda i, o: nn.Linear(i, o, bias=bias == "per-neuron", **factory)
         self.layers = nn.ModuleList(make(i, o) for i, o in zip(sizes[:-1], sizes[1:]))
-        self.activations = [ACTIVATIONS[a] for a in activations]
+        activation_args = activation_args or [{} for _ in activations]
+        self.activations = [activation(a, args) for a, args in zip(activations, activation_args)]
         self.nets = []
 
     def forward(self, x, keep_deltas=True):
@@ -78,8 +101,9 @@ class Twin:
         net, run = desc["network"], desc["run"]
         self.device = torch.device(device or run["device"])
         self.dtype = torch_dtype(dtype or run["dtype"])
-        self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, self.device)
-        self.loss_fn = LOSSES[net["loss"]]
+        self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, self.device,
+                         net.get("activation_args"))
+        self.loss_fn = loss_function(net["loss"], net.get("loss_args"))
         self.load_state_dict(state)
         self.params = dict(self.model.named_parameters())
         self.optimizer = make_optimizer(list(self.params.values()), desc["optimizer"])
@@ -102,6 +126,10 @@ class Twin:
         return out
 
     def tensor(self, a):
+        """A float tensor in the run's dtype; integer arrays (class-index targets) become int64, as
+        torch's cross_entropy and nll_loss require."""
+        if np.asarray(a).dtype.kind in "iu":
+            return torch.as_tensor(a, dtype=torch.int64, device=self.device)
         return torch.as_tensor(a, dtype=self.dtype, device=self.device)
 
     def step(self, x, y):

@@ -14,7 +14,21 @@ LOSSES = ("half-sse", "mse")
 BIASES = ("per-neuron", "shared-frozen", "none")
 DTYPES = ("float64", "float32")
 DEVICES = ("cpu", "cuda")
-OPTIMIZERS = {"sgd": {"lr": None}}  # name -> {argument: default, None when required}
+# name -> {argument: default}: torch.optim's argument names and defaults (tests compare with torch's signatures)
+OPTIMIZERS = {
+    "sgd": {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False,
+            "maximize": False},
+    "adam": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False,
+             "maximize": False},
+    "adamw": {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 1e-2, "amsgrad": False,
+              "maximize": False},
+    "rmsprop": {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0, "centered": False,
+                "maximize": False},
+    "adagrad": {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0, "eps": 1e-10,
+                "maximize": False},
+}
+# arguments torch.optim refuses below 0 ("Invalid learning rate", "Invalid epsilon value", ...)
+NON_NEGATIVE = ("lr", "momentum", "weight_decay", "eps", "alpha", "lr_decay", "initial_accumulator_value")
 
 SECTIONS = {
     "network": {"sizes", "activation", "bias", "loss"},
@@ -125,18 +139,33 @@ def _init(t, network):
 
 
 def _optimizer(t):
+    """torch.optim's arguments, refused exactly where torch.optim's constructors refuse them."""
     name = _choice(_get(t, "optimizer", "name"), tuple(OPTIMIZERS), "optimizer.name")
+    for key in t:
+        if key != "name" and key not in OPTIMIZERS[name]:
+            raise SpecError(f"optimizer.{key}",
+                            f"not an argument of {name}; expected one of {sorted(OPTIMIZERS[name])}")
     args = {}
     for arg, default in OPTIMIZERS[name].items():
-        if default is None and arg not in t:
-            raise SpecError(f"optimizer.{arg}", f"missing (required by {name})")
-        args[arg] = t.get(arg, default)
-    for key in t:
-        if key != "name" and key not in args:
-            raise SpecError(f"optimizer.{key}", f"not an argument of {name}; expected one of {sorted(args)}")
-    lr = _number(args["lr"], "optimizer.lr")
-    if lr < 0:  # torch.optim: "Invalid learning rate"
-        raise SpecError("optimizer.lr", f"invalid learning rate: {lr} (must be >= 0)")
+        value, field = t.get(arg, default), f"optimizer.{arg}"
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise SpecError(field, f"expected true or false, got {value!r}")
+        elif arg == "betas":
+            if not (isinstance(value, list) and len(value) == 2):
+                raise SpecError(field, f"expected a list of 2 numbers, got {value!r}")
+            value = [_number(b, f"{field}[{i}]") for i, b in enumerate(value)]
+            for i, b in enumerate(value):
+                if not 0.0 <= b < 1.0:  # torch: "Invalid beta parameter at index i"
+                    raise SpecError(f"{field}[{i}]", f"invalid beta parameter: {b} (must be in [0, 1))")
+        else:
+            value = _number(value, field)
+            if arg in NON_NEGATIVE and value < 0:
+                what = "learning rate" if arg == "lr" else f"{arg} value"
+                raise SpecError(field, f"invalid {what}: {value} (must be >= 0)")
+        args[arg] = value
+    if name == "sgd" and args["nesterov"] and (args["momentum"] <= 0 or args["dampening"] != 0):
+        raise SpecError("optimizer.nesterov", "Nesterov momentum requires a momentum and zero dampening")
     return {"name": name, **args}
 
 

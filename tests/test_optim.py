@@ -1,0 +1,259 @@
+"""Optimizers: lockstep with their state compared at every iteration, torch's defaults, torch's
+refusals, the resync restart of the optimizer state, and broken update rules caught where they bite."""
+import inspect
+
+import numpy as np
+import pytest
+import torch
+
+import manual.init
+import manual.optim
+import manual.trainer
+from torch_ref import spec
+from torch_ref.lockstep import lockstep
+from torch_ref.model import Twin
+from torch_ref.testing import compare, tolerance
+
+from conftest import make_desc
+
+TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+         "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+
+# (optimizer section, the state buffers torch keeps for it)
+OPTIMIZERS = [
+    ({"name": "sgd", "lr": 0.1}, set()),
+    ({"name": "sgd", "lr": 0.1, "momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01}, {"momentum_buffer"}),
+    ({"name": "sgd", "lr": 0.05, "momentum": 0.8, "nesterov": True, "maximize": True}, {"momentum_buffer"}),
+    ({"name": "adam", "lr": 0.01}, {"step", "exp_avg", "exp_avg_sq"}),
+    ({"name": "adam", "lr": 0.01, "betas": [0.8, 0.95], "eps": 1e-6, "weight_decay": 0.1, "amsgrad": True},
+     {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}),
+    ({"name": "adamw", "lr": 0.02, "weight_decay": 0.3}, {"step", "exp_avg", "exp_avg_sq"}),
+    ({"name": "adamw", "lr": 0.02, "amsgrad": True, "maximize": True},
+     {"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"}),
+    ({"name": "rmsprop", "lr": 0.01}, {"step", "square_avg"}),
+    ({"name": "rmsprop", "lr": 0.005, "alpha": 0.9, "weight_decay": 0.1, "momentum": 0.5, "centered": True},
+     {"step", "square_avg", "momentum_buffer", "grad_avg"}),
+    ({"name": "adagrad", "lr": 0.1}, {"step", "sum"}),
+    ({"name": "adagrad", "lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1, "initial_accumulator_value": 0.2,
+      "eps": 1e-6}, {"step", "sum"}),
+]
+
+
+def with_optimizer(desc, opt, **run):
+    return {**desc, "optimizer": spec.parse({**_raw(desc), "optimizer": opt})["optimizer"],
+            "run": {**desc["run"], **run}}
+
+
+def _raw(desc):
+    return {"network": {k: desc["network"][k] for k in ("sizes", "activation", "bias", "loss")},
+            "init": {"seed": 0}, "data": {"random": {"n": 4, "seed": 0}}}
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("opt,buffers", OPTIMIZERS, ids=[str(i) + "-" + o["name"] for i, (o, _) in enumerate(OPTIMIZERS)])
+def test_optimizer_lockstep_with_state(opt, buffers, dtype):
+    desc = with_optimizer(make_desc([4, 6, 5, 3], ["tanh", "sigmoid", "identity"], batch_size=5, n=12,
+                                    dtype=dtype), opt, steps=30)
+    # float32 re-synced: free-running float32 drifts (centered RMSprop's √(v − ḡ²) amplifies it)
+    result = lockstep(desc, mode="resync" if dtype == "float32" else "free")
+    assert result.ok, str(result.first_mismatch)
+    assert result.steps_checked == 30
+    m = manual.trainer.build(desc)
+    state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
+    m.load_state_dict(state)
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(dtype)
+    reported = m.train_step(x, np.zeros((5, 3), dtype))["optimizer_state"]
+    expected = {f"{p}.{b}" for p in ("layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias",
+                                      "layers.2.weight", "layers.2.bias") for b in buffers}
+    assert set(reported) == expected
+    if buffers:
+        rtol, atol = tolerance(dtype)
+        assert result.stats["optim"]["max_abs_err"] <= atol + rtol * 100
+    else:
+        assert "optim" not in result.stats
+
+
+@pytest.mark.parametrize("name", sorted(TORCH))
+def test_defaults_are_torchs(name):
+    sig = inspect.signature(TORCH[name].__init__).parameters
+    for arg, default in spec.OPTIMIZERS[name].items():
+        theirs = sig[arg].default
+        assert (list(theirs) if isinstance(theirs, tuple) else theirs) == default, arg
+    ours = inspect.signature(manual.optim.OPTIMIZERS[name].__init__).parameters
+    for arg, default in spec.OPTIMIZERS[name].items():
+        mine = ours[arg].default
+        assert (list(mine) if isinstance(mine, tuple) else mine) == default, arg
+
+
+# (optimizer section, the field our error must name, or None where torch accepts it)
+VALIDITY = [
+    ({"name": "sgd", "lr": -0.1}, "optimizer.lr"),
+    ({"name": "sgd", "lr": 0.0}, None),
+    ({"name": "sgd", "momentum": -0.5}, "optimizer.momentum"),
+    ({"name": "sgd", "weight_decay": -1e-3}, "optimizer.weight_decay"),
+    ({"name": "sgd", "dampening": -0.5}, None),                       # torch does not check dampening
+    ({"name": "sgd", "nesterov": True}, "optimizer.nesterov"),         # without momentum
+    ({"name": "sgd", "nesterov": True, "momentum": 0.9, "dampening": 0.1}, "optimizer.nesterov"),
+    ({"name": "sgd", "nesterov": True, "momentum": 0.9}, None),
+    ({"name": "adam", "betas": [1.0, 0.999]}, "optimizer.betas[0]"),
+    ({"name": "adam", "betas": [0.9, -0.01]}, "optimizer.betas[1]"),
+    ({"name": "adam", "betas": [0.0, 0.0]}, None),
+    ({"name": "adam", "eps": -1e-8}, "optimizer.eps"),
+    ({"name": "adam", "eps": 0.0}, None),
+    ({"name": "adam", "weight_decay": -0.1}, "optimizer.weight_decay"),
+    ({"name": "adamw", "betas": [0.9, 1.0]}, "optimizer.betas[1]"),
+    ({"name": "adamw", "lr": -1e-3}, "optimizer.lr"),
+    ({"name": "rmsprop", "alpha": -0.1}, "optimizer.alpha"),
+    ({"name": "rmsprop", "alpha": 1.5}, None),                         # torch only checks alpha >= 0
+    ({"name": "rmsprop", "momentum": -0.1}, "optimizer.momentum"),
+    ({"name": "rmsprop", "eps": -1.0}, "optimizer.eps"),
+    ({"name": "adagrad", "lr_decay": -0.1}, "optimizer.lr_decay"),
+    ({"name": "adagrad", "initial_accumulator_value": -0.1}, "optimizer.initial_accumulator_value"),
+    ({"name": "adagrad", "eps": -1e-10}, "optimizer.eps"),
+    ({"name": "adagrad", "weight_decay": 0.5, "lr_decay": 0.5}, None),
+]
+
+
+@pytest.mark.parametrize("opt,field", VALIDITY, ids=[f"{o}" for o, _ in VALIDITY])
+def test_refused_exactly_where_torch_refuses(opt, field):
+    args = {k: (tuple(v) if k == "betas" else v) for k, v in opt.items() if k != "name"}
+    try:
+        TORCH[opt["name"]]([torch.zeros(2, requires_grad=True)], **args)
+        torch_refuses = False
+    except ValueError:
+        torch_refuses = True
+    assert torch_refuses == (field is not None)
+    raw = _raw(make_desc([2, 1], "tanh"))
+    if field is None:
+        assert spec.parse({**raw, "optimizer": opt})["optimizer"]["name"] == opt["name"]
+    else:
+        with pytest.raises(spec.SpecError) as e:
+            spec.parse({**raw, "optimizer": opt})
+        assert e.value.field == field
+
+
+@pytest.mark.parametrize("opt,field", [
+    ({"name": "adam", "momentum": 0.9}, "optimizer.momentum"),         # not an argument of adam
+    ({"name": "adam", "betas": 0.9}, "optimizer.betas"),
+    ({"name": "adam", "amsgrad": "yes"}, "optimizer.amsgrad"),
+    ({"name": "sgd", "nesterov": 1}, "optimizer.nesterov"),
+    ({"name": "rmsprop", "alpha": float("nan")}, "optimizer.alpha"),
+    ({"name": "lbfgs"}, "optimizer.name"),
+])
+def test_malformed_optimizer_fields(opt, field):
+    with pytest.raises(spec.SpecError) as e:
+        spec.parse({**_raw(make_desc([2, 1], "tanh")), "optimizer": opt})
+    assert e.value.field == field
+
+
+@pytest.mark.parametrize("opt", [o for o, buffers in OPTIMIZERS if buffers], ids=lambda o: o["name"])
+def test_load_optimizer_state_restarts_from_the_twins(opt):
+    """What resync relies on: after loading the twin's parameters and optimizer state, one manual step
+    equals the twin's next step (with a fresh state, Adam's bias correction or the buffers would differ)."""
+    desc = with_optimizer(make_desc([3, 5, 2], "tanh", batch_size=4, n=8), opt)
+    state = manual.init.initial_state(desc)
+    twin = Twin(desc, state)
+    rng = np.random.default_rng(3)
+    batches = [(rng.standard_normal((4, 3)), rng.uniform(size=(4, 2))) for _ in range(4)]
+    for x, y in batches[:3]:
+        r = twin.train_step(x, y)
+    m = manual.trainer.build(desc)
+    m.load_state_dict(r["state_dict"])
+    m.load_optimizer_state(r["optimizer_state"])
+    loaded = m.optimizer_state()
+    assert set(loaded) == set(r["optimizer_state"])
+    for k, v in r["optimizer_state"].items():
+        assert np.array_equal(loaded[k], v), k
+    got, want = m.train_step(*batches[3]), twin.train_step(*batches[3])
+    for part in ("optimizer_state", "state_dict"):
+        for k, v in want[part].items():
+            assert compare(got[part][k], v, *tolerance("float64")).ok, (part, k)
+
+
+# --- broken update rules: the lockstep catches each at the first stage and iteration it changes ---
+
+def adam_without_bias_correction_1(self):
+    beta1, beta2 = self.betas
+    for _, p, state, g in self._grads(self.weight_decay):
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+        state["step"] += 1
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m += (1 - beta1) * (g - m)
+        v *= beta2
+        v += (1 - beta2) * g * g
+        denom = np.sqrt(v) / (1 - beta2 ** state["step"]) ** 0.5 + self.eps
+        p.data -= self.lr * (m / denom)
+
+
+def adam_exp_avg_sq_of_abs_grad(self):
+    beta1, beta2 = self.betas
+    for _, p, state, g in self._grads(self.weight_decay):
+        if not state:
+            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m += (1 - beta1) * (g - m)
+        v *= beta2
+        v += (1 - beta2) * np.abs(g)
+        p.data -= self.lr / (1 - beta1 ** t) * (m / (np.sqrt(v) / (1 - beta2 ** t) ** 0.5 + self.eps))
+
+
+def sgd_momentum_ignores_dampening(self):
+    for _, p, state, g in self._grads(self.weight_decay):
+        if "momentum_buffer" not in state:
+            state["momentum_buffer"] = g.copy()
+        else:
+            state["momentum_buffer"] = self.momentum * state["momentum_buffer"] + g
+        p.data -= self.lr * state["momentum_buffer"]
+
+
+def rmsprop_centered_without_mean_square(self):
+    a = self.alpha
+    for _, p, state, g in self._grads(self.weight_decay):
+        if not state:
+            state.update(step=0, square_avg=np.zeros_like(p.data), grad_avg=np.zeros_like(p.data))
+        state["step"] += 1
+        v = state["square_avg"]
+        v *= a
+        v += (1 - a) * g * g
+        state["grad_avg"] += (1 - a) * (g - state["grad_avg"])
+        p.data -= self.lr * (g / (np.sqrt(v) + self.eps))
+
+
+def adagrad_decay_off_by_one(self):
+    for _, p, state, g in self._grads(self.weight_decay):
+        state["step"] += 1
+        state["sum"] += g * g
+        clr = self.lr / (1 + state["step"] * self.lr_decay)
+        p.data -= clr * (g / (np.sqrt(state["sum"]) + self.eps))
+
+
+# (class, broken step, optimizer section, expected iteration, stage, tensor)
+BREAKS = [
+    (manual.optim.Adam, adam_without_bias_correction_1, {"name": "adam", "lr": 0.01},
+     0, "param", "layers.0.weight"),
+    (manual.optim.Adam, adam_exp_avg_sq_of_abs_grad, {"name": "adam", "lr": 0.01},
+     0, "optim", "layers.0.weight.exp_avg_sq"),
+    (manual.optim.SGD, sgd_momentum_ignores_dampening, {"name": "sgd", "lr": 0.1, "momentum": 0.9,
+                                                         "dampening": 0.5},
+     1, "optim", "layers.0.weight.momentum_buffer"),
+    (manual.optim.RMSprop, rmsprop_centered_without_mean_square, {"name": "rmsprop", "centered": True},
+     0, "param", "layers.0.weight"),
+    (manual.optim.Adagrad, adagrad_decay_off_by_one, {"name": "adagrad", "lr_decay": 0.1},
+     0, "param", "layers.0.weight"),
+]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("cls,broken,opt,iteration,stage,tensor", BREAKS, ids=[b[1].__name__ for b in BREAKS])
+def test_broken_update_rule_is_caught(monkeypatch, cls, broken, opt, iteration, stage, tensor, dtype):
+    desc = with_optimizer(make_desc([3, 4, 2], "tanh", bias="none", batch_size=3, dtype=dtype), opt, steps=10)
+    assert lockstep(desc).ok  # the control: the same run passes unbroken
+    monkeypatch.setattr(cls, "step", broken)
+    result = lockstep(desc)
+    m = result.first_mismatch
+    assert not result.ok
+    assert (m.iteration, m.stage, m.name) == (iteration, stage, tensor), str(m)
+    assert f"stage {stage!r}, tensor {tensor!r}" in str(m)
