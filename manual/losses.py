@@ -1,7 +1,23 @@
 """Losses in numpy, as torch.nn's loss modules: `forward(input, target)` returns the loss as a
-0-d array and caches the residual; `backward()` returns dE/dinput, shape (N, C).
+0-d array and caches what the gradient needs; `backward()` returns dE/dinput, shape (N, C).
+
+`reduction` is torch's: "mean" averages the per-element (or, for cross_entropy and nll, the
+per-sample) losses, "sum" adds them; the seed's `half-sse` is Σ ½(t − o)², always summed.
+Targets are (N, C) arrays, except the class indices of cross_entropy and nll: (N,) integers.
 """
 import numpy as np
+
+from .modules import sigmoid
+
+
+def _reduce(loss, reduction):
+    """The mean or the sum of the elementwise (or per-sample) losses, as torch's `reduction`."""
+    return np.mean(loss) if reduction == "mean" else np.sum(loss)
+
+
+def _norm(count, reduction):
+    """d reduce / d each term: 1/count for "mean", 1 for "sum"."""
+    return 1.0 / count if reduction == "mean" else 1.0
 
 
 class HalfSSELoss:
@@ -19,17 +35,186 @@ class HalfSSELoss:
 
 
 class MSELoss:
-    """torch.nn.MSELoss(reduction="mean"): E = mean((out − target)²) over all N·C elements.
+    """torch.nn.MSELoss: E = reduce((out − target)²) over all N·C elements.
 
-        grad_input = 2 (out − target) / (N·C)     (N, C)
+        grad_input = 2 (out − target) · norm     norm = 1/(N·C) for "mean", 1 for "sum"     (N, C)
     """
+
+    def __init__(self, reduction="mean"):
+        self.reduction = reduction
 
     def forward(self, input, target):
         self.diff = input - target  # (N, C)
-        return np.mean(self.diff * self.diff)
+        return _reduce(self.diff * self.diff, self.reduction)
 
     def backward(self):
-        return (2.0 / self.diff.size) * self.diff
+        return (2.0 * _norm(self.diff.size, self.reduction)) * self.diff
 
 
-LOSSES = {"half-sse": HalfSSELoss, "mse": MSELoss}
+class L1Loss:
+    """torch.nn.L1Loss: E = reduce(|out − target|);  grad_input = sign(out − target) · norm  (0 where equal)."""
+
+    def __init__(self, reduction="mean"):
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        self.diff = input - target  # (N, C)
+        return _reduce(np.abs(self.diff), self.reduction)
+
+    def backward(self):
+        return np.sign(self.diff) * _norm(self.diff.size, self.reduction)
+
+
+class SmoothL1Loss:
+    """torch.nn.SmoothL1Loss(beta): with d = out − target,
+
+        e = ½ d² / beta      where |d| < beta          grad = d / beta · norm
+        e = |d| − ½ beta     elsewhere                  grad = sign(d) · norm   (±1 from |d| = beta on)
+
+    beta = 0 is L1Loss (torch switches to l1_loss there, so the gradient at d = 0 is 0).
+    """
+
+    def __init__(self, reduction="mean", beta=1.0):
+        self.reduction, self.beta = reduction, beta
+
+    def forward(self, input, target):
+        self.diff = d = input - target  # (N, C)
+        a = np.abs(d)
+        if self.beta == 0:
+            return _reduce(a, self.reduction)
+        return _reduce(np.where(a < self.beta, 0.5 * d * d / self.beta, a - 0.5 * self.beta), self.reduction)
+
+    def backward(self):
+        d, norm = self.diff, _norm(self.diff.size, self.reduction)
+        if self.beta == 0:
+            return np.sign(d) * norm
+        return np.where(d <= -self.beta, -norm, np.where(d >= self.beta, norm, d * (norm / self.beta)))
+
+
+class HuberLoss:
+    """torch.nn.HuberLoss(delta): with d = out − target,
+
+        e = ½ d²                   where |d| < delta      grad = d · norm
+        e = delta (|d| − ½ delta)  elsewhere              grad = ±delta · norm
+    """
+
+    def __init__(self, reduction="mean", delta=1.0):
+        self.reduction, self.delta = reduction, delta
+
+    def forward(self, input, target):
+        self.diff = d = input - target  # (N, C)
+        a = np.abs(d)
+        return _reduce(np.where(a < self.delta, 0.5 * d * d, self.delta * (a - 0.5 * self.delta)), self.reduction)
+
+    def backward(self):
+        d, norm = self.diff, _norm(self.diff.size, self.reduction)
+        return np.clip(d, -self.delta, self.delta) * norm
+
+
+def log_softmax(x):
+    """log softmax over dim 1 through a stable log-sum-exp: (x − m) − log Σ exp(x − m), m = max."""
+    z = x - x.max(axis=1, keepdims=True)  # (N, C)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+class CrossEntropyLoss:
+    """torch.nn.CrossEntropyLoss from logits x (N, C), with class-index targets (N,) or probability
+    targets (N, C) (`target` = "index" | "probability"), and label_smoothing ε:
+
+        log p = log_softmax(x)                                   stable log-sum-exp      (N, C)
+        t     = one_hot(target) or target;  t ← (1 − ε) t + ε / C                        (N, C)
+        e_n   = −Σ_c t_nc log p_nc;  E = mean over the N samples, or sum                 (N,)
+        grad_input = (p · Σ_c t_nc − t) · norm     norm = 1/N or 1                       (N, C)
+
+    (Σ_c t_nc is 1 for one-hot or smoothed one-hot rows; torch does not require probability rows
+    to sum to 1, and neither does this.)
+    """
+
+    def __init__(self, reduction="mean", label_smoothing=0.0, target="index"):
+        self.reduction, self.label_smoothing, self.target_kind = reduction, label_smoothing, target
+
+    def forward(self, input, target):
+        n, c = input.shape
+        logp = log_softmax(input)  # (N, C)
+        if self.target_kind == "index":
+            t = np.zeros_like(input)
+            t[np.arange(n), target] = 1.0  # one-hot, (N, C)
+        else:
+            t = target
+        if self.label_smoothing:
+            t = t * (1.0 - self.label_smoothing) + self.label_smoothing / c
+        self.p, self.t = np.exp(logp), t
+        return _reduce(-(t * logp).sum(axis=1), self.reduction)
+
+    def backward(self):
+        norm = _norm(len(self.t), self.reduction)
+        return (self.p * self.t.sum(axis=1, keepdims=True) - self.t) * norm
+
+
+class NLLLoss:
+    """torch.nn.NLLLoss on log-probabilities x (N, C) with class-index targets y (N,):
+
+        E = reduce(−x[n, y_n]) over the N samples;   grad_input = −one_hot(y) · norm    (N, C)
+    """
+
+    def __init__(self, reduction="mean"):
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        self.shape, self.dtype, self.target = input.shape, input.dtype, target
+        return _reduce(-input[np.arange(len(target)), target], self.reduction)
+
+    def backward(self):
+        grad = np.zeros(self.shape, self.dtype)
+        grad[np.arange(len(self.target)), self.target] = -_norm(len(self.target), self.reduction)
+        return grad
+
+
+class BCELoss:
+    """torch.nn.BCELoss on probabilities x in [0, 1] (N, C), targets t in [0, 1] (N, C):
+
+        e = −(t · max(log x, −100) + (1 − t) · max(log(1 − x), −100))     torch's clamp of the logs
+        grad_input = (x − t) / max(x (1 − x), 1e-12) · norm                torch's formula and floor
+
+    The logs of 0 are never taken: where x = 0 (or 1) the clamped value −100 is used directly.
+    """
+
+    def __init__(self, reduction="mean"):
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        self.input, self.target = input, target
+        log_x = np.log(input, out=np.full_like(input, -100.0), where=input > 0)
+        log_1mx = np.log1p(-input, out=np.full_like(input, -100.0), where=input < 1)
+        e = -(target * np.maximum(log_x, -100.0) + (1.0 - target) * np.maximum(log_1mx, -100.0))
+        return _reduce(e, self.reduction)
+
+    def backward(self):
+        x, norm = self.input, _norm(self.input.size, self.reduction)
+        return (x - self.target) / np.maximum(x * (1.0 - x), 1e-12) * norm
+
+
+class BCEWithLogitsLoss:
+    """torch.nn.BCEWithLogitsLoss on logits x (N, C), targets t (N, C): bce(σ(x), t) without the
+    clamp, stable for any x:
+
+        e = (1 − t) x + softplus(−x),   softplus(−x) = max(−x, 0) + log1p(exp(−|x|))
+        grad_input = (σ(x) − t) · norm
+    """
+
+    def __init__(self, reduction="mean"):
+        self.reduction = reduction
+
+    def forward(self, input, target):
+        self.input, self.target = input, target
+        softplus_neg = np.maximum(-input, 0.0) + np.log1p(np.exp(-np.abs(input)))
+        return _reduce((1.0 - target) * input + softplus_neg, self.reduction)
+
+    def backward(self):
+        return (sigmoid(self.input) - self.target) * _norm(self.input.size, self.reduction)
+
+
+# name in the description -> class; the classes take torch's argument names (spec.LOSS_ARGS)
+LOSSES = {"half-sse": HalfSSELoss, "mse": MSELoss, "l1": L1Loss, "smooth_l1": SmoothL1Loss,
+          "huber": HuberLoss, "cross_entropy": CrossEntropyLoss, "nll": NLLLoss, "bce": BCELoss,
+          "bce_with_logits": BCEWithLogitsLoss}

@@ -4,7 +4,14 @@ Every module has `forward(x)`, which caches exactly what its backward needs, and
 `backward(grad_output)`, which returns `grad_input` and accumulates parameter
 gradients into `Parameter.grad` with `+=` (so `zero_grad()` means what it means in torch).
 All arrays are batched: the first axis is the batch, N.
+
+Activations are numerically stable where torch's are: sigmoid, silu, softplus, softmax and
+log_softmax never evaluate exp of a large positive number, so inputs of ±1000 give finite values
+and no numpy warning (an exp that underflows to 0 is the correctly rounded result, as in torch;
+numpy's default error state ignores underflow).
 """
+import math
+
 import numpy as np
 
 
@@ -62,6 +69,38 @@ class Linear:
             yield "bias", self.bias
 
 
+def sigmoid(x):
+    """1 / (1 + exp(-x)), evaluated through exp(-|x|) so that neither branch overflows."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def erf(x):
+    """The error function, elementwise, to about 1e-15 (numpy has none and `manual` takes no scipy).
+
+        |x| < 2:  erf(x)  = 2/√π · x · exp(−x²) · Σ_n (2x²)ⁿ / (1·3·5···(2n+1))   (no cancellation)
+        |x| ≥ 2:  erfc(x) = exp(−x²)/√π / (x + (1/2)/(x + 1/(x + (3/2)/(x + ...))))  (continued fraction)
+
+    Computed in float64, returned in x's dtype.
+    """
+    x = np.asarray(x)
+    dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
+    a = np.abs(x.astype(np.float64))
+    small = a < 2.0
+    s = np.where(small, a, 0.0)
+    term, total = np.ones_like(s), np.ones_like(s)
+    for n in range(1, 60):  # the 60th term is below 1e-17 of the sum for |x| < 2
+        term = term * (2.0 * s * s) / (2 * n + 1)
+        total += term
+    series = (2.0 / math.sqrt(math.pi)) * s * np.exp(-s * s) * total
+    b = np.where(small, 2.0, a)
+    fraction = b
+    for k in range(50, 0, -1):  # evaluated from the tail; 50 levels reach 1e-16 for |x| ≥ 2
+        fraction = b + (k / 2.0) / fraction
+    erfc = np.exp(-b * b) / math.sqrt(math.pi) / fraction
+    return np.copysign(np.where(small, series, 1.0 - erfc), x).astype(dtype, copy=False)
+
+
 class Sigmoid:
     """out = 1 / (1 + exp(-x));  grad_x = grad_out * out * (1 - out).  Saves its output.
 
@@ -69,8 +108,7 @@ class Sigmoid:
     """
 
     def forward(self, x):
-        e = np.exp(-np.abs(x))
-        self.out = np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        self.out = sigmoid(x)
         return self.out
 
     def backward(self, grad_output):
@@ -109,7 +147,145 @@ class Identity:
         return grad_output
 
 
-ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity}
+class LeakyReLU:
+    """out = x if x > 0 else negative_slope · x;  grad_x = grad_out · (1 if x > 0 else negative_slope).
+
+    As torch.nn.LeakyReLU: the slope at x = 0 is negative_slope.   x, out: (N, features)
+    """
+
+    def __init__(self, negative_slope=0.01):
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        self.mask = x > 0
+        return np.where(self.mask, x, x * self.negative_slope)
+
+    def backward(self, grad_output):
+        return np.where(self.mask, grad_output, grad_output * self.negative_slope)
+
+
+class ELU:
+    """out = x if x > 0 else alpha · (exp(x) − 1);  grad_x = grad_out · (1 if x > 0 else alpha · exp(x)).
+
+    As torch.nn.ELU: expm1 for the negative branch, and the derivative alpha · exp(x) (not out + alpha,
+    which loses digits for very negative x). exp is only taken of min(x, 0), so it never overflows.
+    """
+
+    def __init__(self, alpha=1.0):
+        self.alpha = alpha
+
+    def forward(self, x):
+        self.mask = x > 0
+        neg = np.minimum(x, 0.0)
+        self.neg_slope = self.alpha * np.exp(neg)  # (N, features), the derivative where x <= 0
+        return np.where(self.mask, x, self.alpha * np.expm1(neg))
+
+    def backward(self, grad_output):
+        return np.where(self.mask, grad_output, grad_output * self.neg_slope)
+
+
+class GELU:
+    """Gaussian error linear unit, as torch.nn.GELU(approximate).
+
+    approximate = "none":  out = x · Φ(x),  Φ(x) = ½ (1 + erf(x / √2)),   φ(x) = exp(−x²/2) / √(2π)
+                           grad_x = grad_out · (Φ(x) + x · φ(x))
+    approximate = "tanh":  u = √(2/π) (x + 0.044715 x³),  out = ½ x (1 + tanh u)
+                           grad_x = grad_out · (½ (1 + tanh u) + ½ x (1 − tanh² u) √(2/π) (1 + 3 · 0.044715 x²))
+    x, out: (N, features)
+    """
+
+    KAPPA = 0.044715
+
+    def __init__(self, approximate="none"):
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        self.x = x
+        if self.approximate == "tanh":
+            self.t = np.tanh(math.sqrt(2.0 / math.pi) * (x + self.KAPPA * x * x * x))
+            return 0.5 * x * (1.0 + self.t)
+        self.cdf = 0.5 * (1.0 + erf(x * math.sqrt(0.5)))
+        return x * self.cdf
+
+    def backward(self, grad_output):
+        x = self.x
+        if self.approximate == "tanh":
+            du = math.sqrt(2.0 / math.pi) * (1.0 + 3.0 * self.KAPPA * x * x)
+            return grad_output * (0.5 * (1.0 + self.t) + 0.5 * x * (1.0 - self.t * self.t) * du)
+        pdf = np.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+        return grad_output * (self.cdf + x * pdf)
+
+
+class SiLU:
+    """out = x · σ(x);  grad_x = grad_out · σ(x) · (1 + x · (1 − σ(x))).   x, out: (N, features)"""
+
+    def forward(self, x):
+        self.x, self.s = x, sigmoid(x)
+        return x * self.s
+
+    def backward(self, grad_output):
+        return grad_output * self.s * (1.0 + self.x * (1.0 - self.s))
+
+
+class Softplus:
+    """out = log(1 + exp(beta · x)) / beta, or x where beta · x > threshold (torch's rule);
+    grad_x = grad_out · σ(beta · x), or grad_out where beta · x > threshold.
+
+    log(1 + exp(z)) is evaluated as max(z, 0) + log1p(exp(−|z|)), finite for any z.   x, out: (N, features)
+    """
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, x):
+        z = x * self.beta
+        self.linear = z > self.threshold
+        self.s = sigmoid(z)
+        soft = (np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))) / self.beta
+        return np.where(self.linear, x, soft)
+
+    def backward(self, grad_output):
+        return np.where(self.linear, grad_output, grad_output * self.s)
+
+
+class Softmax:
+    """Softmax over the feature dimension (torch's dim=1):
+
+        out_i = exp(x_i − m) / Σ_j exp(x_j − m),   m = max_j x_j        (N, C)
+        grad_x = out · (grad_out − Σ_j grad_out_j · out_j)               (N, C)   saves its output
+    """
+
+    def forward(self, x):
+        e = np.exp(x - x.max(axis=1, keepdims=True))  # (N, C), every entry in (0, 1]
+        self.out = e / e.sum(axis=1, keepdims=True)
+        return self.out
+
+    def backward(self, grad_output):
+        return self.out * (grad_output - (grad_output * self.out).sum(axis=1, keepdims=True))
+
+
+class LogSoftmax:
+    """Log-softmax over the feature dimension (torch's dim=1), through a stable log-sum-exp:
+
+        out_i = (x_i − m) − log Σ_j exp(x_j − m),   m = max_j x_j        (N, C)
+        grad_x = grad_out − exp(out) · Σ_j grad_out_j                    (N, C)   saves its output
+    """
+
+    def forward(self, x):
+        z = x - x.max(axis=1, keepdims=True)  # (N, C), max 0
+        self.out = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return self.out
+
+    def backward(self, grad_output):
+        return grad_output - np.exp(self.out) * grad_output.sum(axis=1, keepdims=True)
+
+
+# name in the description -> class; the classes take torch's argument names (spec.ACTIVATION_ARGS)
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity,
+               "leaky_relu": LeakyReLU, "elu": ELU, "gelu": GELU, "silu": SiLU, "softplus": Softplus,
+               "softmax": Softmax, "log_softmax": LogSoftmax}
 
 
 class MLP:
@@ -122,9 +298,10 @@ class MLP:
     Parameter names are torch's state_dict keys: `layers.{k}.weight`, `layers.{k}.bias`.
     """
 
-    def __init__(self, sizes, activations, bias="per-neuron", dtype=np.float64):
+    def __init__(self, sizes, activations, bias="per-neuron", dtype=np.float64, activation_args=None):
         self.layers = [Linear(i, o, bias, dtype) for i, o in zip(sizes[:-1], sizes[1:])]
-        self.activations = [ACTIVATIONS[name]() for name in activations]
+        activation_args = activation_args or [{} for _ in activations]
+        self.activations = [ACTIVATIONS[name](**args) for name, args in zip(activations, activation_args)]
         self.deltas = [None] * len(self.layers)
 
     def forward(self, x):

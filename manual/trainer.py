@@ -19,8 +19,8 @@ class Trainer:
     def __init__(self, desc):
         net, opt = desc["network"], dict(desc["optimizer"])
         self.dtype = np.dtype(desc["run"]["dtype"])
-        self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype)
-        self.loss_fn = LOSSES[net["loss"]]()
+        self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, net.get("activation_args"))
+        self.loss_fn = LOSSES[net["loss"]](**net.get("loss_args", {}))
         self.params = dict(self.model.named_parameters())
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
         self.optimizer = OPTIMIZERS[opt.pop("name")]([self.params[n] for n in self.trained], **opt)

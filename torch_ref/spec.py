@@ -9,8 +9,34 @@ import math
 import tomllib
 from pathlib import Path
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "identity")
-LOSSES = ("half-sse", "mse")
+# name -> {argument: default}: torch's argument names and defaults (torch.nn.functional's keywords)
+ACTIVATION_ARGS = {
+    "sigmoid": {}, "tanh": {}, "relu": {}, "identity": {},
+    "leaky_relu": {"negative_slope": 0.01},
+    "elu": {"alpha": 1.0},
+    "gelu": {"approximate": "none"},
+    "silu": {},
+    "softplus": {"beta": 1.0, "threshold": 20.0},
+    "softmax": {}, "log_softmax": {},  # over the feature dimension (dim=1)
+}
+ACTIVATIONS = tuple(ACTIVATION_ARGS)
+# `target` is this project's: "index" (class indices, (N,) integers) or "probability" ((N, C) rows)
+LOSS_ARGS = {
+    "half-sse": {},  # the seed's Σ ½(t − o)², always summed
+    "mse": {"reduction": "mean"},
+    "l1": {"reduction": "mean"},
+    "smooth_l1": {"reduction": "mean", "beta": 1.0},
+    "huber": {"reduction": "mean", "delta": 1.0},
+    "cross_entropy": {"reduction": "mean", "label_smoothing": 0.0, "target": "index"},
+    "nll": {"reduction": "mean"},
+    "bce": {"reduction": "mean"},
+    "bce_with_logits": {"reduction": "mean"},
+}
+LOSSES = tuple(LOSS_ARGS)
+# values of the arguments that are names rather than numbers
+ARG_CHOICES = {"approximate": ("none", "tanh"), "reduction": ("mean", "sum"), "target": ("index", "probability")}
+# activations whose outputs lie in [0, 1], as bce's input must (torch refuses others at run time)
+PROBABILITY_OUTPUTS = ("sigmoid", "softmax")
 BIASES = ("per-neuron", "shared-frozen", "none")
 DTYPES = ("float64", "float32")
 DEVICES = ("cpu", "cuda")
@@ -30,13 +56,38 @@ OPTIMIZERS = {
 # arguments torch.optim refuses below 0 ("Invalid learning rate", "Invalid epsilon value", ...)
 NON_NEGATIVE = ("lr", "momentum", "weight_decay", "eps", "alpha", "lr_decay", "initial_accumulator_value")
 
+# learning-rate schedules: name -> {argument: default, None when required} (torch.optim.lr_scheduler's names)
+SCHEDULERS = {
+    "step": {"step_size": None, "gamma": 0.1},           # StepLR
+    "exponential": {"gamma": None},                       # ExponentialLR
+    "cosine": {"T_max": None, "eta_min": 0.0},            # CosineAnnealingLR
+    "warmup": {"warmup_steps": 5, "start_factor": 1.0 / 3},  # LinearLR(start_factor, total_iters=warmup_steps)
+}
+INTEGER_ARGS = ("step_size", "T_max", "warmup_steps")  # positive integers
+# initialisation schemes (torch.nn.init's names, glorot/he accepted as aliases) and their arguments
+INIT_SCHEMES = {
+    "linear-default": {},
+    "xavier_uniform": {"gain": 1.0, "nonlinearity": None, "param": None},
+    "xavier_normal": {"gain": 1.0, "nonlinearity": None, "param": None},
+    "kaiming_uniform": {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"},
+    "kaiming_normal": {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"},
+}
+INIT_ALIASES = {"glorot_uniform": "xavier_uniform", "glorot_normal": "xavier_normal",
+                "he_uniform": "kaiming_uniform", "he_normal": "kaiming_normal"}
+GAIN_NONLINEARITIES = ("linear", "identity", "sigmoid", "tanh", "relu", "leaky_relu", "selu")  # calculate_gain's
+INIT_BIASES = ("linear-default", "zeros")
+TOY_SETS = ("xor", "moons", "circles", "linear")
+
 SECTIONS = {
     "network": {"sizes", "activation", "bias", "loss"},
-    "init": {"weights", "biases", "seed"},
+    "init": {"weights", "biases", "seed", "scheme", "bias"} | {a for args in INIT_SCHEMES.values() for a in args},
     "optimizer": {"name"} | {a for args in OPTIMIZERS.values() for a in args},
-    "data": {"x", "y", "random", "batch_size"},
+    "scheduler": {"name"} | {a for args in SCHEDULERS.values() for a in args},
+    "clip": {"max_norm", "norm_type", "clip_value"},
+    "data": {"x", "y", "random", "toy", "batch_size", "shuffle", "shuffle_seed", "drop_last"},
     "run": {"steps", "dtype", "device"},
 }
+OPTIONAL_SECTIONS = ("run", "scheduler", "clip")
 RUN_DEFAULTS = {"steps": 100, "dtype": "float64", "device": "cpu"}
 
 
@@ -70,7 +121,7 @@ def parse(raw):
         if key not in SECTIONS:
             raise SpecError(key, f"unknown section; expected one of {sorted(SECTIONS)}")
     for section, keys in SECTIONS.items():
-        if section != "run" and section not in raw:
+        if section not in OPTIONAL_SECTIONS and section not in raw:
             raise SpecError(section, "missing section")
         for key in _table(raw.get(section, {}), section):
             if key not in keys:
@@ -80,6 +131,8 @@ def parse(raw):
         "network": network,
         "init": _init(raw["init"], network),
         "optimizer": _optimizer(raw["optimizer"]),
+        "scheduler": _scheduler(raw["scheduler"]) if "scheduler" in raw else None,
+        "clip": _clip(raw["clip"]) if "clip" in raw else None,
         "data": _data(raw["data"], network),
         "run": _run(raw.get("run", {})),
     }
@@ -91,18 +144,62 @@ def _network(t):
         raise SpecError("network.sizes", f"expected a list of at least 2 positive integers, got {sizes!r}")
     n_layers = len(sizes) - 1
     act = _get(t, "network", "activation")
-    acts = [act] * n_layers if isinstance(act, str) else act
-    if not isinstance(acts, list) or len(acts) != n_layers:
-        raise SpecError("network.activation",
-                        f"expected a name or a list of {n_layers} names (one per layer), got {act!r}")
-    for a in acts:
-        _choice(a, ACTIVATIONS, "network.activation")
+    if isinstance(act, list):
+        if len(act) != n_layers:
+            raise SpecError("network.activation",
+                            f"expected a name or a list of {n_layers} names (one per layer), got {act!r}")
+        items = [_named(a, ACTIVATION_ARGS, f"network.activation[{k}]") for k, a in enumerate(act)]
+    else:
+        items = [_named(act, ACTIVATION_ARGS, "network.activation")] * n_layers
+    loss, loss_args = _named(_get(t, "network", "loss"), LOSS_ARGS, "network.loss")
+    if loss == "bce" and items[-1][0] not in PROBABILITY_OUTPUTS:
+        raise SpecError("network.loss", f"bce takes probabilities in [0, 1], which a {items[-1][0]} output layer"
+                        f" does not give; end with {' or '.join(PROBABILITY_OUTPUTS)}, or use bce_with_logits")
     return {
         "sizes": list(sizes),
-        "activation": list(acts),
+        "activation": [name for name, _ in items],
+        "activation_args": [dict(args) for _, args in items],
         "bias": _choice(t.get("bias", "per-neuron"), BIASES, "network.bias"),
-        "loss": _choice(_get(t, "network", "loss"), LOSSES, "network.loss"),
+        "loss": loss,
+        "loss_args": loss_args,
     }
+
+
+def _named(item, table, field):
+    """An activation or a loss: a name, or a table {name = ..., argument = value, ...}.
+    Returns (name, {argument: value}) with every argument of `table[name]` filled in."""
+    if isinstance(item, dict):
+        name, given, name_field = _get(item, field, "name"), dict(item), f"{field}.name"
+        del given["name"]
+    else:
+        name, given, name_field = item, {}, field
+    if not isinstance(name, str) or name not in table:
+        raise SpecError(name_field, f"unknown value {name!r}; expected one of {list(table)}")
+    defaults = table[name]
+    for key in given:
+        if key not in defaults:
+            expected = f"expected one of {sorted(defaults)}" if defaults else "it takes none"
+            raise SpecError(f"{field}.{key}", f"not an argument of {name}; {expected}")
+    return name, {key: _argument(name, key, given.get(key, default), f"{field}.{key}")
+                  for key, default in defaults.items()}
+
+
+def _argument(name, key, value, field):
+    """One activation or loss argument, refused where torch refuses it (or where it gives inf/NaN)."""
+    if key in ARG_CHOICES:
+        if value == "none" and key == "reduction":
+            raise SpecError(field, 'reduction "none" gives no scalar loss to backpropagate; use "mean" or "sum"')
+        return _choice(value, ARG_CHOICES[key], field)
+    value = _number(value, field)
+    if key == "label_smoothing" and not 0.0 <= value <= 1.0:  # torch's own check
+        raise SpecError(field, f"label_smoothing must be between 0.0 and 1.0, got {value}")
+    if name == "smooth_l1" and key == "beta" and value < 0:
+        raise SpecError(field, f"smooth_l1 does not support negative values for beta, got {value}")
+    if key == "delta" and value <= 0:
+        raise SpecError(field, f"huber does not support non-positive values for delta, got {value}")
+    if name == "softplus" and key == "beta" and value == 0:
+        raise SpecError(field, "softplus divides by beta: it must not be 0")
+    return value
 
 
 def _init(t, network):
@@ -112,7 +209,10 @@ def _init(t, network):
             raise SpecError("init", "give either explicit weights (and biases) or a seed, not both")
         if not (_is_int(t["seed"]) and t["seed"] >= 0):
             raise SpecError("init.seed", f"expected a non-negative integer, got {t['seed']!r}")
-        return {"seed": t["seed"]}
+        return {"seed": t["seed"], **_init_scheme(t)}
+    for key in t:
+        if key not in ("weights", "biases"):
+            raise SpecError(f"init.{key}", "only with init.seed (explicit weights need no scheme)")
     if "weights" not in t:
         raise SpecError("init", "missing: give init.weights (and init.biases) or init.seed")
     weights = t["weights"]
@@ -136,6 +236,84 @@ def _init(t, network):
             _vector(b, sizes[k + 1], field)
     init["biases"] = biases
     return init
+
+
+def _init_scheme(t):
+    """The drawn initialisation: scheme, its arguments (defaults filled in) and the biases' rule."""
+    scheme = t.get("scheme", "linear-default")
+    scheme = INIT_ALIASES.get(scheme, scheme)
+    _choice(scheme, tuple(INIT_SCHEMES) + tuple(INIT_ALIASES), "init.scheme")
+    args = INIT_SCHEMES[scheme]
+    for key in t:
+        if key not in ("seed", "scheme", "bias") and key not in args:
+            raise SpecError(f"init.{key}", f"not an argument of {scheme}; expected one of {sorted(args)}")
+    out = {"scheme": scheme, "bias": _choice(t.get("bias", "linear-default"), INIT_BIASES, "init.bias")}
+    if scheme.startswith("xavier"):
+        if "gain" in t and "nonlinearity" in t:
+            raise SpecError("init.gain", "give either gain or nonlinearity (gain = calculate_gain(nonlinearity, param))")
+        if "param" in t and "nonlinearity" not in t:
+            raise SpecError("init.param", "only with init.nonlinearity")
+        out["gain"] = _number(t.get("gain", 1.0), "init.gain")
+        if "nonlinearity" in t:
+            out["nonlinearity"] = _choice(t["nonlinearity"], GAIN_NONLINEARITIES, "init.nonlinearity")
+            out["param"] = None if "param" not in t else _number(t["param"], "init.param")
+    elif scheme.startswith("kaiming"):
+        out["a"] = _number(t.get("a", 0.0), "init.a")
+        out["mode"] = _choice(t.get("mode", "fan_in"), ("fan_in", "fan_out"), "init.mode")
+        out["nonlinearity"] = _choice(t.get("nonlinearity", "leaky_relu"), GAIN_NONLINEARITIES, "init.nonlinearity")
+    return out
+
+
+def _scheduler(t):
+    """A learning-rate schedule stepped once per iteration; refused where torch would refuse it,
+    and where it would make the learning rate negative or divide by zero."""
+    _table(t, "scheduler")
+    name = _choice(_get(t, "scheduler", "name"), tuple(SCHEDULERS), "scheduler.name")
+    for key in t:
+        if key != "name" and key not in SCHEDULERS[name]:
+            raise SpecError(f"scheduler.{key}", f"not an argument of {name}; expected one of {sorted(SCHEDULERS[name])}")
+    args = {}
+    for arg, default in SCHEDULERS[name].items():
+        field = f"scheduler.{arg}"
+        if default is None and arg not in t:
+            raise SpecError(field, f"missing (required by {name})")
+        value = t.get(arg, default)
+        if arg in INTEGER_ARGS:
+            if not (_is_int(value) and value >= 1):
+                raise SpecError(field, f"expected a positive integer, got {value!r}")
+        else:
+            value = _number(value, field)
+            if value < 0:
+                raise SpecError(field, f"must be >= 0, got {value}")
+        args[arg] = value
+    if name == "warmup" and not 0 < args["start_factor"] <= 1:  # torch.optim.lr_scheduler.LinearLR's rule
+        raise SpecError("scheduler.start_factor", f"expected a number in (0, 1], got {args['start_factor']}")
+    return {"name": name, **args}
+
+
+def _clip(t):
+    """Gradient clipping: by global norm (max_norm, norm_type) or by value (clip_value), not both."""
+    _table(t, "clip")
+    if ("max_norm" in t) == ("clip_value" in t):
+        raise SpecError("clip", "give either max_norm (and norm_type) or clip_value")
+    if "clip_value" in t:
+        if "norm_type" in t:
+            raise SpecError("clip.norm_type", "only with clip.max_norm")
+        value = _number(t["clip_value"], "clip.clip_value")
+        if value < 0:
+            raise SpecError("clip.clip_value", f"must be >= 0, got {value}")
+        return {"clip_value": value}
+    max_norm = _number(t["max_norm"], "clip.max_norm")
+    if max_norm < 0:
+        raise SpecError("clip.max_norm", f"must be >= 0, got {max_norm}")
+    norm_type = t.get("norm_type", 2.0)
+    if norm_type in ("inf", math.inf):
+        norm_type = math.inf
+    else:
+        norm_type = _number(norm_type, "clip.norm_type", what='a positive number or "inf"')
+        if norm_type <= 0:
+            raise SpecError("clip.norm_type", f'expected a positive number or "inf", got {norm_type}')
+    return {"max_norm": max_norm, "norm_type": norm_type}
 
 
 def _optimizer(t):
@@ -191,8 +369,38 @@ def _data(t, network):
     if not isinstance(x, list) or not x:
         raise SpecError("data.x", "expected a non-empty list of samples")
     _matrix(x, (len(x), sizes[0]), "data.x")
-    _matrix(y, (len(x), sizes[-1]), "data.y")
+    _targets(y, len(x), network, "data.y")
     return {"x": x, "y": y, "batch_size": batch_size}
+
+
+def class_index_targets(network):
+    """True where the loss takes class indices (nll, and cross_entropy with target = "index")."""
+    return network["loss"] == "nll" or (network["loss"] == "cross_entropy"
+                                        and network["loss_args"]["target"] == "index")
+
+
+def _targets(y, n, network, field):
+    """n targets that fit the loss, refused where torch would refuse them: class indices as a list
+    of n integers in [0, C); (n, C) rows otherwise, within [0, 1] for bce."""
+    loss, width = network["loss"], network["sizes"][-1]
+    if class_index_targets(network):
+        hint = (' (for probability rows, write network.loss = {name = "cross_entropy", target = "probability"})'
+                if loss == "cross_entropy" else "")
+        if not isinstance(y, list) or len(y) != n:
+            raise SpecError(field, f"{loss} takes class indices: expected a list of {n} integers{hint}, got {y!r}")
+        for i, c in enumerate(y):
+            if not _is_int(c):
+                raise SpecError(f"{field}[{i}]", f"{loss} takes class indices: expected an integer{hint}, got {c!r}")
+            if not 0 <= c < width:  # torch: "Target 3 is out of bounds."
+                raise SpecError(f"{field}[{i}]", f"class index {c} is out of bounds for {width} outputs"
+                                f" (0 <= index < {width})")
+        return
+    _matrix(y, (n, width), field)
+    if loss == "bce":  # torch: "all elements of target should be between 0 and 1"
+        for i, row in enumerate(y):
+            for j, v in enumerate(row):
+                if not 0.0 <= v <= 1.0:
+                    raise SpecError(f"{field}[{i}][{j}]", f"bce targets must be between 0 and 1, got {v!r}")
 
 
 def _run(t):
