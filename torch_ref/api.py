@@ -1,0 +1,47 @@
+"""The cross-check from Python, for anyone's tests.
+
+    from torch_ref import assert_lockstep
+    assert_lockstep("torch_ref/specs/worked_example.toml", "scripts/seed_port.py:build", steps=200)
+
+`check` returns the `Result`; `assert_lockstep` returns it too, and on a mismatch (or, with
+`fd_steps`, finite differences that disagree) raises AssertionError whose message is the full
+report: iteration, stage, tensor, worst index, both values, tolerance. A description that cannot be
+run, or an implementation that cannot be loaded or breaks the contract, raises `SpecError` /
+`ImplError` (both ValueError) naming the field, as the command's exit code 2.
+"""
+import copy
+from pathlib import Path
+
+from . import plugin, spec
+from .lockstep import lockstep
+
+
+def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0):
+    """Run the lockstep of `impl` against the torch twin and return the Result.
+
+    desc: a path to a description file (.toml / .json), or a description as a dict (parsed or not).
+    impl: an object with load_state_dict/train_step; a factory (a class, say) called with the parsed
+          description; a TARGET string "package.module:factory" or "path/to/file.py:factory"; None for manual.
+    steps, dtype, device: override the description's [run] values.
+    fd_steps: iterations that also get central finite differences (2 forward passes per parameter).
+    """
+    desc = spec.load(desc) if isinstance(desc, (str, Path)) else spec.parse(copy.deepcopy(desc))
+    overrides = {k: v for k, v in (("steps", steps), ("dtype", dtype), ("device", device)) if v is not None}
+    if overrides:
+        desc["run"] = spec._run({**desc["run"], **overrides})
+    name = impl if isinstance(impl, str) else getattr(impl, "__qualname__", None)
+    if isinstance(impl, (str, type)) or (impl is not None and not hasattr(impl, "train_step")):
+        impl = plugin.build(impl, desc)  # a TARGET string, a class or another factory
+    if name is None and impl is not None:
+        name = type(impl).__qualname__
+    return lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name)
+
+
+def assert_lockstep(desc, impl=None, **kwargs):
+    """`check`, and AssertionError with the full report unless every compared value matched at every
+    iteration (and, with fd_steps, the finite differences agree). Returns the Result."""
+    __tracebackhide__ = True  # pytest shows the caller's line, not this helper's
+    result = check(desc, impl, **kwargs)
+    if not result.ok or (result.fd is not None and not result.fd.ok):
+        raise AssertionError(result.summary())
+    return result
