@@ -27,6 +27,54 @@ def targets(network, n, rng):
     return rng.uniform(0.0, 1.0, (n, width))
 
 
+def toy(name, n, noise, seed, n_in=2, n_out=1):
+    """A classic toy set drawn by numpy from `seed`: (x (n, 2), labels (n,) in {0, 1}) for the
+    classification sets, (x (n, n_in), y (n, n_out)) for the regression. Samples come in a random
+    order (a plain batch order then mixes the classes); noise ~ N(0, noise²) is added to x (to y
+    for linear).
+
+        xor      x ~ U(−1, 1)², label = [x₀ > 0] xor [x₁ > 0]
+        moons    outer half circle (cos θ, sin θ), label 0; inner (1 − cos θ, ½ − sin θ), label 1;
+                 θ evenly spaced in [0, π]                        (as sklearn's make_moons)
+        circles  radius 1, label 0, and radius ½, label 1, θ evenly spaced in [0, 2π)  (make_circles)
+        linear   x ~ N(0, 1), y = x @ W.T + b + noise, W ~ N(0, 1) (n_out, n_in), b ~ N(0, 1) (n_out,)
+    """
+    rng = np.random.default_rng(seed)
+    if name == "linear":
+        w, b = rng.standard_normal((n_out, n_in)), rng.standard_normal(n_out)
+        x = rng.standard_normal((n, n_in))
+        return x, x @ w.T + b + noise * rng.standard_normal((n, n_out))
+    if name == "xor":
+        x = rng.uniform(-1.0, 1.0, (n, 2))
+        labels = ((x[:, 0] > 0) != (x[:, 1] > 0)).astype(np.int64)
+    else:
+        n0 = (n + 1) // 2
+        t0 = np.linspace(0, np.pi, n0) if name == "moons" else np.linspace(0, 2 * np.pi, n0, endpoint=False)
+        t1 = np.linspace(0, np.pi, n - n0) if name == "moons" else np.linspace(0, 2 * np.pi, n - n0, endpoint=False)
+        if name == "moons":
+            outer = np.stack([np.cos(t0), np.sin(t0)], axis=1)
+            inner = np.stack([1 - np.cos(t1), 0.5 - np.sin(t1)], axis=1)
+        else:
+            outer = np.stack([np.cos(t0), np.sin(t0)], axis=1)
+            inner = 0.5 * np.stack([np.cos(t1), np.sin(t1)], axis=1)
+        x = np.concatenate([outer, inner])
+        labels = np.concatenate([np.zeros(n0, np.int64), np.ones(n - n0, np.int64)])
+        order = rng.permutation(n)
+        x, labels = x[order], labels[order]
+    return x + noise * rng.standard_normal(x.shape), labels
+
+
+def toy_targets(labels, network):
+    """Class labels (n,) as targets that fit the loss: the indices themselves for class-index losses,
+    a 0/1 column for a single output, one-hot rows (n, C) otherwise."""
+    width = network["sizes"][-1]
+    if class_index_targets(network):
+        return labels
+    if width == 1:
+        return labels[:, None].astype(np.float64)
+    return np.eye(width)[labels]
+
+
 def dataset(desc):
     """(x, y): x float64 (n, sizes[0]); y float64 (n, sizes[-1]), or int64 (n,) class indices for
     nll and index-target cross_entropy; explicit or drawn from a seed.
@@ -34,6 +82,10 @@ def dataset(desc):
     Random data: x ~ N(0, 1), then y from `targets` (a target that fits the loss).
     """
     data, net = desc["data"], desc["network"]
+    if "toy" in data:
+        t = data["toy"]
+        x, y = toy(t["name"], t["n"], t["noise"], t["seed"], net["sizes"][0], net["sizes"][-1])
+        return x, (y if t["name"] == "linear" else toy_targets(y, net))
     if "random" in data:
         rng = np.random.default_rng(data["random"]["seed"])
         n = data["random"]["n"]
@@ -43,11 +95,24 @@ def dataset(desc):
 
 
 def batches(desc, dtype=np.float64):
-    """Yield (x, y) batches forever, in order, epoch after epoch; a last partial batch is kept."""
+    """Yield (x, y) batches forever, epoch after epoch. The manual side decides the order and both
+    sides get these same arrays.
+
+    data.shuffle: each epoch visits the samples in a fresh permutation, drawn from one numpy
+    generator seeded with data.shuffle_seed (so epoch e's order depends on the seed and e only);
+    otherwise in file order. data.drop_last: a last partial batch is skipped; otherwise kept.
+    """
     x, y = dataset(desc)
     x, y = x.astype(dtype), (y if y.dtype.kind == "i" else y.astype(dtype))  # class indices stay int64
-    size = desc["data"]["batch_size"]
-    starts = range(0, len(x), size)
+    data = desc["data"]
+    size, n = data["batch_size"], len(x)
+    stop = n - n % size if data.get("drop_last") else n
+    rng = np.random.default_rng(data.get("shuffle_seed", 0))
     while True:
-        for s in starts:
-            yield x[s:s + size], y[s:s + size]
+        if data.get("shuffle"):
+            order = rng.permutation(n)
+            xe, ye = x[order], y[order]
+        else:
+            xe, ye = x, y
+        for s in range(0, stop, size):
+            yield xe[s:s + size], ye[s:s + size]

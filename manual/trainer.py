@@ -3,12 +3,15 @@
     load_state_dict(state)  state: {"layers.{k}.weight": (out, in), "layers.{k}.bias": (out,) or ()}
     train_step(x, y) -> {"output": (N, C), "loss": float,          forward pass, before the update
                          "deltas": {"layers.{k}": (N, out)},       dE/dnet_k, before the update
-                         "grads": {name: array},                   before the update
+                         "grads": {name: array},                   before the update, after clipping
+                         "optimizer_state": {"{name}.{buffer}": array}, after the update
                          "state_dict": {name: array}}              after the update
 """
 import numpy as np
 
+from .clip_grad import clip_grad_norm_, clip_grad_value_
 from .losses import LOSSES
+from .lr_scheduler import SCHEDULERS
 from .modules import MLP
 from .optim import OPTIMIZERS
 
@@ -24,6 +27,23 @@ class Trainer:
         self.params = dict(self.model.named_parameters())
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
         self.optimizer = OPTIMIZERS[opt.pop("name")]([self.params[n] for n in self.trained], **opt)
+        sched = dict(desc.get("scheduler") or {})
+        self.scheduler = SCHEDULERS[sched.pop("name")](self.optimizer, **sched) if sched else None
+        self.clip = desc.get("clip")
+
+    def clip_grads(self):
+        """Gradient clipping between backward and the step (the `grad` stage sees clipped gradients)."""
+        params = self.optimizer.params
+        if self.clip and "max_norm" in self.clip:
+            clip_grad_norm_(params, self.clip["max_norm"], self.clip["norm_type"])
+        elif self.clip:
+            clip_grad_value_(params, self.clip["clip_value"])
+
+    def optimizer_step(self):
+        """The optimizer's update, then the learning-rate schedule's step (once per iteration)."""
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
 
     def load_state_dict(self, state):
         for name, p in self.params.items():
@@ -53,12 +73,13 @@ class Trainer:
         output = self.model.forward(x)
         loss = self.loss_fn.forward(output, y)
         self.model.backward(self.loss_fn.backward())
+        self.clip_grads()
         return output, loss
 
     def step(self, x, y):
         """One plain training iteration with nothing copied out (`--only manual`); the loss before it."""
         _, loss = self.forward_backward(x, y)
-        self.optimizer.step()
+        self.optimizer_step()
         return float(loss)
 
     def train_step(self, x, y):
@@ -69,7 +90,7 @@ class Trainer:
             "deltas": {f"layers.{k}": d for k, d in enumerate(self.model.deltas)},
             "grads": {n: p.grad.copy() for n, p in self.params.items() if p.requires_grad},
         }
-        self.optimizer.step()
+        self.optimizer_step()
         result["optimizer_state"] = self.optimizer_state()
         result["state_dict"] = self.state_dict()
         return result

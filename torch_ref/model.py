@@ -43,6 +43,23 @@ OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.o
               "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
 
 
+def make_scheduler(optimizer, args):
+    """torch.optim.lr_scheduler's schedule for the description's scheduler section, or None."""
+    if not args:
+        return None
+    lr = torch.optim.lr_scheduler
+    a = dict(args)
+    name = a.pop("name")
+    if name == "step":
+        return lr.StepLR(optimizer, step_size=a["step_size"], gamma=a["gamma"])
+    if name == "exponential":
+        return lr.ExponentialLR(optimizer, gamma=a["gamma"])
+    if name == "cosine":
+        return lr.CosineAnnealingLR(optimizer, T_max=a["T_max"], eta_min=a["eta_min"])
+    # linear warmup, then constant: LinearLR keeps end_factor = 1 once total_iters are done
+    return lr.LinearLR(optimizer, start_factor=a["start_factor"], end_factor=1.0, total_iters=a["warmup_steps"])
+
+
 def make_optimizer(params, args):
     """torch.optim's optimizer from the description's optimizer section ({"name", argument...})."""
     args = dict(args)
@@ -107,6 +124,21 @@ class Twin:
         self.load_state_dict(state)
         self.params = dict(self.model.named_parameters())
         self.optimizer = make_optimizer(list(self.params.values()), desc["optimizer"])
+        self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"))
+        self.clip = desc.get("clip")
+
+    def clip_grads(self):
+        """torch.nn.utils.clip_grad_norm_ / clip_grad_value_, between backward and the step."""
+        params = list(self.params.values())
+        if self.clip and "max_norm" in self.clip:
+            torch.nn.utils.clip_grad_norm_(params, self.clip["max_norm"], self.clip["norm_type"])
+        elif self.clip:
+            torch.nn.utils.clip_grad_value_(params, self.clip["clip_value"])
+
+    def optimizer_step(self):
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
 
     def load_state_dict(self, state):
         with torch.no_grad():
@@ -138,7 +170,8 @@ class Twin:
         self.optimizer.zero_grad()
         loss = self.loss_fn(self.model(self.tensor(x), keep_deltas=False), self.tensor(y))
         loss.backward()
-        self.optimizer.step()
+        self.clip_grads()
+        self.optimizer_step()
         return loss.detach()
 
     def train_step(self, x, y):
@@ -146,13 +179,14 @@ class Twin:
         output = self.model(self.tensor(x))
         loss = self.loss_fn(output, self.tensor(y))
         loss.backward()
+        self.clip_grads()
         result = {
             "output": _numpy(output),
             "loss": loss.item(),
             "deltas": {f"layers.{k}": _numpy(n.grad) for k, n in enumerate(self.model.nets)},
             "grads": {name: _numpy(p.grad) for name, p in self.params.items()},
         }
-        self.optimizer.step()
+        self.optimizer_step()
         result["optimizer_state"] = self.optimizer_state()
         result["state_dict"] = self.state_dict()
         return result

@@ -348,6 +348,57 @@ def _optimizer(t):
 
 
 def _data(t, network):
+    """Samples (explicit, random or a toy set) and their order: batch_size, shuffle, drop_last."""
+    order = {"shuffle": t.get("shuffle", False), "shuffle_seed": t.get("shuffle_seed", 0),
+             "drop_last": t.get("drop_last", False)}
+    for key in ("shuffle", "drop_last"):
+        if not isinstance(order[key], bool):
+            raise SpecError(f"data.{key}", f"expected true or false, got {order[key]!r}")
+    if not (_is_int(order["shuffle_seed"]) and order["shuffle_seed"] >= 0):
+        raise SpecError("data.shuffle_seed", f"expected a non-negative integer, got {order['shuffle_seed']!r}")
+    if "toy" in t:
+        if "x" in t or "y" in t or "random" in t:
+            raise SpecError("data", "give one of explicit x and y, random, or toy")
+        data = {"toy": _toy(t["toy"], network), "batch_size": t.get("batch_size", 1)}
+        if not (_is_int(data["batch_size"]) and data["batch_size"] >= 1):
+            raise SpecError("data.batch_size", f"expected a positive integer, got {data['batch_size']!r}")
+    else:
+        data = _samples({k: v for k, v in t.items() if k not in order}, network)
+    n = data["toy"]["n"] if "toy" in data else data["random"]["n"] if "random" in data else len(data["x"])
+    if order["drop_last"] and n < data["batch_size"]:
+        raise SpecError("data.drop_last", f"{n} samples and batch_size {data['batch_size']}: no full batch to keep")
+    return {**data, **order}
+
+
+def _toy(t, network):
+    """A classic toy set: {name, n, noise, seed}. xor, moons and circles have 2 inputs and 2 classes
+    (class indices, one-hot rows, or a 0/1 column for one output); linear is a regression."""
+    _table(t, "data.toy")
+    for key in t:
+        if key not in ("name", "n", "noise", "seed"):
+            raise SpecError(f"data.toy.{key}", "unknown field; expected name, n, noise, seed")
+    name = _choice(_get(t, "data.toy", "name"), TOY_SETS, "data.toy.name")
+    n, seed, noise = t.get("n", 200), t.get("seed", 0), t.get("noise", 0.1)
+    if not (_is_int(n) and n >= 1):
+        raise SpecError("data.toy.n", f"expected a positive integer, got {n!r}")
+    if not (_is_int(seed) and seed >= 0):
+        raise SpecError("data.toy.seed", f"expected a non-negative integer, got {seed!r}")
+    noise = _number(noise, "data.toy.noise")
+    if noise < 0:
+        raise SpecError("data.toy.noise", f"must be >= 0, got {noise}")
+    sizes, loss = network["sizes"], network["loss"]
+    if name == "linear":
+        if loss in ("nll", "cross_entropy", "bce", "bce_with_logits"):
+            raise SpecError("data.toy.name", f"linear is a regression (real targets); network.loss = {loss!r} needs classes")
+    else:
+        if sizes[0] != 2:
+            raise SpecError("data.toy.name", f"{name} has 2 inputs; network.sizes[0] = {sizes[0]}")
+        if sizes[-1] < 2 and loss in ("nll", "cross_entropy"):
+            raise SpecError("data.toy.name", f"{name} has 2 classes; {loss} needs at least 2 outputs, got {sizes[-1]}")
+    return {"name": name, "n": n, "noise": noise, "seed": seed}
+
+
+def _samples(t, network):
     sizes = network["sizes"]
     batch_size = t.get("batch_size", 1)
     if not (_is_int(batch_size) and batch_size >= 1):

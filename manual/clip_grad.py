@@ -1,0 +1,34 @@
+"""Gradient clipping, as torch.nn.utils.clip_grad_norm_ and clip_grad_value_, on `Parameter.grad`
+in place, between backward and the optimizer step (so the lockstep's `grad` stage sees clipped
+gradients).
+
+    clip_grad_norm_:   n = ‖(‖g₁‖_p, ‖g₂‖_p, …)‖_p      the norm of the per-parameter norms
+                       (p = inf: n = max_i max|g_i|)
+                       g ← g · min(1, max_norm / (n + 1e-6))      always multiplied, as torch does
+    clip_grad_value_:  g ← clamp(g, −clip_value, clip_value)
+"""
+import numpy as np
+
+
+def total_norm(grads, norm_type=2.0):
+    """‖(‖g₁‖_p, ‖g₂‖_p, …)‖_p over the gradients, in their dtype."""
+    norms = np.array([np.linalg.norm(g.ravel(), ord=norm_type) for g in grads], dtype=grads[0].dtype)
+    return np.linalg.norm(norms, ord=norm_type)
+
+
+def clip_grad_norm_(params, max_norm, norm_type=2.0):
+    """Scale every gradient by min(1, max_norm / (total norm + 1e-6)); returns the total norm."""
+    grads = [p.grad for p in params]
+    if not grads:
+        return 0.0
+    n = total_norm(grads, norm_type)
+    coef = min(grads[0].dtype.type(max_norm) / (n + grads[0].dtype.type(1e-6)), 1.0)
+    for g in grads:
+        g *= coef
+    return n
+
+
+def clip_grad_value_(params, clip_value):
+    """Clamp every gradient element to [−clip_value, clip_value]."""
+    for p in params:
+        np.clip(p.grad, -clip_value, clip_value, out=p.grad)
