@@ -1,0 +1,827 @@
+"""Data-parallel lockstep: the torch twin in DistributedDataParallel on R processes, checked at
+every iteration against the manual engine's full-batch step.
+
+    backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout S] [--json]
+    torchrun --nproc-per-node R -m torch_ref.distributed SPEC [same options, no --ranks]
+    torchrun --nnodes M --nproc-per-node R --rdzv-backend c10d --rdzv-endpoint HOST:PORT \\
+             --rdzv-id ID -m torch_ref.distributed SPEC [...]        (the same line on each machine)
+
+Every batch is split into K micro-batches and every micro-batch into R shards, one per rank
+(contiguous rows, sizes differing by at most one, as np.array_split). Rank r trains the twin,
+wrapped in torch.nn.parallel.DistributedDataParallel, on its shards: K forward/backward passes,
+no_sync() on all but the last, then one optimizer step. Rank 0 also runs the manual engine on the
+whole batch and, at every iteration, compares in this order:
+
+    output    the ranks' outputs, put back in batch order          vs manual full-batch output
+    loss      the loss reduced across ranks (all_reduce)           vs manual full-batch loss
+    delta     each rank's dE/dnet rows / R (DDP's averaging)       vs manual rows
+    sync      before the last micro-batch the ranks' gradients must still differ (no_sync in effect)
+    grad      every rank's all-reduced gradients                   vs manual full-batch gradients
+    optim     the optimizer state (if it keeps one), every rank    vs manual, after the update
+    param     every rank's updated parameters                      vs manual updated parameters
+    replica   every rank's parameters and buffers bitwise equal to rank 0's (a drifting rank is named)
+
+Loss scaling. DDP averages gradients over the R ranks. The full-batch loss is
+
+    L = Σ_{k,r} w_kr · L_kr      w_kr = 1 for a loss summed over samples (half-sse, reduction="sum")
+                                 w_kr = n_kr / N for a loss averaged over samples (mse, "mean")
+
+where L_kr is the loss of rank r's shard of micro-batch k (n_kr of the batch's N samples). So rank
+r back-propagates c_kr · L_kr with c_kr = R · w_kr, DDP's average is exactly ∇L, and the report says
+which factors were used. With --ddp-as-written a rank back-propagates L_kr / K, as a typical
+training loop does, and the loss reported is the mean over ranks; a mismatch then comes with a
+one-line diagnosis, found by testing the known data-parallel mistakes against the manual engine.
+"""
+import argparse
+import contextlib
+import datetime
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import socket
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+import manual.data
+import manual.init
+import manual.trainer
+
+from .lockstep import Mismatch, prepare_device
+from .model import Twin
+from .spec import SpecError
+from .testing import compare, tolerance
+
+STAGES = ("output", "loss", "delta", "sync", "grad", "optim", "param", "replica")
+DEFAULT_TIMEOUT = 60.0  # seconds a collective may wait for a peer (gloo/nccl), and the watchdog's base
+
+
+# --- what a rank does in one iteration ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Setup:
+    """How the training step is written on each rank.
+
+    as_written=False is the tool's correct data-parallel step (loss factors c_kr = R·w_kr). The
+    other fields reproduce a user's step as written: loss used as is (divided by K when
+    accumulating, unless divide_by_k is off), no_sync() on all but the last micro-batch (unless
+    no_sync is off), and parameters left out of DDP's buckets (frozen while DDP is built)."""
+
+    as_written: bool = False
+    divide_by_k: bool = True
+    no_sync: bool = True
+    left_out: tuple = ()
+
+
+@dataclass
+class Case:
+    """One data-parallel check: a parsed description, K micro-batches per step, a Setup."""
+
+    desc: dict
+    accumulate: int = 1
+    setup: Setup = field(default_factory=Setup)
+    label: str = ""
+
+
+def split(n, parts):
+    """np.array_split's boundaries: `parts` contiguous (start, stop) ranges covering range(n)."""
+    q, extra = divmod(n, parts)
+    bounds = [0]
+    for i in range(parts):
+        bounds.append(bounds[-1] + q + (i < extra))
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+def shards(n, ranks, accumulate):
+    """plan[k][r] = (start, stop): the rows of a batch of n samples that rank r trains on in
+    micro-batch k. Micro-batches first (contiguous), then each is sharded over the ranks."""
+    return [[(a + s, a + e) for s, e in split(b - a, ranks)] for a, b in split(n, accumulate)]
+
+
+def batch_sizes(desc):
+    """The distinct batch sizes the run will see (a last partial batch included)."""
+    n = len(manual.data.dataset(desc)[0])
+    size = desc["data"]["batch_size"]
+    return sorted({min(size, n - s) for s in range(0, n, size)})
+
+
+def batch_reduction(desc):
+    """"sum" or "mean": how the description's loss reduces over samples, asked of the manual
+    engine itself (numbers, not names): the loss of a batch given twice is twice the loss of the
+    batch for a sum, the same for a mean."""
+    x, y = next(manual.data.batches(desc))
+    state = manual.init.initial_state(desc)
+    trainer = manual.trainer.build({**desc, "run": {**desc["run"], "dtype": "float64"}})
+    losses = []
+    for xs, ys in ((x, y), (np.concatenate([x, x]), np.concatenate([y, y]))):
+        trainer.load_state_dict(state)
+        losses.append(float(trainer.train_step(xs, ys)["loss"]))
+    once, twice = losses
+    if once != 0 and np.isclose(twice, 2 * once, rtol=1e-9, atol=0):
+        return "sum"
+    if np.isclose(twice, once, rtol=1e-9, atol=0):
+        return "mean"
+    raise SpecError("network.loss", f"neither sums nor averages over samples (loss {once!r}, the same batch"
+                                    f" twice {twice!r}): it cannot be split across ranks")
+
+
+def loss_factor(setup, reduction, ranks, accumulate, n, total):
+    """c_kr: what a rank multiplies its micro-batch loss by (n of the batch's `total` samples)."""
+    if setup.as_written:
+        return 1.0 / accumulate if setup.divide_by_k else 1.0
+    return float(ranks) if reduction == "sum" else ranks * n / total
+
+
+def scaling_note(case, reduction, ranks):
+    """One sentence for the report: what was done about the loss's reduction, and why."""
+    desc, K, setup = case.desc, case.accumulate, case.setup
+    loss = desc["network"]["loss"]
+    n = max(batch_sizes(desc))
+    plan = shards(n, ranks, K)
+    sizes = [b - a for row in plan for a, b in row]
+    factors = [loss_factor(setup, reduction, ranks, K, s, n) for s in sizes]
+    micro = f" x {K} micro-batches" if K > 1 else ""
+    shown = ", ".join(f"{f:.6g}" for f in factors)
+    where = f"shards of a batch of {n} ({ranks} ranks{micro}): sizes {sizes}, loss factors {shown}"
+    if setup.as_written:
+        parts = ["each rank's loss used as written"]
+        if K > 1:
+            parts.append("divided by K" if setup.divide_by_k else "NOT divided by K")
+        if not setup.no_sync:
+            parts.append("no no_sync()")
+        if setup.left_out:
+            parts.append(f"left out of DDP's buckets: {', '.join(setup.left_out)}")
+        return f"loss scaling: none (--ddp-as-written: {'; '.join(parts)}); {where}"
+    if reduction == "sum":
+        why = (f"{loss} sums over samples and DDP averages gradients over {ranks} ranks, so every"
+               f" rank's loss was multiplied by {ranks} (the world size)")
+    elif len(set(sizes)) == 1:
+        why = (f"{loss} averages over samples and the shards are equal, so rank r's loss was"
+               f" weighted by R·n_r/N = {factors[0]:.6g}, the usual DDP step")
+    else:
+        why = (f"{loss} averages over samples and the shards are unequal, so rank r's loss was"
+               f" weighted by R·n_r/N (a plain average of the ranks' means is not the full-batch mean)")
+    return f"loss scaling: {why}; {where}"
+
+
+def validate(case, ranks):
+    """Refuse, before anything starts, what cannot be run; returns the loss's batch reduction."""
+    if not (isinstance(ranks, int) and ranks >= 1):
+        raise SpecError("--ranks", f"expected a positive number of processes, got {ranks!r}")
+    K = case.accumulate
+    if not (isinstance(K, int) and K >= 1):
+        raise SpecError("--accumulate", f"expected a positive number of micro-batches, got {K!r}")
+    smallest = batch_sizes(case.desc)[0]
+    if smallest < ranks * K:
+        raise SpecError("--ranks", f"a batch of {smallest} sample(s) cannot give each of {ranks} rank(s) x {K}"
+                                   f" micro-batch(es) a sample (data.batch_size = {case.desc['data']['batch_size']})")
+    names = _param_names(case.desc)
+    for name in case.setup.left_out:
+        if name not in names:
+            raise SpecError("left_out", f"no trained parameter {name!r}; expected one of {names}")
+    return batch_reduction(case.desc)
+
+
+def _param_names(desc):
+    trainer = manual.trainer.build(desc)
+    return [n for n, p in trainer.params.items() if p.requires_grad]
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+@dataclass
+class DistMismatch(Mismatch):
+    """A lockstep Mismatch that also names the rank (None: every rank) and a diagnosis."""
+
+    rank: int | None = None
+    diagnosis: str = ""
+    cause: str = ""
+
+    def __str__(self):
+        lines = super().__str__().split("\n")
+        if self.rank is not None:
+            lines[0] += f", rank {self.rank}"
+        if self.diagnosis:
+            lines.append(f"  diagnosis: {self.diagnosis}")
+        return "\n".join(lines)
+
+
+@dataclass
+class DistResult:
+    ok: bool
+    steps_checked: int
+    first_mismatch: DistMismatch | None
+    stats: dict          # stage -> {"max_abs_err", "max_rel_err", "worst_tensor"}
+    ranks: int
+    accumulate: int
+    backend: str
+    dtype: str
+    reduction: str       # the loss's reduction over samples: "sum" or "mean"
+    scaling: str         # what was done about it, one sentence
+    replicas_bitwise: bool
+    final_loss: dict
+    label: str = ""
+
+    def to_json(self):
+        d = asdict(self)
+        d["first_mismatch"] = self.first_mismatch.to_json() if self.first_mismatch else None
+        return d
+
+    def summary(self):
+        head = (f"{'PASS' if self.ok else 'FAIL'}: {self.steps_checked} iteration(s) checked in lockstep,"
+                f" DistributedDataParallel on {self.ranks} rank(s) ({self.backend}, {self.dtype}"
+                f"{f', {self.accumulate} micro-batches per step' if self.accumulate > 1 else ''})"
+                f" against the manual full-batch step")
+        lines = [head, f"  {self.scaling}",
+                 f"  {'stage':<15} {'max abs err':>12} {'max rel err':>12}  worst tensor"]
+        for s, v in self.stats.items():
+            lines.append(f"  {s:<15} {v['max_abs_err']:12.3e} {v['max_rel_err']:12.3e}  {v['worst_tensor']}")
+        lines.append(f"  parameters bitwise identical on every rank at every iteration checked:"
+                     f" {'yes' if self.replicas_bitwise else 'no'}")
+        lines.append(f"  final loss: manual {self.final_loss['manual']!r},"
+                     f" reduced across ranks {self.final_loss['reference']!r}")
+        if self.first_mismatch:
+            lines.append(str(self.first_mismatch))
+        return "\n".join(lines)
+
+
+class _Stages:
+    """Rank 0's comparisons for one run: the one comparison helper, statistics per stage."""
+
+    def __init__(self, rtol, atol):
+        self.rtol, self.atol = rtol, atol
+        self.stats = {}
+        self.passed = []
+
+    def begin(self):
+        self.passed = []
+
+    def check(self, it, stage, name, manual_value, reference, rank=None, owner=None):
+        """None if within tolerance, else the DistMismatch. `owner(index)` names the rank of a row."""
+        c = compare(manual_value, reference, self.rtol, self.atol)
+        s = self.stats.setdefault(stage, {"max_abs_err": 0.0, "max_rel_err": 0.0, "worst_tensor": name})
+        s["max_abs_err"] = max(s["max_abs_err"], c.max_abs_err)
+        if c.max_rel_err > s["max_rel_err"]:
+            s["max_rel_err"], s["worst_tensor"] = c.max_rel_err, name
+        if c.ok:
+            self.mark(stage)
+            return None
+        if owner is not None and c.index:
+            rank = owner(c.index[0])
+        return DistMismatch(it, stage, name, c.index, c.manual, c.reference, c.abs_err, c.rel_err,
+                            self.atol, self.rtol, c.n_bad, c.numel, c.shape_error,
+                            [p for p in self.passed if p != stage], rank=rank)
+
+    def mark(self, stage):
+        if not self.passed or self.passed[-1] != stage:
+            self.passed.append(stage)
+
+    def fail(self, it, stage, name, detail, rank=None):
+        return DistMismatch(it, stage, name, (), float("nan"), float("nan"), float("nan"), float("nan"),
+                            self.atol, self.rtol, detail=detail,
+                            passed_before=[p for p in self.passed if p != stage], rank=rank)
+
+
+# --- diagnosis: which known mistake explains the gradients ----------------------------------------
+
+def diagnose(desc, state, x, y, plan, reduction, grads, synced_early):
+    """(cause, one line) for a mismatch, from the evidence: `grads[r]` are rank r's gradients after
+    DDP, `state` the parameters before the step, `plan` the shards, `synced_early` the micro-batch
+    after which the gradients were already equal on every rank (None if they never were)."""
+    R, K = len(plan[0]), len(plan)
+    N = plan[-1][-1][1]
+    if synced_early is not None:
+        return "no_sync-missing", (
+            f"after micro-batch {synced_early} of {K} the gradients were already identical on every rank:"
+            f" DDP all-reduced before the last micro-batch, so no_sync() was not in effect"
+            f" ({K - 1} extra all-reduce(s) per step; the sum itself is unchanged)")
+    names = list(grads[0])
+    local = _shard_grads(desc, state, x, y, plan)  # local[k][r][name] = ∇L_kr, by the manual engine
+    unsynced = [n for n in names if any(not np.array_equal(grads[r][n], grads[0][n]) for r in range(1, R))]
+    if unsynced:
+        own = {n: sum(loss_factor(Setup(), reduction, R, K, b - a, N) * local[k][0][n]
+                      for k, row in enumerate(plan) for a, b in [row[0]]) for n in unsynced}
+        confirmed = all(compare(own[n], grads[0][n], 1e-9, 1e-12).ok for n in unsynced)
+        return "left-out-of-buckets", (
+            f"the gradient of {', '.join(repr(n) for n in unsynced)} differs between ranks"
+            f"{' and is each rank' + chr(39) + 's own local gradient' if confirmed else ''}: it was never"
+            f" all-reduced, the parameter was left out of DDP's buckets (requires_grad off when DDP wrapped"
+            f" the model, or ignored), so the ranks drift apart")
+
+    def predicted(c):  # the all-reduced gradient if every rank multiplied its loss by c(k, n)
+        return {n: sum(c(k, b - a) * local[k][r][n] for k, row in enumerate(plan)
+                       for r, (a, b) in enumerate(row)) / R for n in names}
+
+    sizes = [b - a for row in plan for a, b in row]
+    loss = desc["network"]["loss"]
+    hypotheses = [("ok", lambda k, n: loss_factor(Setup(), reduction, R, K, n, N), "")]
+    if reduction == "sum":
+        hypotheses += [
+            ("sum-loss-averaged", lambda k, n: 1.0 / K,
+             f"{loss} sums over samples but DDP averages gradients over the {R} ranks"
+             f"{f' and the loss was divided by K = {K}' if K > 1 else ''}: every gradient is 1/{R * K} of the"
+             f" full-batch gradient; multiply each rank's loss by the world size {R}"
+             f"{' and do not divide a summed loss by K' if K > 1 else ''}"),
+            ("sum-loss-averaged", lambda k, n: 1.0,
+             f"{loss} sums over samples but DDP averages gradients over the {R} ranks: every gradient is"
+             f" 1/{R} of the full-batch gradient; multiply each rank's loss by the world size {R}"),
+            ("sum-loss-divided-by-k", lambda k, n: R / K,
+             f"a summed loss ({loss}) was divided by K = {K}: accumulation must add the micro-batch sums"
+             f" as they are; gradients are 1/{K} of the full-batch gradient"),
+        ]
+    else:
+        hypotheses += [
+            ("uneven-mean", lambda k, n: 1.0 / K,
+             f"each rank's loss is the mean over its own shard and the shards are unequal (sizes {sizes}):"
+             f" DDP's plain average of the ranks' means is not the full-batch mean; weight rank r's loss by"
+             f" R·n_r/N"),
+            ("accumulate-no-divide", lambda k, n: 1.0,
+             f"the {K} micro-batch losses were not divided by K = {K}: accumulation adds their gradients,"
+             f" so every gradient is {K} times the full-batch gradient; divide each micro-batch loss by K"),
+        ]
+    for cause, c, line in hypotheses:
+        want = predicted(c)
+        if all(compare(want[n], grads[0][n], 1e-9, 1e-12).ok for n in names):
+            if cause == "ok":
+                return "ok", "the all-reduced gradients equal the full-batch ones: no data-parallel mistake in them"
+            return cause, line
+    full = np.concatenate([predicted(hypotheses[0][1])[n].ravel() for n in names])
+    seen = np.concatenate([grads[0][n].ravel() for n in names])
+    ratio = float(seen @ full / (full @ full)) if full.any() else float("nan")
+    return "unknown", (f"the all-reduced gradients match none of the known data-parallel mistakes"
+                       f" (best single factor against the full-batch gradient: {ratio:.6g})")
+
+
+def _shard_grads(desc, state, x, y, plan):
+    """local[k][r] = {name: ∇L_kr}: the manual engine's gradient of each shard's own loss."""
+    trainer = manual.trainer.build(desc)
+    out = []
+    for row in plan:
+        out.append([])
+        for a, b in row:
+            trainer.load_state_dict(state)
+            out[-1].append({n: g.astype(np.float64) for n, g in trainer.train_step(x[a:b], y[a:b])["grads"].items()})
+    return out
+
+
+# --- one rank ------------------------------------------------------------------------------------
+
+PHASES = {"start": 0, "init": 1, "compute": 2, "collective": 3, "done": 4}
+
+
+class _Heartbeat:
+    """This rank's iteration and phase, in memory the parent's watchdog reads (absent under torchrun)."""
+
+    def __init__(self, shared, rank):
+        self.shared, self.rank = shared, rank
+
+    def __call__(self, phase, it=None):
+        if self.shared is not None:
+            if it is not None:
+                self.shared[3 * self.rank] = it
+            self.shared[3 * self.rank + 1] = PHASES[phase]
+            self.shared[3 * self.rank + 2] += 1  # a tick: something happened
+
+
+def _inject(fault, rank, it):
+    """Test hook: make this rank fail on purpose at iteration `it` ("raise", "exit" or "hang")."""
+    if fault and fault[0] == rank and fault[1] == it:
+        kind = fault[2]
+        if kind == "raise":
+            raise RuntimeError(f"fault injected on purpose at iteration {it}")
+        if kind == "exit":
+            os._exit(3)
+        if kind == "hang":
+            while True:
+                time.sleep(1)
+
+
+def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
+    """Train one Case on this rank in lockstep with the others; rank 0 returns the DistResult."""
+    beat = beat or _Heartbeat(None, rank)
+    desc, setup, K, R = case.desc, case.setup, case.accumulate, world
+    reduction = reduction or batch_reduction(desc)
+    dtype = np.dtype(desc["run"]["dtype"])
+    rtol, atol = tolerance(dtype)
+    state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
+    twin = Twin(desc, state, device=device)
+    model = twin.model
+    left_out = [twin.params[n] for n in setup.left_out]
+    for p in left_out:  # frozen while DDP builds its buckets, trained afterwards: the mistake
+        p.requires_grad_(False)
+    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+    for p in left_out:
+        p.requires_grad_(True)
+    names = list(twin.params)
+    layers = len(desc["network"]["sizes"]) - 1
+    C = desc["network"]["sizes"][-1]
+    widths = desc["network"]["sizes"][1:]
+    f64 = {"dtype": torch.float64, "device": device}
+
+    impl = stages = None
+    if rank == 0:
+        impl = manual.trainer.build(desc)
+        impl.load_state_dict(state)
+        stages = _Stages(rtol, atol)
+    batches = manual.data.batches(desc, dtype)
+    first, replicas_bitwise, steps = None, True, 0
+    m_loss = r_loss = float("nan")
+    layout = None
+    for it in range(desc["run"]["steps"]):
+        beat("compute", it)
+        _inject(fault, rank, it)
+        x, y = next(batches)
+        N = len(x)
+        plan = shards(N, R, K)
+        twin.optimizer.zero_grad(set_to_none=False)
+        outs, deltas, marks, local_loss = [], [[] for _ in range(layers)], [], 0.0
+        for k in range(K):
+            a, b = plan[k][rank]
+            c = loss_factor(setup, reduction, R, K, b - a, N)
+            quiet = ddp.no_sync() if (k < K - 1 and setup.no_sync) else contextlib.nullcontext()
+            with quiet:
+                out = ddp(twin.tensor(x[a:b]))
+                loss = twin.loss_fn(out, twin.tensor(y[a:b]))
+                (loss * c).backward()
+            local_loss += c * loss.item() / R
+            outs.append(out.detach().to(**f64))
+            for l, net in enumerate(model.nets):
+                deltas[l].append(net.grad.to(**f64) / R)  # DDP divides what backward made by R
+            if k < K - 1:  # a fingerprint of the accumulated gradients: equal on all ranks iff synced
+                g = torch.cat([p.grad.detach().to(**f64).reshape(-1) for p in twin.params.values()
+                               if p.grad is not None])
+                marks.append(torch.stack([g.sum(), (g * torch.arange(1, len(g) + 1, **f64)).sum()]))
+        reduced = torch.tensor([local_loss], **f64)
+        beat("collective")
+        dist.all_reduce(reduced)
+        beat("compute")
+        grads = [twin.params[n].grad.detach().to(**f64).reshape(-1) if twin.params[n].grad is not None
+                 else torch.full((twin.params[n].numel(),), float("nan"), **f64) for n in names]
+        twin.optimizer.step()
+        opt_state = twin.optimizer_state() if hasattr(twin, "optimizer_state") else {}
+        params = model.state_dict()
+        parts = [reduced, *marks, *[o.reshape(-1) for o in outs], *[torch.cat(d).reshape(-1) for d in deltas], *grads,
+                 *[torch.as_tensor(v, **f64).reshape(-1) for v in opt_state.values()],
+                 *[t.detach().to(**f64).reshape(-1) for t in params.values()]]
+        mine = torch.cat(parts)
+        rows = [sum(plan[k][r][1] - plan[k][r][0] for k in range(K)) for r in range(R)]
+        per_row = C + sum(widths)
+        fixed = mine.numel() - rows[rank] * per_row
+        size = fixed + max(rows) * per_row
+        buf = torch.zeros(size, **f64)
+        buf[:mine.numel()] = mine
+        gathered = [torch.zeros(size, **f64) for _ in range(R)] if rank == 0 else None
+        beat("collective")
+        dist.gather(buf, gathered, dst=0)
+        beat("compute")
+        stop = torch.zeros(1, **f64)
+        if rank == 0:
+            pre = impl.state_dict()
+            m = impl.train_step(x, y)
+            if layout is None:
+                layout = {"opt": [(n, np.size(v)) for n, v in opt_state.items()],
+                          "params": [(n, t.numel(), tuple(t.shape)) for n, t in params.items()],
+                          "grads": [(n, twin.params[n].numel(), tuple(twin.params[n].shape)) for n in names]}
+            views = [_unpack(g.cpu().numpy(), rows[r], K, C, widths, layout) for r, g in enumerate(gathered)]
+            first, bitwise = _compare_iteration(stages, it, m, views, plan, R, K, names)
+            replicas_bitwise = replicas_bitwise and bitwise
+            m_loss, r_loss = float(m["loss"]), views[0]["loss"]
+            if first is not None:
+                grads_by_rank = [v["grads"] for v in views]
+                synced = next((k for k in range(K - 1)
+                               if all(np.array_equal(v["marks"][k], views[0]["marks"][k]) for v in views)), None)
+                first.cause, first.diagnosis = diagnose(desc, pre, x, y, plan, reduction, grads_by_rank,
+                                                        synced)
+                stop[0] = 1
+        beat("collective")
+        dist.broadcast(stop, src=0)
+        beat("compute")
+        if stop.item():
+            break
+        steps = it + 1
+    if rank != 0:
+        return None
+    return DistResult(first is None, steps, first, stages.stats, R, K, dist.get_backend(), str(dtype),
+                      reduction, scaling_note(case, reduction, R), replicas_bitwise,
+                      {"manual": m_loss, "reference": r_loss}, case.label)
+
+
+def _unpack(buf, rows, K, C, widths, layout):
+    """One rank's gathered buffer back into named arrays (float64)."""
+    at = 0
+
+    def take(n, shape=None):
+        nonlocal at
+        v = buf[at:at + n]
+        at += n
+        return v.reshape(shape) if shape is not None else v
+
+    view = {"loss": float(take(1)[0]), "marks": [take(2) for _ in range(K - 1)]}
+    view["output"] = take(rows * C, (rows, C))
+    view["deltas"] = [take(rows * w, (rows, w)) for w in widths]
+    view["grads"] = {n: take(size, shape) for n, size, shape in layout["grads"]}
+    view["optimizer_state"] = {n: take(size) for n, size in layout["opt"]}
+    view["state_dict"] = {n: take(size, shape) for n, size, shape in layout["params"]}
+    return view
+
+
+def _compare_iteration(stages, it, m, views, plan, R, K, names):
+    """Rank 0's checks of one iteration, in the order of STAGES; (first DistMismatch or None, bitwise)."""
+    stages.begin()
+    order = np.concatenate([np.arange(*plan[k][r]) for r in range(R) for k in range(K)])  # rank-major rows
+    owner_of = np.empty(len(order), dtype=int)
+    for r in range(R):
+        for k in range(K):
+            owner_of[np.arange(*plan[k][r])] = r
+    owner = lambda row: int(owner_of[row])
+
+    def assemble(get):
+        full = np.empty((len(order), get(views[0]).shape[1]))
+        full[order] = np.concatenate([get(v) for v in views])
+        return full
+
+    checks = [("output", "output", m["output"], assemble(lambda v: v["output"]), None, owner)]
+    checks.append(("loss", "loss", m["loss"], views[0]["loss"], 0, None))
+    for l in reversed(range(len(views[0]["deltas"]))):
+        name = f"layers.{l}"
+        checks.append(("delta", name, m["deltas"][name], assemble(lambda v: v["deltas"][l]), None, owner))
+    for stage, name, mv, rv, rank, own in checks:
+        bad = stages.check(it, stage, name, mv, rv, rank, own)
+        if bad:
+            return bad, True
+    for r in range(1, R):
+        if views[r]["loss"] != views[0]["loss"]:
+            return stages.fail(it, "loss", "loss", f"the reduced loss differs between ranks: rank 0 ="
+                               f" {views[0]['loss']!r}, rank {r} = {views[r]['loss']!r}", rank=r), True
+    for k in range(K - 1):
+        if all(np.array_equal(v["marks"][k], views[0]["marks"][k]) for v in views):
+            return stages.fail(it, "sync", f"gradients after micro-batch {k}",
+                               f"already bitwise identical on all {R} ranks before the last micro-batch:"
+                               " they were all-reduced, no_sync() was not in effect"), True
+    if K > 1:
+        stages.mark("sync")
+    for r in range(R):
+        for name in reversed(names):
+            if name in m["grads"]:
+                bad = stages.check(it, "grad", name, m["grads"][name], views[r]["grads"][name], r)
+                if bad:
+                    return bad, True
+    mo = m.get("optimizer_state", {})
+    for r in range(R):
+        for name, rv in views[r]["optimizer_state"].items():
+            if name in mo:
+                bad = stages.check(it, "optim", name, np.ravel(mo[name]), rv, r)
+                if bad:
+                    return bad, True
+    for r in range(R):
+        for name, rv in views[r]["state_dict"].items():
+            bad = stages.check(it, "param", name, m["state_dict"][name], rv, r)
+            if bad:
+                return bad, True
+    for r in range(1, R):
+        for name, rv in views[r]["state_dict"].items():
+            ref = views[0]["state_dict"][name]
+            differ = rv.view(np.uint64) != ref.view(np.uint64)
+            if differ.any():
+                i = tuple(int(j) for j in np.argwhere(differ)[0])
+                return stages.fail(it, "replica", name,
+                                   f"rank {r}'s copy is not bitwise equal to rank 0's: {int(differ.sum())} /"
+                                   f" {differ.size} element(s) differ; at index {i}: rank 0 = {ref[i]!r},"
+                                   f" rank {r} = {rv[i]!r}", rank=r), False
+    stages.mark("replica")
+    return None, True
+
+
+# --- process group and launching -----------------------------------------------------------------
+
+def _device_for(desc, local_rank, local_world):
+    """(torch.device, backend): gloo on CPU; nccl with one GPU per rank."""
+    if desc["run"]["device"] == "cuda":
+        prepare_device("cuda")
+        have = torch.cuda.device_count()
+        if have < local_world:
+            raise SpecError("run.device", f"cuda with {local_world} rank(s) on this machine needs one GPU per rank,"
+                                          f" found {have}")
+        return torch.device("cuda", local_rank), "nccl"
+    return torch.device("cpu"), "gloo"
+
+
+def _worker(rank, world, cases, reductions, port, timeout, shared, result_path, fault):
+    """The body of a spawned rank: join the group, run every case, rank 0 writes the results."""
+    beat = _Heartbeat(shared, rank)
+    beat("init")
+    torch.set_num_threads(1)  # R processes share the machine's cores
+    device, backend = _device_for(cases[0].desc, rank, world)
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=timeout))
+    try:
+        results = [run_case(c, rank, world, device, beat, fault, red) for c, red in zip(cases, reductions)]
+        beat("collective")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    if rank == 0:
+        tmp = result_path + ".part"
+        with open(tmp, "wb") as fh:
+            pickle.dump(results, fh)
+        os.replace(tmp, result_path)
+    beat("done")
+
+
+class RankFailure(Exception):
+    """A rank raised, died or hung: the run was stopped. `exit_code` 1 (during training) or 2 (set-up)."""
+
+    def __init__(self, message, rank, cause, exit_code):
+        super().__init__(message)
+        self.rank, self.cause, self.exit_code = rank, cause, exit_code
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 nobody listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None):
+    """Run every Case on `ranks` spawned processes (one process group, the cases one after the
+    other); returns their DistResults. Raises SpecError for a bad set-up (before anything starts)
+    and RankFailure when a rank raises, dies or hangs: the others are then stopped, nothing is left
+    running. `timeout` bounds every collective (the backend's timeout) and the parent's watchdog,
+    which stops everything when no rank has made progress for timeout + 15 s. `fault` is a test
+    hook (rank, iteration, "raise"|"exit"|"hang"); `on_start(pids)` is called once they run."""
+    cases = list(cases)
+    reductions = [validate(c, ranks) for c in cases]
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise SpecError("--timeout", f"expected a positive number of seconds, got {timeout!r}")
+    if cases[0].desc["run"]["device"] == "cuda":
+        _device_for(cases[0].desc, 0, ranks)  # refuse here, with one line, if there are too few GPUs
+    ctx = multiprocessing.get_context("spawn")
+    shared = ctx.RawArray("d", 3 * ranks)
+    tmpdir = tempfile.mkdtemp(prefix="backprop-check-ddp-")
+    result_path = os.path.join(tmpdir, "results.pickle")
+    port = free_port()
+    pc = torch.multiprocessing.start_processes(
+        _worker, args=(ranks, cases, reductions, port, timeout, shared, result_path, fault),
+        nprocs=ranks, join=False, start_method="spawn")
+    procs = pc.processes
+    try:
+        if on_start:
+            on_start([p.pid for p in procs])
+        failure = _watch(procs, shared, ranks, timeout)
+        if failure is None:
+            with open(result_path, "rb") as fh:
+                return pickle.load(fh)
+        snapshot = [(int(shared[3 * r]), int(shared[3 * r + 1])) for r in range(ranks)]
+        alive = [p.is_alive() for p in procs]
+        _stop(procs, grace=1.0)
+        raise _blame(procs, pc.error_files, snapshot, alive, failure, timeout)
+    finally:
+        _stop(procs, grace=0.0)
+        for f in [result_path, *pc.error_files]:
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+        with contextlib.suppress(OSError):
+            os.rmdir(tmpdir)
+
+
+def _watch(procs, shared, ranks, timeout):
+    """Wait until every rank exited 0 (None), one failed ("exit"), or nothing moved ("hang")."""
+    limit = timeout + 15.0
+    last_ticks, last_change = None, time.monotonic()
+    while True:
+        multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0.2)
+        codes = [p.exitcode for p in procs]
+        if any(c not in (None, 0) for c in codes):
+            return "exit"
+        if all(c == 0 for c in codes):
+            return None
+        ticks = [shared[3 * r + 2] for r in range(ranks)]
+        if ticks != last_ticks:
+            last_ticks, last_change = ticks, time.monotonic()
+        elif time.monotonic() - last_change > limit:
+            return "hang"
+
+
+def _stop(procs, grace):
+    """Let the processes end on their own for `grace` s, then SIGTERM, then SIGKILL; reap them all."""
+    end = time.monotonic() + grace
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    end = time.monotonic() + 3.0
+    for p in procs:
+        p.join(max(0.0, end - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+        p.join()
+
+
+def _blame(procs, error_files, snapshot, alive, failure, timeout):
+    """The RankFailure naming the rank that caused the stop and how: a rank that died, else one that
+    raised outside a collective, else one that was stuck outside a collective (hung), else the
+    first that raised. `snapshot[r]` = (iteration, phase) when the failure was seen."""
+    inv = {v: k for k, v in PHASES.items()}
+    errors = {}
+    for r, f in enumerate(error_files):
+        if os.access(f, os.R_OK):
+            with open(f, "rb") as fh:
+                errors[r] = pickle.load(fh)
+    def where(r):
+        it, phase = snapshot[r]
+        return "before training started" if phase <= PHASES["init"] else f"at iteration {it}"
+
+    def last_line(tb):
+        lines = [l for l in tb.strip().splitlines() if l.strip()]
+        return lines[-1].strip() if lines else "an exception"
+
+    others = lambda r: "; ".join(f"rank {o}: {last_line(errors[o]) if o in errors else 'stopped'}"
+                                 for o in range(len(procs)) if o != r)
+    code = lambda r: 2 if snapshot[r][1] <= PHASES["init"] else 1
+    for r, p in enumerate(procs):
+        if r not in errors and p.exitcode not in (0, None) and not alive[r]:  # alive: stopped by us
+            how = (f"was killed by signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0
+                   else f"exited with code {p.exitcode}")
+            return RankFailure(f"data-parallel run stopped: rank {r} {how} {where(r)} (pid {p.pid});"
+                               f" the other ranks were stopped ({others(r)})", r, how, code(r))
+    for r, tb in errors.items():
+        if snapshot[r][1] in (PHASES["compute"], PHASES["start"]) or "SpecError" in tb:
+            err = last_line(tb)
+            setup = "SpecError" in tb
+            return RankFailure(f"data-parallel run stopped: rank {r} raised {err} {where(r)};"
+                               f" the other ranks were stopped ({others(r)})", r, err, 2 if setup else code(r))
+    for r in range(len(procs)):
+        if alive[r] and snapshot[r][1] in (PHASES["compute"], PHASES["start"], PHASES["init"]):
+            how = "hung" if failure == "hang" else "stopped making progress"
+            return RankFailure(f"data-parallel run stopped: rank {r} {how} {where(r)} (outside any collective:"
+                               f" the others waited for it, timeout {timeout:g} s); the other ranks were stopped"
+                               f" ({others(r)})", r, "hung", code(r))
+    r = min(errors) if errors else 0
+    err = last_line(errors[r]) if r in errors else f"exit code {procs[r].exitcode}"
+    return RankFailure(f"data-parallel run stopped: rank {r} failed {where(r)}: {err}; the other ranks were"
+                       f" stopped ({others(r)})", r, err, code(r))
+
+
+# --- under torchrun ------------------------------------------------------------------------------
+
+def _arguments(parser):
+    """The data-parallel options, shared by `backprop-check run` and `python -m torch_ref.distributed`."""
+    parser.add_argument("--accumulate", type=int, default=1, metavar="K",
+                        help="split every batch into K micro-batches, no_sync() on all but the last")
+    parser.add_argument("--ddp-as-written", action="store_true",
+                        help="run the usual step as written (loss as is, / K) and diagnose what differs")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"how long a collective waits for a peer (default {DEFAULT_TIMEOUT:g})")
+
+
+def main(argv=None):
+    """One rank under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from the
+    environment); rank 0 prints the report and exits 0 (pass), 1 (mismatch) or 2 (bad input)."""
+    from .cli import _Parser, _apply_overrides
+    from . import spec
+    p = _Parser(prog="python -m torch_ref.distributed", description=main.__doc__)
+    p.add_argument("spec", metavar="SPEC")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--dtype")
+    p.add_argument("--device")
+    _arguments(p)
+    args = p.parse_args(argv)
+    rank = int(os.environ.get("RANK", 0))
+    try:
+        if "WORLD_SIZE" not in os.environ:
+            raise SpecError("WORLD_SIZE", "not set: start this module with torchrun"
+                                          " (or use backprop-check run SPEC --ranks R)")
+        world, local = int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
+        desc = _apply_overrides(spec.load(args.spec), args)
+        case = Case(desc, args.accumulate, Setup(as_written=args.ddp_as_written))
+        reduction = validate(case, world)
+        torch.set_num_threads(1)
+        device, backend = _device_for(desc, local, int(os.environ.get("LOCAL_WORLD_SIZE", world)))
+    except SpecError as e:
+        print(f"backprop-check: error: {e}", file=sys.stderr)
+        return 2
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.timeout))
+    try:
+        result = run_case(case, rank, world, device, reduction=reduction)
+    finally:
+        dist.destroy_process_group()
+    if rank != 0:
+        return 0
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
