@@ -1,4 +1,6 @@
 """Initial parameters, drawn in numpy: the manual side decides them and the twin copies them."""
+import math
+
 import numpy as np
 
 
@@ -20,11 +22,82 @@ def linear_default(sizes, bias, seed):
     return state
 
 
+def calculate_gain(nonlinearity, param=None):
+    """torch.nn.init.calculate_gain: the factor that keeps activations' variance through a layer.
+
+        linear, identity, sigmoid   1
+        tanh                        5/3
+        relu                        √2
+        leaky_relu                  √(2 / (1 + slope²)),  slope = param (0.01 when None)
+        selu                        3/4
+    """
+    if nonlinearity in ("linear", "identity", "sigmoid"):
+        return 1.0
+    if nonlinearity == "tanh":
+        return 5.0 / 3
+    if nonlinearity == "relu":
+        return math.sqrt(2.0)
+    if nonlinearity == "leaky_relu":
+        slope = 0.01 if param is None else param
+        return math.sqrt(2.0 / (1 + slope ** 2))
+    if nonlinearity == "selu":
+        return 3.0 / 4
+    raise ValueError(f"unsupported nonlinearity {nonlinearity!r}")
+
+
+def weight_sampler(init):
+    """(rng, fan_in, fan_out) -> a (fan_out, fan_in) weight matrix, for an init scheme (torch.nn.init's):
+
+        xavier_uniform    U(−a, a),  a = gain · √(6 / (fan_in + fan_out))
+        xavier_normal     N(0, σ²),  σ = gain · √(2 / (fan_in + fan_out))
+        kaiming_uniform   U(−b, b),  b = √3 · gain / √fan,  gain = calculate_gain(nonlinearity, a)
+        kaiming_normal    N(0, σ²),  σ = gain / √fan,       fan = fan_in or fan_out (mode)
+
+    xavier's gain is `gain`, or calculate_gain(nonlinearity, param) when a nonlinearity is named.
+    """
+    scheme = init["scheme"]
+    if scheme.startswith("xavier"):
+        gain = calculate_gain(init["nonlinearity"], init["param"]) if "nonlinearity" in init else init["gain"]
+        if scheme == "xavier_uniform":
+            return lambda rng, fi, fo: rng.uniform(-1, 1, (fo, fi)) * (gain * math.sqrt(6.0 / (fi + fo)))
+        return lambda rng, fi, fo: rng.normal(0.0, gain * math.sqrt(2.0 / (fi + fo)), (fo, fi))
+    gain = calculate_gain(init["nonlinearity"], init["a"])
+    fan = (lambda fi, fo: fi) if init["mode"] == "fan_in" else (lambda fi, fo: fo)
+    if scheme == "kaiming_uniform":
+        return lambda rng, fi, fo: rng.uniform(-1, 1, (fo, fi)) * (math.sqrt(3.0) * gain / math.sqrt(fan(fi, fo)))
+    return lambda rng, fi, fo: rng.normal(0.0, gain / math.sqrt(fan(fi, fo)), (fo, fi))
+
+
+def scheme_init(sizes, bias, init):
+    """Weights from a torch.nn.init scheme, drawn layer by layer from numpy's generator init["seed"];
+    biases as torch.nn.Linear draws them, U(−1/√fan_in, 1/√fan_in) (init.bias = "linear-default"),
+    or zeros (init.bias = "zeros"); one scalar per layer for a shared-frozen bias."""
+    rng = np.random.default_rng(init["seed"])
+    draw = weight_sampler(init)
+    state = {}
+    for k, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        state[f"layers.{k}.weight"] = draw(rng, fan_in, fan_out)
+        if bias == "none":
+            continue
+        shape = (fan_out,) if bias == "per-neuron" else ()
+        if init["bias"] == "zeros":
+            state[f"layers.{k}.bias"] = np.zeros(shape)
+        else:
+            bound = 1.0 / np.sqrt(fan_in)
+            state[f"layers.{k}.bias"] = np.asarray(rng.uniform(-bound, bound, shape))
+    return state
+
+
 def initial_state(desc):
     """The run's initial state_dict (float64 numpy arrays), from explicit values or a seed."""
     net, init = desc["network"], desc["init"]
     if "seed" in init:
-        return linear_default(net["sizes"], net["bias"], init["seed"])
+        if init.get("scheme", "linear-default") != "linear-default":
+            return scheme_init(net["sizes"], net["bias"], init)
+        state = linear_default(net["sizes"], net["bias"], init["seed"])
+        if init.get("bias") == "zeros":
+            state.update({k: np.zeros_like(v) for k, v in state.items() if k.endswith(".bias")})
+        return state
     state = {}
     for k, w in enumerate(init["weights"]):
         state[f"layers.{k}.weight"] = np.array(w, dtype=np.float64)
