@@ -1,8 +1,12 @@
 """The `backprop-check` command.
 
     backprop-check example [--json]                 the seed's worked example, checked
+    backprop-check zoo [--json]                     classic backprop mistakes, each caught
     backprop-check run SPEC [--json] [--steps N] [--dtype D] [--device D] [--mode M]
                             [--impl TARGET] [--fd] [--fd-steps K]
+    backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
+                                                    data-parallel: DDP on R processes (torch_ref/distributed.py)
+    backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
 
 Exit codes: 0 everything matched, 1 a mismatch (or an exception raised by the implementation, or,
 with --fd, finite differences that disagree), 2 bad input (one line on stderr naming the field:
@@ -28,6 +32,8 @@ def _parser():
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     ex = sub.add_parser("example", help="the seed's worked example, figure by figure")
     ex.add_argument("--json", action="store_true", help="print one JSON object")
+    zoo = sub.add_parser("zoo", help="run the zoo of classic backprop mistakes; show where each is caught")
+    zoo.add_argument("--json", action="store_true", help="print one JSON object")
     run = sub.add_parser("run", help="lockstep cross-check of a description file")
     run.add_argument("spec", metavar="SPEC", help="network description (.toml or .json)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
@@ -46,6 +52,18 @@ def _parser():
                           "gradients of the first iterations; costs 2 forward passes per parameter")
     run.add_argument("--fd-steps", type=int, metavar="K",
                      help=f"how many iterations get finite differences (implies --fd; default {FD_STEPS})")
+    run.add_argument("--ranks", type=int, metavar="R",
+                     help="data-parallel: the twin in DistributedDataParallel on R processes (gloo on CPU, nccl "
+                          "with a GPU per rank), each on its shard of every batch, against the manual full batch")
+    run.add_argument("--accumulate", type=int, metavar="K",
+                     help="with --ranks: K micro-batches per step, no_sync() on all but the last")
+    run.add_argument("--ddp-as-written", action="store_true",
+                     help="with --ranks: each rank's loss as is (/ K), no scaling; a mismatch is diagnosed")
+    run.add_argument("--timeout", type=float, metavar="SECONDS",
+                     help="with --ranks: how long a collective waits for a peer before the run is stopped "
+                          "(default 60)")
+    zoo.add_argument("--ddp", action="store_true",
+                     help="the data-parallel mistakes instead (DDP on 2 processes), each caught and diagnosed")
     return p
 
 
@@ -70,10 +88,31 @@ def cmd_example(args):
     return 0 if rep["confirmed_by_autograd"] else 1
 
 
+def cmd_zoo(args):
+    if args.ddp:
+        from . import zoo_ddp
+        outcomes = zoo_ddp.run_zoo()
+        ok = all(o.as_expected for o in outcomes)
+        print(json.dumps({"ok": ok, "entries": [o.to_json() for o in outcomes]}, indent=2) if args.json
+              else zoo_ddp.table(outcomes))
+        return 0 if ok else 1
+    from . import zoo
+    outcomes = zoo.run_zoo()
+    ok = all(o.as_expected for o in outcomes)
+    if args.json:
+        print(json.dumps({"ok": ok, "entries": [o.to_json() for o in outcomes],
+                          "stages_covered": sorted({o.where[1] for o in outcomes if o.where})}, indent=2))
+    else:
+        print(zoo.table(outcomes))
+    return 0 if ok else 1
+
+
 def cmd_run(args):
     from . import spec
     from .lockstep import lockstep
     desc = _apply_overrides(spec.load(args.spec), args)
+    if args.ranks is not None or args.accumulate is not None or args.ddp_as_written or args.timeout is not None:
+        return _cmd_run_ranks(desc, args)
     if args.only is not None:
         from .solo import train_alone
         solo = train_alone(desc, args.only)
@@ -89,6 +128,26 @@ def cmd_run(args):
     return 0 if result.ok and (result.fd is None or result.fd.ok) else 1
 
 
+def _cmd_run_ranks(desc, args):
+    """`run SPEC --ranks R`: the data-parallel lockstep (torch_ref/distributed.py)."""
+    from . import distributed
+    if args.ranks is None:
+        raise SpecError("--ranks", "--accumulate, --ddp-as-written and --timeout need --ranks R")
+    for flag, given in (("--mode", args.mode != "free"), ("--impl", args.impl is not None),
+                        ("--only", args.only is not None), ("--fd", args.fd or args.fd_steps is not None)):
+        if given:
+            raise SpecError(flag, "not available with --ranks (the data-parallel check runs manual vs DDP, free mode)")
+    case = distributed.Case(desc, args.accumulate or 1, distributed.Setup(as_written=args.ddp_as_written))
+    timeout = distributed.DEFAULT_TIMEOUT if args.timeout is None else args.timeout
+    try:
+        (result,) = distributed.check([case], args.ranks, timeout=timeout)
+    except distributed.RankFailure as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_code
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
+    return 0 if result.ok else 1
+
+
 def _fd_steps(args):
     """0 without --fd; --fd-steps K (>= 1) implies --fd."""
     if args.fd_steps is not None:
@@ -101,7 +160,7 @@ def _fd_steps(args):
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
-        return {"example": cmd_example, "run": cmd_run}[args.command](args)
+        return {"example": cmd_example, "run": cmd_run, "zoo": cmd_zoo}[args.command](args)
     except SpecError as e:
         print(f"{PROG}: error: {e}", file=sys.stderr)
         return 2

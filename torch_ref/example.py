@@ -64,9 +64,10 @@ def load_spec():
     return spec.load(spec_path())
 
 
-def manual_figures(desc):
-    """Every figure of the walk-through, by the manual engine (numpy), with its formulas."""
-    trainer = manual.trainer.build(desc)
+def manual_figures(desc, build=None):
+    """Every figure of the walk-through, by the manual engine (numpy), with its formulas; or by the
+    implementation `build(desc)` (a zoo entry: the same engine with one mistake)."""
+    trainer = (build or manual.trainer.build)(desc)
     trainer.load_state_dict(manual.init.initial_state(desc))
     x, y = manual.data.dataset(desc)
     (L0, L1), (A0, A1) = trainer.model.layers, trainer.model.activations
@@ -98,7 +99,7 @@ def manual_figures(desc):
     }
     f["E_after_1"] = 0.5 * np.sum((y - trainer.model.forward(x)) ** 2)
     for _ in range(LONG_RUN - 1):
-        trainer.train_step(x, y)
+        trainer.step(x, y)  # the same iteration as train_step, nothing copied out
     out = trainer.model.forward(x)
     f["E_after_10000"] = 0.5 * np.sum((y - out) ** 2)
     f["outputs_after_10000"] = list(out[0])
@@ -177,18 +178,21 @@ def _get(tree, path):
 
 def reproduces(printed, value):
     """True when `value`, rounded to the decimals the seed prints, is the printed figure."""
+    if not np.isfinite(value):
+        return False
     p = Decimal(printed)
     return Decimal(repr(float(value))).quantize(p, rounding=ROUND_HALF_EVEN) == p
 
 
-def report(desc=None):
-    """The whole walk-through as one dict: computed values, the seed's, confirmation, errata."""
+def report(desc=None, explain=True):
+    """The whole walk-through as one dict: computed values, the seed's, confirmation, errata (each
+    tried against the zoo's mistakes when `explain`)."""
     desc = desc or load_spec()
     computed, reference = manual_figures(desc), autograd_figures(desc)
     rtol, atol = tolerance(desc["run"]["dtype"])
     ref = dict(_leaves(reference))
     seed = dict(_leaves(SEED))
-    rows, errata = [], []
+    rows, errata, paths = [], [], []
     for path, value in _leaves(computed):
         c = compare(value, ref[path], rtol, atol)
         printed = seed.get(path)
@@ -198,12 +202,15 @@ def report(desc=None):
         if agrees is False:
             errata.append({"figure": path, "seed": float(printed), "correct": value,
                            "difference": value - float(printed), "kind": "printed figure"})
+            paths.append((path, printed))
     for figure, printed, path, note in SELF_DISAGREEMENTS:
         value = _get(computed, path)
         if not reproduces(printed, value):
             errata.append({"figure": figure, "seed": float(printed), "correct": value,
                            "difference": value - float(printed), "kind": "seed disagrees with itself",
                            "note": note})
+            paths.append((".".join(path), printed))
+    tried = explain_errata(errata, paths, desc) if explain else None
     computed.pop("target_o2")
     seed_json = _floats_or_none(SEED)
     return {
@@ -213,7 +220,26 @@ def report(desc=None):
         "tolerance": {"rtol": rtol, "atol": atol},
         "rows": rows,
         "errata": errata,
+        "errata_tried": tried,
     }
+
+
+def explain_errata(errata, paths, desc):
+    """For each erratum, the first zoo mistake (in the zoo's order) whose figure, computed exactly
+    as the correct one is, reproduces the seed's printed figure to the digits printed. Sets
+    `explained_by` (the zoo id, or None), `explained_value` and `also_explained_by` on every
+    erratum; returns the ids of the mistakes tried (those that apply to the worked example)."""
+    from . import zoo
+    tried = [e for e in zoo.ENTRIES if e.applies(desc)]
+    with np.errstate(all="ignore"):  # some mistakes diverge; their figures are inf or NaN, never a match
+        figures = {e.id: dict(_leaves(manual_figures(desc, build=e.build))) for e in tried}
+    for erratum, (path, printed) in zip(errata, paths):
+        hits = [(e.id, figures[e.id][path]) for e in tried
+                if not path.startswith("target") and reproduces(printed, figures[e.id][path])]
+        erratum["explained_by"] = hits[0][0] if hits else None
+        erratum["explained_value"] = hits[0][1] if hits else None
+        erratum["also_explained_by"] = [h[0] for h in hits[1:]]
+    return [e.id for e in tried]
 
 
 def _floats_or_none(tree):
@@ -251,6 +277,16 @@ def table(rep):
     for e in rep["errata"]:
         lines.append(f"  {e['figure']}: seed prints {e['seed']!r}, correct value {e['correct']!r}"
                      f" (difference {e['difference']:+.3e})" + (f"; {e['note']}" if e.get("note") else ""))
+    if rep.get("errata_tried") is not None:
+        lines += ["", f"errata explained: each of the {len(rep['errata_tried'])} zoo mistakes that apply to this"
+                  " network (backprop-check zoo) run on it; the first that reproduces the printed digits"]
+        for e in rep["errata"]:
+            if e["explained_by"]:
+                also = f" (also: {', '.join(e['also_explained_by'])})" if e["also_explained_by"] else ""
+                lines.append(f"  {e['figure']}: {e['explained_by']} gives {e['explained_value']!r},"
+                             f" the seed's {e['seed']!r}{also}")
+            else:
+                lines.append(f"  {e['figure']}: no zoo mistake reproduces {e['seed']!r}")
     lines.append("every computed value confirmed by autograd: "
                  + ("yes" if rep["confirmed_by_autograd"] else "NO"))
     return "\n".join(lines)

@@ -31,9 +31,11 @@ class Faulty(manual.trainer.Trainer):
 
     def __init__(self, desc):
         super().__init__(desc)
+        self.reported = list(self.trained)  # the description's trained parameters: the grads reported
         self.lr = desc["optimizer"].get("lr")
         self.setup(desc)
         self.params = dict(self.model.named_parameters())
+        self.trained = [name for name, p in self.params.items() if p.requires_grad]
 
     def setup(self, desc):
         """Swap components here."""
@@ -56,11 +58,20 @@ class Faulty(manual.trainer.Trainer):
             "output": output,
             "loss": float(loss),
             "deltas": {f"layers.{k}": d for k, d in enumerate(self.model.deltas)},
-            "grads": {n: p.grad.copy() for n, p in self.params.items() if p.requires_grad},
+            "grads": {n: self.params[n].grad.copy() for n in self.reported},
         }
         self.update()
+        result["optimizer_state"] = self.optimizer_state()
         result["state_dict"] = self.state_dict()
         return result
+
+    def step(self, x, y):
+        """The same iteration with nothing copied out (the worked example's long run)."""
+        self.zero_grad()
+        loss = self.loss_fn.forward(self.model.forward(x), y)
+        self.backward(self.loss_fn.backward())
+        self.update()
+        return float(loss)
 
 
 def _replace_activations(model, name, cls):
@@ -181,7 +192,8 @@ class FrozenBiasUpdated(Faulty):
             layer.bias = manual.modules.Parameter(layer.bias.data, requires_grad=True)
             layer.__class__ = SharedBiasTrained
         opt = dict(desc["optimizer"])
-        self.optimizer = manual.optim.OPTIMIZERS[opt.pop("name")](self.model.parameters(), **opt)
+        params = [p for _, p in self.model.named_parameters() if p.requires_grad]
+        self.optimizer = manual.optim.OPTIMIZERS[opt.pop("name")](params, **opt)
 
 
 class MeanLossGradNotDividedByBatch(Faulty):
@@ -235,6 +247,37 @@ class LossMissingHalf(Faulty):
         self.loss_fn = NoHalf()
 
 
+class MomentumRestarted(Faulty):
+    """The momentum buffer restarted every step (made afresh inside the step), so b = g and momentum never builds up."""
+
+    def update(self):
+        for state in self.optimizer.state:
+            state.clear()
+        self.optimizer.step()
+
+
+class NoBiasCorrectionAdam(manual.optim.Adam):
+    def step(self):
+        beta1, beta2 = self.betas
+        for _, p, state, g in self._grads(self.weight_decay):
+            if not state:
+                state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+            state["step"] += 1
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m *= beta1
+            m += (1 - beta1) * g
+            v *= beta2
+            v += (1 - beta2) * g * g
+            p.data -= self.lr * m / (np.sqrt(v) + self.eps)  # m and v used as they are: biased to 0 early
+
+
+class AdamWithoutBiasCorrection(Faulty):
+    """Adam without bias correction: θ −= lr·m/(√v + ε), not divided by 1 − β1^t and 1 − β2^t, so early steps are wrong."""
+
+    def setup(self, desc):
+        self.optimizer.__class__ = NoBiasCorrectionAdam
+
+
 class BiasGradAveraged(manual.modules.Linear):
     def backward(self, grad_output):
         self.weight.grad += grad_output.T @ self.x
@@ -252,7 +295,7 @@ class BiasGradAveragedOverBatch(Faulty):
 # --- descriptions chosen for the mistakes ---------------------------------------------------------
 
 def worked(steps=3):
-    """The seed's worked example (2-2-2 sigmoid, shared frozen biases, ½·SSE, SGD 0.5), a few steps."""
+    """the worked example: 2-2-2 sigmoid, shared frozen biases, ½·SSE, SGD 0.5"""
     from .example import load_spec
     desc = load_spec()
     desc["run"] = {**desc["run"], "steps": steps}
@@ -271,13 +314,23 @@ def random_net(sizes, activation, loss="mse", bias="per-neuron", batch_size=4, n
 
 
 def square():
-    """3-3-3 tanh, no biases: every weight is square, so a transposed gradient has the right shape."""
+    """3-3-3 tanh, no biases, MSE: square weights, so a transposed gradient has the right shape"""
     return random_net([3, 3, 3], "tanh", bias="none")
 
 
 def minibatch():
-    """3-4-2 tanh → identity, MSE (mean), per-neuron biases, batches of 4."""
+    """3-4-2 tanh → identity, per-neuron biases, MSE (mean), batches of 4, SGD"""
     return random_net([3, 4, 2], ["tanh", "identity"])
+
+
+def momentum():
+    """3-4-2 tanh → identity, MSE, batches of 4, SGD with momentum 0.9"""
+    return random_net([3, 4, 2], ["tanh", "identity"], optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9})
+
+
+def adam():
+    """3-4-2 tanh → identity, MSE, batches of 4, Adam (lr 0.01)"""
+    return random_net([3, 4, 2], ["tanh", "identity"], optimizer={"name": "adam", "lr": 0.01})
 
 
 # --- the table ------------------------------------------------------------------------------------
@@ -301,6 +354,10 @@ class Entry:
         have = {"loss": desc["network"]["loss"], "bias": desc["network"]["bias"],
                 "optimizer": desc["optimizer"]["name"], "activation": desc["network"]["activation"]}
         for key, allowed in self.needs.items():
+            if key == "momentum":
+                if (desc["optimizer"].get("momentum") or 0) == 0:
+                    return False
+                continue
             values = have[key] if isinstance(have[key], list) else [have[key]]
             if key == "activation":
                 if not any(v in allowed for v in values):
@@ -331,6 +388,10 @@ ENTRIES = [
     Entry("frozen-bias-updated", FrozenBiasUpdated, worked, "param", "layers.0.bias",
           needs={"bias": ("shared-frozen",)}),
     Entry("lr-applied-twice", LrAppliedTwice, worked, "param", "layers.0.weight", needs={"optimizer": ("sgd",)}),
+    Entry("momentum-buffer-restarted", MomentumRestarted, momentum, "optim", "layers.0.weight.momentum_buffer",
+          iteration=1, needs={"optimizer": ("sgd",), "momentum": True}),
+    Entry("adam-without-bias-correction", AdamWithoutBiasCorrection, adam, "param", "layers.0.weight",
+          needs={"optimizer": ("adam",)}),
 ]
 
 
@@ -355,7 +416,7 @@ class Outcome:
     def to_json(self):
         e = self.entry
         return {
-            "id": e.id, "mistake": e.mistake,
+            "id": e.id, "mistake": e.mistake, "run_on": _first_line(e.description.__doc__),
             "expected": {"iteration": e.iteration, "stage": e.stage, "tensor": e.tensor},
             "caught": self.caught,
             "caught_at": (dict(zip(("iteration", "stage", "tensor"), self.where)) if self.where else None),
@@ -364,11 +425,15 @@ class Outcome:
         }
 
 
+def _first_line(doc):
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 def run_entry(e):
     """Run one entry in lockstep against the torch twin on its own description."""
     from .lockstep import lockstep
     desc = e.description()
-    result = lockstep(desc, impl=e.build(desc))
+    result = lockstep(desc, impl=e.build(desc), impl_name=f"zoo:{e.id}")
     m = result.first_mismatch
     where = (m.iteration, m.stage, m.name) if m else None
     return Outcome(e, m is not None, where, m)
@@ -379,13 +444,17 @@ def run_zoo(entries=None):
 
 
 def table(outcomes):
-    lines = [f"{'id':<38} {'expected':<30} {'caught at':<30} verdict", "-" * 110]
+    """Two lines per mistake: where it was caught (and whether that is where it must be), then what it is."""
+    lines = [f"{'id':<38} {'iteration':>9}  {'stage':<6} {'tensor':<32} verdict", "-" * 100]
     for o in outcomes:
         e = o.entry
-        exp = f"it {e.iteration}, {e.stage}, {e.tensor}"
-        got = f"it {o.where[0]}, {o.where[1]}, {o.where[2]}" if o.where else "NOT CAUGHT"
-        verdict = "caught" if o.as_expected else ("CAUGHT ELSEWHERE" if o.caught else "MISSED")
-        lines.append(f"{e.id:<38} {exp:<30} {got:<30} {verdict}")
+        it, stage, tensor = o.where if o.where else ("-", "-", "not caught")
+        if o.as_expected:
+            verdict = "caught where expected"
+        else:
+            verdict = f"{'CAUGHT' if o.caught else 'MISSED'}; expected iteration {e.iteration}, {e.stage}, {e.tensor}"
+        lines.append(f"{e.id:<38} {it:>9}  {stage:<6} {tensor:<32} {verdict}")
+        lines.append(f"    {e.mistake}  [on: {_first_line(e.description.__doc__)}]")
     n_ok = sum(o.as_expected for o in outcomes)
     lines += ["", f"{n_ok} / {len(outcomes)} mistakes caught where expected"]
     stages = sorted({o.where[1] for o in outcomes if o.where})
