@@ -29,8 +29,8 @@ class NetworkLoss:
 
     def __init__(self, desc):
         net = desc["network"]
-        self.model = MLP(net["sizes"], net["activation"], net["bias"], np.float64)
-        self.loss_fn = LOSSES[net["loss"]]()
+        self.model = MLP(net["sizes"], net["activation"], net["bias"], np.float64, net.get("activation_args"))
+        self.loss_fn = LOSSES[net["loss"]](**net.get("loss_args", {}))
         self.params = {name: p.data for name, p in self.model.named_parameters()}  # views, perturbed in place
 
     def load_state_dict(self, state):
@@ -43,10 +43,15 @@ class NetworkLoss:
 
 def central_differences(desc, state, x, y, names):
     """{name: dE/d(name)} by central differences at `state` on the batch (x, y), for the parameters
-    `names`, in float64. Also returns the number of forward passes it took."""
+    `names`, in float64. Also returns the number of forward passes it took.
+
+    With the description's gradient clipping ([clip]), the differences are clipped the same way,
+    since the gradients they are compared with are the clipped ones."""
     loss = NetworkLoss(desc)
     loss.load_state_dict(state)
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    x, y = np.asarray(x, np.float64), np.asarray(y)
+    if y.dtype.kind == "f":  # class-index targets stay integers
+        y = y.astype(np.float64)
     grads, passes = {}, 0
     for name in names:
         p = loss.params[name]
@@ -65,4 +70,21 @@ def central_differences(desc, state, x, y, names):
             gflat[i] = (e_plus - e_minus) / (h_plus + h_minus)
             passes += 2
         grads[name] = g
+    if desc.get("clip"):
+        clip(grads, desc["clip"])
     return grads, passes
+
+
+class _Grad:
+    def __init__(self, grad):
+        self.grad = grad
+
+
+def clip(grads, how):
+    """Clip {name: gradient} in place as the description's [clip] says (manual/clip_grad.py)."""
+    from . import clip_grad
+    params = [_Grad(g) for g in grads.values()]
+    if "clip_value" in how:
+        clip_grad.clip_grad_value_(params, how["clip_value"])
+    else:
+        clip_grad.clip_grad_norm_(params, how["max_norm"], how.get("norm_type", 2.0))

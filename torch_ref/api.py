@@ -25,7 +25,7 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     steps, dtype, device: override the description's [run] values.
     fd_steps: iterations that also get central finite differences (2 forward passes per parameter).
     """
-    desc = spec.load(desc) if isinstance(desc, (str, Path)) else spec.parse(copy.deepcopy(desc))
+    desc = spec.load(desc) if isinstance(desc, (str, Path)) else _parsed(desc)
     overrides = {k: v for k, v in (("steps", steps), ("dtype", dtype), ("device", device)) if v is not None}
     if overrides:
         desc["run"] = spec._run({**desc["run"], **overrides})
@@ -45,3 +45,13 @@ def assert_lockstep(desc, impl=None, **kwargs):
     if not result.ok or (result.fd is not None and not result.fd.ok):
         raise AssertionError(result.summary())
     return result
+
+
+def _parsed(desc):
+    """A description dict, raw (as a TOML file gives it) or already as spec.parse returns it."""
+    try:
+        return spec.parse(copy.deepcopy(desc))
+    except spec.SpecError:
+        if isinstance(desc, dict) and set(desc) == set(spec.SECTIONS):  # parse's output has every section
+            return copy.deepcopy(desc)
+        raise

@@ -4,7 +4,8 @@ TARGET is `package.module:factory` or `path/to/file.py:factory`. The factory is 
 parsed description (a dict) and returns an object with
 
     load_state_dict(state)   state: {"layers.{k}.weight": (fan_out, fan_in), "layers.{k}.bias": (fan_out,) or ()}
-    train_step(x, y) -> {    x: (N, fan_in), y: (N, fan_out), float64 (or float32) numpy arrays
+    train_step(x, y) -> {    x: (N, fan_in) numpy array of the run's dtype; y: the targets as the
+                             description gives them, (N, fan_out), or (N,) class indices (int64)
         "output": (N, fan_out), "loss": float,        required, forward pass before the update
         "grads": {name: array},                       required, before the update
         "state_dict": {name: array},                  required, after the update
