@@ -174,10 +174,13 @@ class BCELoss:
     """torch.nn.BCELoss on probabilities x in [0, 1] (N, C), targets t in [0, 1] (N, C):
 
         e = −(t · max(log x, −100) + (1 − t) · max(log(1 − x), −100))     torch's clamp of the logs
-        grad_input = (x − t) / max(x (1 − x), 1e-12) · norm                torch's formula and floor
+        grad_input = (x − t) / max(x (1 − x), ε) · norm                    torch's formula and floor
 
-    The logs of 0 are never taken: where x = 0 (or 1) the clamped value −100 is used directly.
+    ε is torch's EPSILON, 1e-12 as a C float: 9.999999960041972e-13. The logs of 0 are never taken:
+    where x = 0 (or 1) the clamped value −100 is used directly.
     """
+
+    EPSILON = float(np.float32(1e-12))
 
     def __init__(self, reduction="mean"):
         self.reduction = reduction
@@ -191,7 +194,7 @@ class BCELoss:
 
     def backward(self):
         x, norm = self.input, _norm(self.input.size, self.reduction)
-        return (x - self.target) / np.maximum(x * (1.0 - x), 1e-12) * norm
+        return (x - self.target) / np.maximum(x * (1.0 - x), self.EPSILON) * norm
 
 
 class BCEWithLogitsLoss:
