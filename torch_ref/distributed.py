@@ -110,7 +110,8 @@ def batch_sizes(desc):
     """The distinct batch sizes the run will see (a last partial batch included)."""
     n = len(manual.data.dataset(desc)[0])
     size = desc["data"]["batch_size"]
-    return sorted({min(size, n - s) for s in range(0, n, size)})
+    stop = n - n % size if desc["data"].get("drop_last") else n
+    return sorted({min(size, n - s) for s in range(0, stop, size)}) or [n]
 
 
 def batch_reduction(desc):
@@ -463,9 +464,11 @@ def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
         beat("collective")
         dist.all_reduce(reduced)
         beat("compute")
+        if hasattr(twin, "clip_grads"):
+            twin.clip_grads()  # after DDP's all-reduce, as a data-parallel loop must
         grads = [twin.params[n].grad.detach().to(**f64).reshape(-1) if twin.params[n].grad is not None
                  else torch.full((twin.params[n].numel(),), float("nan"), **f64) for n in names]
-        twin.optimizer.step()
+        twin.optimizer_step() if hasattr(twin, "optimizer_step") else twin.optimizer.step()
         opt_state = twin.optimizer_state() if hasattr(twin, "optimizer_state") else {}
         params = model.state_dict()
         parts = [reduced, *marks, *[o.reshape(-1) for o in outs], *[torch.cat(d).reshape(-1) for d in deltas], *grads,
