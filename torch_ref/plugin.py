@@ -78,6 +78,8 @@ def _import_file(path):
     if not path.is_file():
         raise ImplError(f"no such file: {str(path)!r}")
     name = f"_backprop_check_impl_{abs(hash(str(path.resolve())))}"
+    if name in sys.modules:  # imported once per process, as `import` does
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImplError(f"cannot import {str(path)!r} as a Python module")
