@@ -14,6 +14,7 @@ a bad description, an --impl that cannot be loaded or whose train_step breaks th
 """
 import argparse
 import json
+import os
 import sys
 
 from .spec import DEVICES, DTYPES, SpecError
@@ -52,6 +53,13 @@ def _parser():
                           "gradients of the first iterations; costs 2 forward passes per parameter")
     run.add_argument("--fd-steps", type=int, metavar="K",
                      help=f"how many iterations get finite differences (implies --fd; default {FD_STEPS})")
+    run.add_argument("--report", metavar="FILE.json",
+                     help="write a JSON report: per iteration and stage the largest differences, the "
+                          "description, verdict, first mismatch and numerical environment")
+    run.add_argument("--markdown", metavar="FILE.md", help="write a Markdown summary (for a pull-request comment)")
+    run.add_argument("--plot", metavar="FILE.png",
+                     help="write a PNG: the loss of both sides, and per stage the largest relative difference per iteration")
+    run.add_argument("--quiet", action="store_true", help="no progress line on the terminal")
     run.add_argument("--ranks", type=int, metavar="R",
                      help="data-parallel: the twin in DistributedDataParallel on R processes (gloo on CPU, nccl "
                           "with a GPU per rank), each on its shard of every batch, against the manual full batch")
@@ -111,6 +119,7 @@ def cmd_run(args):
     from . import spec
     from .lockstep import lockstep
     desc = _apply_overrides(spec.load(args.spec), args)
+    outputs = _check_outputs(args)  # an unwritable report path is refused before the run starts
     if args.ranks is not None or args.accumulate is not None or args.ddp_as_written or args.timeout is not None:
         return _cmd_run_ranks(desc, args)
     if args.only is not None:
@@ -123,9 +132,34 @@ def cmd_run(args):
     if args.impl is not None:
         from . import plugin
         impl = plugin.build(args.impl, desc)
-    result = lockstep(desc, impl=impl, mode=args.mode, fd_steps=fd_steps, impl_name=args.impl)
+    from . import reports
+    progress = reports.for_terminal(args.quiet)
+    try:
+        result = lockstep(desc, impl=impl, mode=args.mode, fd_steps=fd_steps, impl_name=args.impl,
+                          record=bool(outputs), progress=progress)
+    finally:
+        if progress is not None:
+            progress.done()
+    writers = {"--report": reports.write_json, "--markdown": reports.write_markdown, "--plot": reports.write_plot}
+    for flag, path in outputs.items():
+        writers[flag](path, result, desc, spec_path=args.spec)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
     return 0 if result.ok and (result.fd is None or result.fd.ok) else 1
+
+
+def _check_outputs(args):
+    """{flag: path} of the reports asked for, each checked writable now (SpecError otherwise)."""
+    from . import reports
+    outputs = {flag: path for flag, path in (("--report", args.report), ("--markdown", args.markdown),
+                                             ("--plot", args.plot)) if path is not None}
+    for flag in outputs:
+        if args.ranks is not None or args.only is not None:
+            raise SpecError(flag, "reports are written for the lockstep check (not with --ranks or --only)")
+    if len(set(map(os.path.abspath, outputs.values()))) < len(outputs):
+        raise SpecError(next(iter(outputs)), "--report, --markdown and --plot must name different files")
+    for flag, path in outputs.items():
+        reports.check_writable(path, flag)
+    return outputs
 
 
 def _cmd_run_ranks(desc, args):

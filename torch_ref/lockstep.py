@@ -91,6 +91,7 @@ class Result:
     not_reported: list = field(default_factory=list)  # stages the implementation does not report
     fd: FDCheck | None = None                         # the finite-difference third opinion (--fd)
     impl: str = "manual"                              # which implementation was checked
+    history: "History | None" = None                  # per-iteration record (record=True)
 
     def to_json(self):
         return {
@@ -136,14 +137,16 @@ def prepare_device(device):
         torch.backends.cudnn.allow_tf32 = False
 
 
-def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None):
+def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=False, progress=None):
     """Run the cross-check described by `desc` (a parsed description). `impl` is any object with
     load_state_dict/train_step; by default the manual engine. Returns a `Result`.
 
     A plug-in's results are checked against the contract (torch_ref/plugin.py): breaking it raises
     `ImplError` (exit 2); an exception raised by its own code ends the run as a failure at stage
     "exception" (exit 1). `fd_steps` > 0 adds central finite differences as a third opinion on the
-    gradients of the first `fd_steps` iterations (2 forward passes per parameter element)."""
+    gradients of the first `fd_steps` iterations (2 forward passes per parameter element).
+    `record=True` keeps, per iteration, both losses and every tensor's largest differences
+    (`Result.history`, for reports and plots); `progress(it, steps)` is called before each iteration."""
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
     run = desc["run"]
@@ -159,11 +162,14 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None):
     fd = FDCheck(desc, fd_steps) if fd_steps > 0 else None
 
     checker, first, it, m, r = None, None, 0, None, None
+    history = History(run["steps"]) if record else None
     try:
         impl.load_state_dict(state)
     except Exception as e:
         first = _raised(0, "load_state_dict(state)", e, rtol, atol)
     for it in range(run["steps"] if first is None else 0):
+        if progress is not None:
+            progress(it, run["steps"])
         x, y = next(batches)
         before = twin.state_dict() if it < fd_steps else None
         try:
@@ -175,7 +181,9 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None):
         m = conform(it, m, r)
         if before is not None:
             fd.add(it, before, x, y, m, r)
-        checker = checker or Checker(m, r, rtol, atol)
+        checker = checker or Checker(m, r, rtol, atol, history)
+        if history is not None:
+            history.loss[it] = float(m["loss"]), float(r["loss"])
         first = checker.check(it, m, r)
         if first is not None:
             break
@@ -187,7 +195,23 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None):
     nan = float("nan")
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
     return Result(first is None, steps, first, checker.stats() if checker else {}, str(dtype),
-                  run["device"], mode, losses, conform.not_reported(r or {}), fd, impl_name)
+                  run["device"], mode, losses, conform.not_reported(r or {}), fd, impl_name,
+                  history=history)
+
+
+class History:
+    """What a report keeps of every iteration, in arrays allocated once (only when asked for):
+    both losses, and per compared tensor its largest absolute and relative difference (NaN where
+    not compared: after the first mismatch, or a stage the implementation does not report)."""
+
+    def __init__(self, steps):
+        self.loss = np.full((steps, 2), np.nan)  # (steps, [manual, reference])
+        self.keys, self.abs, self.rel = [], np.full((steps, 0), np.nan), np.full((steps, 0), np.nan)
+
+    def layout(self, keys):
+        self.keys = list(keys)  # (stage, tensor name) per column
+        self.abs = np.full((len(self.loss), len(keys)), np.nan)
+        self.rel = np.full((len(self.loss), len(keys)), np.nan)
 
 
 def _raised(it, where, e, rtol, atol):
@@ -221,9 +245,12 @@ class Checker:
     per-element comparison runs only on the tensor that failed.
     """
 
-    def __init__(self, m, r, rtol, atol):
+    def __init__(self, m, r, rtol, atol, history=None):
         self.rtol, self.atol = rtol, atol
         self.keys = [(stage, name) for stage, name, _, _ in _pairs(m, r)]
+        self.history = history
+        if history is not None:
+            history.layout(self.keys)
         self.starts = {}  # total length -> where each tensor starts (a partial batch is shorter)
         self.max_abs = np.zeros(len(self.keys))  # per tensor, over the run so far
         self.max_rel = np.zeros(len(self.keys))
@@ -247,14 +274,19 @@ class Checker:
                 if starts is None:
                     sizes = [np.size(rv) for _, _, _, rv in pairs]
                     starts = self.starts[e.size] = np.cumsum([0] + sizes[:-1])
-                np.maximum(self.max_abs, np.maximum.reduceat(abs_err, starts), out=self.max_abs)
-                np.maximum(self.max_rel, np.maximum.reduceat(rel_err, starts), out=self.max_rel)
+                it_abs, it_rel = np.maximum.reduceat(abs_err, starts), np.maximum.reduceat(rel_err, starts)
+                np.maximum(self.max_abs, it_abs, out=self.max_abs)
+                np.maximum(self.max_rel, it_rel, out=self.max_rel)
+                if self.history is not None:
+                    self.history.abs[it], self.history.rel[it] = it_abs, it_rel
                 return None
         passed = []
         for k, (stage, name, mv, rv) in enumerate(pairs):
             c = compare(mv, rv, self.rtol, self.atol)
             self.max_abs[k] = max(self.max_abs[k], c.max_abs_err)
             self.max_rel[k] = max(self.max_rel[k], c.max_rel_err)
+            if self.history is not None and k < self.history.abs.shape[1]:
+                self.history.abs[it, k], self.history.rel[it, k] = c.max_abs_err, c.max_rel_err
             if not c.ok:
                 return Mismatch(it, stage, name, c.index, c.manual, c.reference, c.abs_err, c.rel_err,
                                 self.atol, self.rtol, c.n_bad, c.numel, c.shape_error,

@@ -1,0 +1,312 @@
+"""Reports a CI can keep: JSON, Markdown and a PNG plot of a lockstep run.
+
+    backprop-check run SPEC --report run.json --markdown run.md --plot run.png
+
+From Python:
+
+    result = lockstep(desc, record=True)          # record: the per-iteration history reports need
+    reports.write_json(path, result, desc)
+    reports.write_markdown(path, result, desc)
+    reports.write_plot(path, result, desc)
+
+Every file is written atomically: to a temporary file in the same directory, then renamed over the
+target (os.replace), so an interrupted run never leaves a half-written report and a file already
+there is replaced only by a complete one. `check_writable` refuses a path that cannot be written
+before any run starts.
+"""
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .lockstep import STAGES
+from .spec import SpecError
+from .testing import tolerance
+
+SCHEMA = "backprop-check/report/1"
+
+
+# --- writing files --------------------------------------------------------------------------------
+
+def check_writable(path, flag):
+    """Raise SpecError(flag, ...) unless a file can be created at `path` (the directory exists and
+    takes a new file; the path is not a directory). Creates and removes a probe file; touches
+    nothing already there."""
+    p = Path(path)
+    where = f"cannot write {str(p)!r}"
+    parent = p.parent if str(p.parent) else Path(".")
+    if p.is_dir():
+        raise SpecError(flag, f"{where}: it is a directory")
+    if not parent.exists():
+        raise SpecError(flag, f"{where}: directory {str(parent)!r} does not exist")
+    if not parent.is_dir():
+        raise SpecError(flag, f"{where}: {str(parent)!r} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=f".{p.name}.", suffix=".probe")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise SpecError(flag, f"{where}: {e.strerror or e}") from None
+
+
+def write_atomic(path, write):
+    """Call write(file object, binary) on a temporary file beside `path`, then rename it to `path`."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent if str(p.parent) else ".", prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+
+
+# --- the content ----------------------------------------------------------------------------------
+
+def environment(desc):
+    """The numerical environment of the run: versions, device, dtype, TF32, determinism, seeds."""
+    import torch
+    device = desc["run"]["device"]
+    if device == "cuda" and torch.cuda.is_available():
+        device_name = torch.cuda.get_device_name()
+    else:
+        device_name = platform.processor() or platform.machine() or "cpu"
+    seeds = {"init": desc["init"].get("seed"), "data": desc["data"].get("random", {}).get("seed"),
+             "torch_initial_seed": torch.initial_seed()}
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "device": device,
+        "device_name": device_name,
+        "dtype": desc["run"]["dtype"],
+        "tf32": {"cuda.matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+                 "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+                 "float32_matmul_precision": torch.get_float32_matmul_precision()},
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "seeds": seeds,
+    }
+
+
+def per_stage(history):
+    """Per stage, per iteration: the largest absolute and relative difference over the stage's
+    tensors, and which tensor has the largest relative one. NaN where nothing was compared."""
+    out = {}
+    n = len(history.loss)
+    for stage in STAGES:
+        cols = [k for k, (s, _) in enumerate(history.keys) if s == stage]
+        if not cols:
+            continue
+        a, r = history.abs[:, cols], history.rel[:, cols]
+        seen = ~np.all(np.isnan(r), axis=1)
+        worst = np.zeros(n, dtype=int)
+        worst[seen] = np.nanargmax(r[seen], axis=1)
+        with np.errstate(invalid="ignore"):
+            max_abs = np.where(seen, np.nanmax(np.where(np.isnan(a), -np.inf, a), axis=1), np.nan)
+            max_rel = np.where(seen, np.nanmax(np.where(np.isnan(r), -np.inf, r), axis=1), np.nan)
+        out[stage] = {"tensors": [history.keys[k][1] for k in cols], "max_abs_err": max_abs,
+                      "max_rel_err": max_rel, "worst": np.where(seen, worst, -1)}
+    return out
+
+
+def _list(a, digits=None):
+    """JSON-ready floats (None for NaN: not compared), differences rounded to 4 significant digits."""
+    if digits is None:
+        return [float(v) if np.isfinite(v) else None for v in a.tolist()]
+    return [float(f"{v:.{digits}g}") if np.isfinite(v) else None for v in a.tolist()]
+
+
+def build(result, desc, spec_path=None):
+    """The JSON report as a dict. `result` must come from lockstep(..., record=True)."""
+    if result.history is None:
+        raise ValueError("the report needs the per-iteration history: run lockstep(..., record=True)")
+    h = result.history
+    steps = len(h.loss)
+    n = min(steps, result.steps_checked + (result.first_mismatch is not None))
+    rtol, atol = tolerance(result.dtype)
+    stages = {}
+    for stage, s in per_stage(h).items():
+        stages[stage] = {
+            "tensors": s["tensors"],
+            "max_abs_err": _list(s["max_abs_err"][:n], 4),
+            "max_rel_err": _list(s["max_rel_err"][:n], 4),
+            "worst_tensor": [w if w >= 0 else None for w in s["worst"][:n].tolist()],  # index into tensors
+        }
+    first = result.first_mismatch
+    return {
+        "schema": SCHEMA,
+        "verdict": "PASS" if result.ok else "FAIL",
+        "ok": result.ok,
+        "spec": None if spec_path is None else str(spec_path),
+        "description": desc,
+        "implementation": result.impl,
+        "mode": result.mode,
+        "steps_requested": steps,
+        "steps_checked": result.steps_checked,
+        "tolerance": {"rtol": rtol, "atol": atol},
+        "first_mismatch": first.to_json() if first else None,
+        "first_mismatch_text": str(first) if first else None,
+        "not_reported": result.not_reported,
+        "summary": result.stats,
+        "final_loss": result.final_loss,
+        "environment": environment(desc),
+        "per_iteration": {
+            "iterations": n,
+            "loss": {"manual": _list(h.loss[:n, 0]), "reference": _list(h.loss[:n, 1])},
+            "stages": stages,
+        },
+    }
+
+
+def write_json(path, result, desc, spec_path=None):
+    text = json.dumps(build(result, desc, spec_path), allow_nan=False)
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def markdown(result, desc, spec_path=None):
+    """A human summary fit for a pull-request comment."""
+    rep = build(result, desc, spec_path)
+    env, net, opt = rep["environment"], desc["network"], desc["optimizer"]
+    mark = "✅ PASS" if result.ok else "❌ FAIL"
+    what = f"`{spec_path}`" if spec_path else "a network description"
+    lines = [
+        f"### backprop-check: {mark}",
+        "",
+        f"{result.steps_checked} of {rep['steps_requested']} iteration(s) of {what} checked in lockstep against "
+        f"torch autograd: implementation `{result.impl}`, {result.dtype} on {result.device}, mode {result.mode}, "
+        f"tolerance rtol {rep['tolerance']['rtol']:g}, atol {rep['tolerance']['atol']:g}.",
+        "",
+        f"Network: sizes {net['sizes']}, activation {', '.join(net['activation'])}, bias {net['bias']}, "
+        f"loss {net['loss']}; optimizer {', '.join(f'{k} {v}' for k, v in opt.items())}.",
+        "",
+        "| stage | max abs diff | max rel diff | worst tensor |",
+        "|---|---:|---:|---|",
+    ]
+    for stage in STAGES:
+        if stage in result.stats:
+            s = result.stats[stage]
+            lines.append(f"| {stage} | {s['max_abs_err']:.3e} | {s['max_rel_err']:.3e} | `{s['worst_tensor']}` |")
+        elif stage in result.not_reported:
+            lines.append(f"| {stage} | not reported | | (not checked) |")
+    fl = result.final_loss
+    lines += ["", f"Final loss: implementation {fl['manual']!r}, reference {fl['reference']!r}."]
+    if result.first_mismatch:
+        m = result.first_mismatch
+        lines += ["", f"**First mismatch: iteration {m.iteration}, stage `{m.stage}`, tensor `{m.name}`**",
+                  "", "```", str(m), "```"]
+    lines += [
+        "", "<details><summary>Numerical environment</summary>", "",
+        "| | |", "|---|---|",
+        f"| Python | {env['python']} |", f"| numpy | {env['numpy']} |", f"| torch | {env['torch']} |",
+        f"| device | {env['device']} ({env['device_name']}) |", f"| dtype | {env['dtype']} |",
+        f"| TF32 | matmul {env['tf32']['cuda.matmul.allow_tf32']}, cudnn {env['tf32']['cudnn.allow_tf32']} |",
+        f"| deterministic algorithms | {env['deterministic_algorithms']} |",
+        f"| seeds | init {env['seeds']['init']}, data {env['seeds']['data']} |",
+        "", "</details>", "",
+    ]
+    return "\n".join(lines)
+
+
+def write_markdown(path, result, desc, spec_path=None):
+    text = markdown(result, desc, spec_path)
+    write_atomic(path, lambda f: f.write(text.encode()))
+
+
+def write_plot(path, result, desc, spec_path=None):
+    """Top: the loss of both sides per iteration. Below, one panel per stage: the largest relative
+    difference per iteration (log scale), the tolerance rtol as a line, the first mismatch marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h = result.history
+    if h is None:
+        raise ValueError("the plot needs the per-iteration history: run lockstep(..., record=True)")
+    n = min(len(h.loss), result.steps_checked + (result.first_mismatch is not None))
+    its = np.arange(n)
+    stages = per_stage(h)
+    rtol, _ = tolerance(result.dtype)
+    first = result.first_mismatch
+    fig, axes = plt.subplots(1 + len(stages), 1, figsize=(7, 1.6 + 1.25 * len(stages)), sharex=True,
+                             gridspec_kw={"height_ratios": [1.6] + [1] * len(stages)})
+    ax = axes[0]
+    ax.plot(its, h.loss[:n, 1], color="tab:blue", lw=2.5, alpha=0.5, label="reference (torch)")
+    ax.plot(its, h.loss[:n, 0], color="tab:red", lw=1, ls="--", label=f"implementation ({result.impl})")
+    if np.all(h.loss[:n] > 0):
+        ax.set_yscale("log")
+    ax.set_ylabel("loss")
+    verdict = "PASS" if result.ok else f"FAIL at iteration {first.iteration}, {first.stage} {first.name}"
+    ax.set_title(f"{Path(str(spec_path)).name if spec_path else 'lockstep'}: {verdict} "
+                 f"({result.dtype}, {result.mode})", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    tiny = 1e-18  # exact agreement (0) drawn at the floor of the log scale
+    for ax, (stage, s) in zip(axes[1:], stages.items()):
+        rel = s["max_rel_err"][:n]
+        ax.semilogy(its, np.where(rel > tiny, rel, tiny), ".", ms=1.5, color="tab:green")
+        ax.axhline(rtol, color="k", ls=":", lw=1)
+        ax.text(0.995, rtol, f" rtol {rtol:g}", transform=ax.get_yaxis_transform(), fontsize=6,
+                ha="right", va="bottom")
+        ax.set_ylabel(stage, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if first and first.stage == stage:
+            ax.plot([first.iteration], [max(first.rel_err, tiny)], "rx", ms=8, mew=2,
+                    label=f"first mismatch: {first.name}")
+            ax.legend(fontsize=7, loc="upper left")
+        if first:
+            ax.axvline(first.iteration, color="r", lw=0.6, alpha=0.5)
+    axes[-1].set_xlabel("iteration")
+    fig.text(0.01, 0.005, "max relative difference per iteration, log scale", fontsize=6)
+    fig.tight_layout()
+
+    def save(f):
+        fig.savefig(f, format="png", dpi=80)
+
+    try:
+        write_atomic(path, save)
+    finally:
+        plt.close(fig)
+
+
+# --- progress on a terminal -----------------------------------------------------------------------
+
+class Progress:
+    """`progress(it, steps)` for lockstep: one self-rewriting line on stderr, at most 5 times a
+    second; `done()` clears it. Use only when stderr is a terminal (see `for_terminal`)."""
+
+    def __init__(self, stream=None, every=0.2):
+        self.stream, self.every, self.last, self.shown = stream or sys.stderr, every, 0.0, False
+
+    def __call__(self, it, steps):
+        now = time.monotonic()
+        if now - self.last >= self.every:
+            self.last = now
+            self.stream.write(f"\rlockstep: iteration {it + 1}/{steps} ({100 * (it + 1) // steps}%)")
+            self.stream.flush()
+            self.shown = True
+
+    def done(self):
+        if self.shown:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+
+def for_terminal(quiet, stream=None):
+    """A Progress when `stream` (stderr by default) is a terminal and not quiet, else None."""
+    stream = stream or sys.stderr
+    if quiet or not (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+    return Progress(stream)
