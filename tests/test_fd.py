@@ -1,0 +1,153 @@
+"""--fd: central finite differences (manual/gradcheck.py, numpy, float64) as a third opinion on the
+gradients, and the three-way verdict per parameter tensor."""
+import json
+
+import numpy as np
+import pytest
+
+import manual.data
+import manual.init
+from manual.gradcheck import central_differences
+from torch_ref import check, cli, spec
+from torch_ref.model import Twin
+from torch_ref.testing import TOLERANCES
+
+from conftest import SPECS, make_desc
+from test_plugin import Wrapped
+
+WORKED = str(SPECS / "worked_example.toml")
+
+
+def three_layer(dtype="float64"):
+    return make_desc([4, 6, 5, 3], ["tanh", "sigmoid", "identity"], "mse", batch_size=4, steps=4, dtype=dtype)
+
+
+# --- the differences themselves, against values computed without them -------------------------
+
+def test_differences_of_a_linear_layer_equal_the_closed_form():
+    """E = mean((x W^T + b - y)^2) is quadratic in W and b: the central difference is exact but for
+    rounding, and the closed form 2/(N C) (out - y)^T x is computed here independently."""
+    desc = make_desc([3, 2], "identity", "mse", n=5, batch_size=5)
+    state = manual.init.initial_state(desc)
+    x, y = manual.data.dataset(desc)
+    fd, passes = central_differences(desc, state, x, y, ["layers.0.weight", "layers.0.bias"])
+    r = x @ state["layers.0.weight"].T + state["layers.0.bias"] - y  # (5, 2)
+    np.testing.assert_allclose(fd["layers.0.weight"], 2 / r.size * r.T @ x, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fd["layers.0.bias"], 2 / r.size * r.sum(0), rtol=1e-9, atol=1e-12)
+    assert passes == 2 * (6 + 2)
+
+
+def test_differences_reproduce_the_seeds_printed_gradients(worked):
+    x, y = manual.data.dataset(worked)
+    fd, _ = central_differences(worked, manual.init.initial_state(worked), x, y,
+                                ["layers.0.weight", "layers.1.weight"])
+    assert round(fd["layers.1.weight"][0, 0], 9) == 0.082167041  # the seed's dE/dw5
+    assert round(fd["layers.0.weight"][0, 0], 9) == 0.000438568  # the seed's dE/dw1
+
+
+def test_fd_tolerance_is_in_the_table():
+    fd = TOLERANCES["finite-differences"]
+    assert TOLERANCES["float64"]["rtol"] < fd["rtol"] <= 1e-6 and fd["atol"] <= 1e-8
+
+
+# --- three-way agreement on the worked example and a 3-layer network ---------------------------
+
+@pytest.mark.parametrize("name,desc_fn,n_params", [
+    ("worked example", lambda: spec.load(WORKED), 8),
+    ("3-layer", three_layer, 4 * 6 + 6 + 6 * 5 + 5 + 5 * 3 + 3),
+    ("3-layer float32", lambda: three_layer("float32"), 4 * 6 + 6 + 6 * 5 + 5 + 5 * 3 + 3),
+])
+def test_all_three_agree(name, desc_fn, n_params):
+    result = check(desc_fn(), steps=4, fd_steps=3)
+    assert result.ok, result.summary()
+    fd = result.fd.to_json()
+    assert fd["ok"] and fd["warnings"] == [] and fd["iterations_checked"] == 3
+    assert fd["forward_passes"] == 3 * 2 * n_params  # the cost: 2 forward passes per parameter
+    assert len(fd["rows"]) == 3 * len(fd["tensors"])
+    bound = 1e-6 if "float32" in name else 1e-8  # float32 gradients are float32-accurate only
+    for tensor, t in fd["tensors"].items():
+        assert t["verdict"] == "agree", (tensor, t)
+        assert t["impl_vs_fd"]["max_abs_err"] <= bound, (tensor, t)
+        assert t["autograd_vs_fd"]["max_abs_err"] <= bound, (tensor, t)
+
+
+def test_fd_json_from_the_command(capsys):
+    assert cli.main(["run", WORKED, "--steps", "5", "--fd", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["fd"]["steps"] == 3 and out["fd"]["iterations_checked"] == 3
+    assert set(out["fd"]["tensors"]) == {"layers.0.weight", "layers.1.weight"}  # biases are frozen
+    assert {r["iteration"] for r in out["fd"]["rows"]} == {0, 1, 2}
+    assert cli.main(["run", WORKED, "--steps", "5", "--fd-steps", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fd"]["iterations_checked"] == 2
+    assert cli.main(["run", WORKED, "--steps", "5", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fd"] is None
+
+
+def test_fd_steps_must_be_positive(capsys):
+    assert cli.main(["run", WORKED, "--fd-steps", "0"]) == 2
+    assert capsys.readouterr().err.startswith("backprop-check: error: --fd-steps:")
+
+
+# --- the verdicts: which side is wrong ----------------------------------------------------------
+
+def scaled(name, factor):
+    def edit(it, r):
+        return {**r, "grads": {**r["grads"], name: r["grads"][name] * factor}}
+    return edit
+
+
+def test_implementation_wrong_by_one_part_in_100000():
+    desc = three_layer()
+    result = check(desc, Wrapped(desc, scaled("layers.1.weight", 1 + 1e-5)), fd_steps=2)
+    m = result.first_mismatch
+    assert (m.iteration, m.stage, m.name) == (0, "grad", "layers.1.weight")
+    verdicts = {k: t["verdict"] for k, t in result.fd.tensors().items()}
+    assert verdicts.pop("layers.1.weight") == "implementation wrong"
+    assert set(verdicts.values()) == {"agree"}
+
+
+def test_reference_wrong(monkeypatch):
+    train_step = Twin.train_step
+
+    def wrong_twin(self, x, y):
+        r = train_step(self, x, y)
+        r["grads"]["layers.0.bias"] = r["grads"]["layers.0.bias"] * 1.001
+        return r
+    monkeypatch.setattr(Twin, "train_step", wrong_twin)
+    result = check(three_layer(), fd_steps=1)
+    assert not result.ok
+    assert result.fd.tensors()["layers.0.bias"]["verdict"] == "reference wrong"
+
+
+# A ReLU whose input is exactly 0 for the only sample: 0.3·1 + 0.3·(−1) + 0 = 0. There autograd
+# (and any implementation using the subgradient 0) says dE/dW = 0; the central difference sees
+# half of the one-sided slope. The code is right; the description sits on a kink.
+KINK = {
+    "network": {"sizes": [2, 2, 1], "activation": ["relu", "identity"], "bias": "per-neuron", "loss": "mse"},
+    "init": {"weights": [[[1.0, -1.0], [0.5, 0.25]], [[1.0, 2.0]]], "biases": [[0.0, 0.1], [0.0]]},
+    "optimizer": {"name": "sgd", "lr": 0.1},
+    "data": {"x": [[0.3, 0.3]], "y": [[1.0]], "batch_size": 1},
+    "run": {"steps": 3},
+}
+
+
+def test_description_suspect_is_said_loudly(tmp_path, capsys):
+    f = tmp_path / "kink.json"
+    f.write_text(json.dumps(KINK))
+    assert cli.main(["run", str(f)]) == 0  # implementation and autograd agree
+    capsys.readouterr()
+    assert cli.main(["run", str(f), "--fd", "--fd-steps", "1"]) == 1
+    text = capsys.readouterr().out
+    assert "PASS: 3 iteration(s)" in text
+    assert "!!! layers.0.weight: DESCRIPTION SUSPECT at iteration 0: the implementation and autograd " \
+           "agree with each other but NOT with finite differences" in text
+    assert "not at the code" in text
+    assert cli.main(["run", str(f), "--fd-steps", "1", "--json"]) == 1
+    fd = json.loads(capsys.readouterr().out)["fd"]
+    assert fd["ok"] is False
+    assert fd["tensors"]["layers.0.weight"]["verdict"] == "description suspect"
+    assert fd["tensors"]["layers.0.bias"]["verdict"] == "description suspect"
+    assert fd["tensors"]["layers.1.weight"]["verdict"] == "agree"
+    row = next(r for r in fd["rows"] if r["tensor"] == "layers.0.bias")
+    assert row["impl_vs_fd"]["index"] == [0]
+    assert row["impl_vs_fd"]["impl"] == 0.0 and row["impl_vs_fd"]["fd"] != 0.0
