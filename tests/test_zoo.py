@@ -68,4 +68,5 @@ def test_applies_follows_the_network():
     applies = {e.id for e in zoo.ENTRIES if e.applies(worked)}
     assert "hidden-error-through-updated-weights" in applies and "frozen-bias-updated" in applies
     assert not applies & {"mean-loss-grad-not-divided-by-batch", "bias-grad-averaged-over-batch",
-                          "momentum-buffer-restarted", "adam-without-bias-correction"}
+                          "momentum-buffer-restarted", "adam-without-bias-correction",
+                          "cross-entropy-without-target"}

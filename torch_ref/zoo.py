@@ -278,6 +278,19 @@ class AdamWithoutBiasCorrection(Faulty):
         self.optimizer.__class__ = NoBiasCorrectionAdam
 
 
+class CrossEntropyWithoutTarget(Faulty):
+    """Softmax cross-entropy whose gradient forgets to subtract the one-hot target: softmax(x)/N, not (softmax(x) − onehot)/N."""
+
+    def setup(self, desc):
+        base = type(self.loss_fn)
+
+        class Forgot(base):
+            def backward(self):
+                return self.p * (1.0 / len(self.t) if self.reduction == "mean" else 1.0)
+
+        self.loss_fn.__class__ = Forgot
+
+
 class BiasGradAveraged(manual.modules.Linear):
     def backward(self, grad_output):
         self.weight.grad += grad_output.T @ self.x
@@ -321,6 +334,11 @@ def square():
 def minibatch():
     """3-4-2 tanh → identity, per-neuron biases, MSE (mean), batches of 4, SGD"""
     return random_net([3, 4, 2], ["tanh", "identity"])
+
+
+def classifier():
+    """4-5-3 tanh → logits, softmax cross-entropy on class indices (mean), batches of 4, SGD"""
+    return random_net([4, 5, 3], ["tanh", "identity"], loss="cross_entropy")
 
 
 def momentum():
@@ -379,6 +397,8 @@ ENTRIES = [
           needs={"optimizer": ("sgd",)}),
     Entry("mean-loss-grad-not-divided-by-batch", MeanLossGradNotDividedByBatch, minibatch, "delta", "layers.1",
           needs={"loss": ("mse",)}),
+    Entry("cross-entropy-without-target", CrossEntropyWithoutTarget, classifier, "delta", "layers.1",
+          needs={"loss": ("cross_entropy",)}),
     Entry("weight-grad-transposed", WeightGradTransposed, square, "grad", "layers.1.weight"),
     Entry("bias-grad-averaged-over-batch", BiasGradAveragedOverBatch, minibatch, "grad", "layers.1.bias",
           needs={"bias": ("per-neuron",)}),
