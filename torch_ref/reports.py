@@ -269,7 +269,8 @@ def write_plot(path, result, desc, spec_path=None):
         if first:
             ax.axvline(first.iteration, color="r", lw=0.6, alpha=0.5)
     axes[-1].set_xlabel("iteration")
-    fig.text(0.01, 0.005, "max relative difference per iteration, log scale", fontsize=6)
+    fig.text(0.01, 0.005, f"largest relative difference per iteration, log scale; exact agreement drawn at {tiny:g}",
+             fontsize=6)
     fig.tight_layout()
 
     def save(f):
