@@ -61,6 +61,9 @@ from .spec import SpecError
 from .testing import compare, tolerance
 
 STAGES = ("output", "loss", "delta", "sync", "grad", "optim", "param", "replica")
+# torch.multiprocessing's start method: "forkserver" (fresh processes forked from a server that has
+# imported torch once; not forked from the caller) where the platform has it, else "spawn"
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 DEFAULT_TIMEOUT = 60.0  # seconds a collective may wait for a peer (gloo/nccl), and the watchdog's base
 
 
@@ -375,7 +378,12 @@ def _shard_grads(desc, state, x, y, plan):
 
 # --- one rank ------------------------------------------------------------------------------------
 
-PHASES = {"start": 0, "init": 1, "compute": 2, "collective": 3, "done": 4}
+# where a rank is: "ddp" is DDP's forward/backward, which may wait in DDP's own collectives
+PHASES = {"start": 0, "init": 1, "compute": 2, "ddp": 3, "collective": 4, "done": 5}
+WAITING = (PHASES["init"], PHASES["ddp"], PHASES["collective"], PHASES["done"])  # may wait for a peer
+# what a rank's error says when it only lost a peer (gloo/nccl transport errors, timeouts)
+PEER_LOST = ("Connection closed by peer", "Connection reset by peer", "Timed out", "timed out", "Broken pipe",
+             "DistBackendError", "DistNetworkError", "ProcessGroup", "NCCL error")
 
 
 class _Heartbeat:
@@ -448,10 +456,12 @@ def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
             a, b = plan[k][rank]
             c = loss_factor(setup, reduction, R, K, b - a, N)
             quiet = ddp.no_sync() if (k < K - 1 and setup.no_sync) else contextlib.nullcontext()
+            beat("ddp")
             with quiet:
                 out = ddp(twin.tensor(x[a:b]))
                 loss = twin.loss_fn(out, twin.tensor(y[a:b]))
                 (loss * c).backward()
+            beat("compute")
             local_loss += c * loss.item() / R
             outs.append(out.detach().to(**f64))
             for l, net in enumerate(model.nets):
@@ -667,14 +677,16 @@ def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None):
         raise SpecError("--timeout", f"expected a positive number of seconds, got {timeout!r}")
     if cases[0].desc["run"]["device"] == "cuda":
         _device_for(cases[0].desc, 0, ranks)  # refuse here, with one line, if there are too few GPUs
-    ctx = multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context(START_METHOD)
+    if START_METHOD == "forkserver":  # the server imports torch once; every later launch forks from it
+        ctx.set_forkserver_preload(["torch_ref.distributed", "torch._dynamo"])  # torch.optim imports _dynamo
     shared = ctx.RawArray("d", 3 * ranks)
     tmpdir = tempfile.mkdtemp(prefix="backprop-check-ddp-")
     result_path = os.path.join(tmpdir, "results.pickle")
     port = free_port()
     pc = torch.multiprocessing.start_processes(
         _worker, args=(ranks, cases, reductions, port, timeout, shared, result_path, fault),
-        nprocs=ranks, join=False, start_method="spawn")
+        nprocs=ranks, join=False, start_method=START_METHOD)
     procs = pc.processes
     try:
         if on_start:
@@ -732,48 +744,54 @@ def _stop(procs, grace):
 
 
 def _blame(procs, error_files, snapshot, alive, failure, timeout):
-    """The RankFailure naming the rank that caused the stop and how: a rank that died, else one that
-    raised outside a collective, else one that was stuck outside a collective (hung), else the
-    first that raised. `snapshot[r]` = (iteration, phase) when the failure was seen."""
-    inv = {v: k for k, v in PHASES.items()}
+    """The RankFailure naming the rank that caused the stop, and how. In order: a rank that died
+    (signal, or exit without a traceback); a rank that raised something other than losing a peer;
+    a rank still running outside any collective while the others waited for it (hung); else the
+    first that failed. `snapshot[r]` = (iteration, phase) and `alive[r]` when the failure was seen."""
     errors = {}
     for r, f in enumerate(error_files):
         if os.access(f, os.R_OK):
             with open(f, "rb") as fh:
                 errors[r] = pickle.load(fh)
+
     def where(r):
         it, phase = snapshot[r]
         return "before training started" if phase <= PHASES["init"] else f"at iteration {it}"
 
-    def last_line(tb):
-        lines = [l for l in tb.strip().splitlines() if l.strip()]
-        return lines[-1].strip() if lines else "an exception"
+    def last_line(tb, width=200):
+        lines = [l.strip() for l in tb.strip().splitlines() if l.strip()]
+        line = lines[-1] if lines else "an exception"
+        return line if len(line) <= width else line[:width - 3] + "..."
 
-    others = lambda r: "; ".join(f"rank {o}: {last_line(errors[o]) if o in errors else 'stopped'}"
-                                 for o in range(len(procs)) if o != r)
-    code = lambda r: 2 if snapshot[r][1] <= PHASES["init"] else 1
+    def others(r):
+        return "; ".join(f"rank {o}: {last_line(errors[o], 120) if o in errors else 'stopped'}"
+                         for o in range(len(procs)) if o != r)
+
+    def failure_of(r, how, cause, code):
+        return RankFailure(f"data-parallel run stopped: rank {r} {how} {where(r)} (pid {procs[r].pid});"
+                           f" the other ranks were stopped ({others(r)})", r, cause, code)
+
+    code = lambda r: 2 if snapshot[r][1] <= PHASES["init"] else 1  # before training: a set-up problem
     for r, p in enumerate(procs):
-        if r not in errors and p.exitcode not in (0, None) and not alive[r]:  # alive: stopped by us
+        if r not in errors and p.exitcode not in (0, None) and not alive[r]:  # alive then: stopped by us
             how = (f"was killed by signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0
                    else f"exited with code {p.exitcode}")
-            return RankFailure(f"data-parallel run stopped: rank {r} {how} {where(r)} (pid {p.pid});"
-                               f" the other ranks were stopped ({others(r)})", r, how, code(r))
+            return failure_of(r, how, how, code(r))
     for r, tb in errors.items():
-        if snapshot[r][1] in (PHASES["compute"], PHASES["start"]) or "SpecError" in tb:
+        if "SpecError" in tb or not any(s in last_line(tb, 10 ** 6) for s in PEER_LOST):
             err = last_line(tb)
-            setup = "SpecError" in tb
-            return RankFailure(f"data-parallel run stopped: rank {r} raised {err} {where(r)};"
-                               f" the other ranks were stopped ({others(r)})", r, err, 2 if setup else code(r))
+            return failure_of(r, f"raised {err}", err, 2 if "SpecError" in tb else code(r))
     for r in range(len(procs)):
-        if alive[r] and snapshot[r][1] in (PHASES["compute"], PHASES["start"], PHASES["init"]):
-            how = "hung" if failure == "hang" else "stopped making progress"
-            return RankFailure(f"data-parallel run stopped: rank {r} {how} {where(r)} (outside any collective:"
-                               f" the others waited for it, timeout {timeout:g} s); the other ranks were stopped"
-                               f" ({others(r)})", r, "hung", code(r))
+        if alive[r] and snapshot[r][1] not in WAITING:
+            how = (f"hung (no progress outside any collective while the others waited; timeout {timeout:g} s)")
+            return failure_of(r, how, "hung", code(r))
+    stuck = [r for r in range(len(procs)) if alive[r]]
+    if failure == "hang" and stuck:
+        r = min(stuck, key=lambda r: snapshot[r])
+        return failure_of(r, f"hung (no rank made progress for {timeout + 15:g} s)", "hung", code(r))
     r = min(errors) if errors else 0
     err = last_line(errors[r]) if r in errors else f"exit code {procs[r].exitcode}"
-    return RankFailure(f"data-parallel run stopped: rank {r} failed {where(r)}: {err}; the other ranks were"
-                       f" stopped ({others(r)})", r, err, code(r))
+    return failure_of(r, f"failed: {err}", err, code(r))
 
 
 # --- under torchrun ------------------------------------------------------------------------------
