@@ -102,12 +102,13 @@ def test_json_report_of_a_failing_run(written):
 def test_markdown(written):
     text = written["pass"][1]["md"].read_text()
     assert text.startswith("### backprop-check: ✅ PASS")
-    assert f"{STEPS} of {STEPS} iteration(s)" in text
+    assert f"{STEPS} of {STEPS} iteration(s) of `{WORKED}` matched, in lockstep" in text
     for stage in written["pass"][2]["summary"]:
         assert f"| {stage} | " in text
     assert f"| torch | {torch.__version__} |" in text
     fail = written["fail"][1]["md"].read_text()
     assert fail.startswith("### backprop-check: ❌ FAIL")
+    assert f"1 of {STEPS} iteration(s) of `{WORKED}` matched, then a mismatch at iteration 1" in fail
     assert "**First mismatch: iteration 1, stage `grad`, tensor `layers.1.weight`**" in fail
     assert "lockstep mismatch at iteration 1" in fail
 

@@ -183,12 +183,17 @@ def markdown(result, desc, spec_path=None):
     env, net, opt = rep["environment"], desc["network"], desc["optimizer"]
     mark = "✅ PASS" if result.ok else "❌ FAIL"
     what = f"`{spec_path}`" if spec_path else "a network description"
+    if result.first_mismatch:
+        done = (f"{result.steps_checked} of {rep['steps_requested']} iteration(s) of {what} matched, then a "
+                f"mismatch at iteration {result.first_mismatch.iteration}")
+    else:
+        done = f"{result.steps_checked} of {rep['steps_requested']} iteration(s) of {what} matched"
     lines = [
         f"### backprop-check: {mark}",
         "",
-        f"{result.steps_checked} of {rep['steps_requested']} iteration(s) of {what} checked in lockstep against "
-        f"torch autograd: implementation `{result.impl}`, {result.dtype} on {result.device}, mode {result.mode}, "
-        f"tolerance rtol {rep['tolerance']['rtol']:g}, atol {rep['tolerance']['atol']:g}.",
+        f"{done}, in lockstep against torch autograd: implementation `{result.impl}`, {result.dtype} on "
+        f"{result.device}, mode {result.mode}, tolerance rtol {rep['tolerance']['rtol']:g}, "
+        f"atol {rep['tolerance']['atol']:g}.",
         "",
         f"Network: sizes {net['sizes']}, activation {', '.join(net['activation'])}, bias {net['bias']}, "
         f"loss {net['loss']}; optimizer {', '.join(f'{k} {v}' for k, v in opt.items())}.",
@@ -246,7 +251,8 @@ def write_plot(path, result, desc, spec_path=None):
     ax = axes[0]
     ax.plot(its, h.loss[:n, 1], color="tab:blue", lw=2.5, alpha=0.5, label="reference (torch)")
     ax.plot(its, h.loss[:n, 0], color="tab:red", lw=1, ls="--", label=f"implementation ({result.impl})")
-    if np.all(h.loss[:n] > 0):
+    losses = h.loss[:n][np.isfinite(h.loss[:n])]
+    if losses.size and losses.min() > 0 and losses.max() > 10 * losses.min():
         ax.set_yscale("log")
     ax.set_ylabel("loss")
     verdict = "PASS" if result.ok else f"FAIL at iteration {first.iteration}, {first.stage} {first.name}"
@@ -256,7 +262,8 @@ def write_plot(path, result, desc, spec_path=None):
     tiny = 1e-18  # exact agreement (0) drawn at the floor of the log scale
     for ax, (stage, s) in zip(axes[1:], stages.items()):
         rel = s["max_rel_err"][:n]
-        ax.semilogy(its, np.where(rel > tiny, rel, tiny), ".", ms=1.5, color="tab:green")
+        ax.semilogy(its, np.where(np.isnan(rel), np.nan, np.maximum(rel, tiny)), ".", ms=1.5,
+                    color="tab:green")  # NaN: not compared, not drawn
         ax.axhline(rtol, color="k", ls=":", lw=1)
         ax.text(0.995, rtol, f" rtol {rtol:g}", transform=ax.get_yaxis_transform(), fontsize=6,
                 ha="right", va="bottom")
