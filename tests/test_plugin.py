@@ -242,6 +242,8 @@ def test_not_reported_does_not_hide_a_mistake_in_a_later_stage():
     assert not result.ok and result.not_reported == ["delta"]
     assert (result.first_mismatch.stage, result.first_mismatch.name) == ("grad", "layers.1.weight")
     assert result.first_mismatch.passed_before == ["output", "loss"]
+    assert result.not_reached == ["param"] and set(result.stats) == {"output", "loss", "grad"}
+    assert "param    not reached" in result.summary()
 
 
 def test_optimizer_state_not_reported():

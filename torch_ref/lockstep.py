@@ -91,6 +91,7 @@ class Result:
     not_reported: list = field(default_factory=list)  # stages the implementation does not report
     fd: FDCheck | None = None                         # the finite-difference third opinion (--fd)
     impl: str = "manual"                              # which implementation was checked
+    not_reached: list = field(default_factory=list)   # stages never compared (stopped before them)
     history: "History | None" = None                  # per-iteration record (record=True)
 
     def to_json(self):
@@ -107,6 +108,7 @@ class Result:
             "final_loss": self.final_loss,
             "impl": self.impl,
             "not_reported": self.not_reported,
+            "not_reached": self.not_reached,
             "fd": self.fd.to_json() if self.fd else None,
         }
 
@@ -116,6 +118,8 @@ class Result:
         lines = [head, f"  {'stage':<7} {'max abs err':>12} {'max rel err':>12}  worst tensor"]
         for s, v in self.stats.items():
             lines.append(f"  {s:<7} {v['max_abs_err']:12.3e} {v['max_rel_err']:12.3e}  {v['worst_tensor']}")
+        for s in self.not_reached:
+            lines.append(f"  {s:<7} {'not reached':>12} {'':>12}  (the run stopped before comparing it)")
         for s in self.not_reported:
             lines.append(f"  {s:<7} {'not reported':>12} {'':>12}  (the implementation does not return it: not checked)")
         lines.append(f"  final loss: manual {self.final_loss['manual']!r}, reference {self.final_loss['reference']!r}")
@@ -196,7 +200,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
     return Result(first is None, steps, first, checker.stats() if checker else {}, str(dtype),
                   run["device"], mode, losses, conform.not_reported(r or {}), fd, impl_name,
-                  history=history)
+                  history=history, not_reached=checker.not_reached() if checker else [])
 
 
 class History:
@@ -254,6 +258,7 @@ class Checker:
         self.starts = {}  # total length -> where each tensor starts (a partial batch is shorter)
         self.max_abs = np.zeros(len(self.keys))  # per tensor, over the run so far
         self.max_rel = np.zeros(len(self.keys))
+        self.compared = np.zeros(len(self.keys), dtype=bool)  # compared at least once
 
     def check(self, it, m, r):
         """None if every element of the iteration is within tolerance, else the first Mismatch."""
@@ -277,12 +282,15 @@ class Checker:
                 it_abs, it_rel = np.maximum.reduceat(abs_err, starts), np.maximum.reduceat(rel_err, starts)
                 np.maximum(self.max_abs, it_abs, out=self.max_abs)
                 np.maximum(self.max_rel, it_rel, out=self.max_rel)
+                if it == 0:
+                    self.compared[:] = True
                 if self.history is not None:
                     self.history.abs[it], self.history.rel[it] = it_abs, it_rel
                 return None
         passed = []
         for k, (stage, name, mv, rv) in enumerate(pairs):
             c = compare(mv, rv, self.rtol, self.atol)
+            self.compared[k] = True
             self.max_abs[k] = max(self.max_abs[k], c.max_abs_err)
             self.max_rel[k] = max(self.max_rel[k], c.max_rel_err)
             if self.history is not None and k < self.history.abs.shape[1]:
@@ -299,11 +307,17 @@ class Checker:
         """Per stage: the largest absolute and relative difference over the run, and where."""
         out = {}
         for stage in STAGES:
-            ks = [k for k, (s, _) in enumerate(self.keys) if s == stage]
-            if not ks:
+            ks = [k for k, (s, _) in enumerate(self.keys) if s == stage and self.compared[k]]
+            if not ks:  # not reported, or never reached (a mismatch earlier at the first iteration)
                 continue
             worst = max(ks, key=lambda k: self.max_rel[k])
             out[stage] = {"max_abs_err": float(self.max_abs[ks].max()),
                           "max_rel_err": float(self.max_rel[ks].max()),
                           "worst_tensor": self.keys[worst][1]}
         return out
+
+    def not_reached(self):
+        """The stages laid out but never compared: the run stopped before them at iteration 0."""
+        return [stage for stage in STAGES
+                if any(s == stage for s, _ in self.keys)
+                and not any(self.compared[k] for k, (s, _) in enumerate(self.keys) if s == stage)]
