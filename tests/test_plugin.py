@@ -295,3 +295,24 @@ def test_broken_contract_from_the_command_is_one_line_exit_2(tmp_path):
     assert p.returncode == 2 and p.stdout == ""
     assert p.stderr.strip() == ("backprop-check: error: --impl: train_step(x, y) at iteration 0 returned "
                                 "grads['layers.1.weight'] with shape (1, 2); expected (2, 2)")
+
+
+# --- the Python API accepts every form of description and implementation -----------------------
+
+def test_check_accepts_paths_dicts_targets_factories_and_overrides(worked, raw):
+    from torch_ref import assert_lockstep
+    forms = [
+        (WORKED, None),                                  # a path; manual
+        (raw, "manual.trainer:build"),                   # a raw dict; a TARGET string
+        (worked, manual.trainer.build),                  # a parsed dict; a factory function
+        (worked, manual.trainer.Trainer),                # a class
+        (worked, manual.trainer.build(worked)),          # an instance
+    ]
+    for desc, impl in forms:
+        result = assert_lockstep(desc, impl, steps=3, dtype="float32")
+        assert result.ok and result.steps_checked == 3 and result.dtype == "float32"
+    with pytest.raises(ImplError, match="no module named 'nowhere'"):
+        check(WORKED, "nowhere:build")
+    from torch_ref.spec import SpecError
+    with pytest.raises(SpecError, match="run.steps"):
+        check(WORKED, steps=0)
