@@ -211,3 +211,28 @@ def test_history_only_when_asked():
     assert not np.isnan(h.rel).any()
     with pytest.raises(ValueError, match="record=True"):
         reports.build(lockstep(desc), desc)
+
+
+class Raises:
+    """An implementation whose own code fails at its first step: the reports still say so."""
+
+    def load_state_dict(self, state):
+        pass
+
+    def train_step(self, x, y):
+        raise ZeroDivisionError("division by zero in my backward")
+
+
+def test_reports_of_a_run_that_raised(tmp_path):
+    desc = spec.load(WORKED)
+    desc["run"]["steps"] = 3
+    result = lockstep(desc, impl=Raises(), record=True)
+    assert not result.ok and result.first_mismatch.stage == "exception"
+    reports.write_json(tmp_path / "r.json", result, desc)
+    reports.write_markdown(tmp_path / "r.md", result, desc)
+    reports.write_plot(tmp_path / "r.png", result, desc)
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["verdict"] == "FAIL" and rep["per_iteration"]["stages"] == {}
+    assert rep["per_iteration"]["loss"]["manual"] == [None]
+    assert "division by zero in my backward" in (tmp_path / "r.md").read_text()
+    png_size(tmp_path / "r.png")

@@ -147,7 +147,7 @@ def build(result, desc, spec_path=None):
             "worst_tensor": [w if w >= 0 else None for w in s["worst"][:n].tolist()],  # index into tensors
         }
     first = result.first_mismatch
-    return {
+    return _finite({
         "schema": SCHEMA,
         "verdict": "PASS" if result.ok else "FAIL",
         "ok": result.ok,
@@ -161,6 +161,8 @@ def build(result, desc, spec_path=None):
         "first_mismatch": first.to_json() if first else None,
         "first_mismatch_text": str(first) if first else None,
         "not_reported": result.not_reported,
+        "not_reached": result.not_reached,
+        "fd": result.fd.to_json() if result.fd else None,
         "summary": result.stats,
         "final_loss": result.final_loss,
         "environment": environment(desc),
@@ -169,7 +171,18 @@ def build(result, desc, spec_path=None):
             "loss": {"manual": _list(h.loss[:n, 0]), "reference": _list(h.loss[:n, 1])},
             "stages": stages,
         },
-    }
+    })
+
+
+def _finite(tree):
+    """The report with NaN and infinities as None (null): strict JSON, readable by any parser."""
+    if isinstance(tree, dict):
+        return {k: _finite(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_finite(v) for v in tree]
+    if isinstance(tree, float) and not np.isfinite(tree):
+        return None
+    return tree
 
 
 def write_json(path, result, desc, spec_path=None):
@@ -207,12 +220,17 @@ def markdown(result, desc, spec_path=None):
             lines.append(f"| {stage} | {s['max_abs_err']:.3e} | {s['max_rel_err']:.3e} | `{s['worst_tensor']}` |")
         elif stage in result.not_reported:
             lines.append(f"| {stage} | not reported | | (not checked) |")
+        elif stage in result.not_reached:
+            lines.append(f"| {stage} | not reached | | (the run stopped before it) |")
     fl = result.final_loss
     lines += ["", f"Final loss: implementation {fl['manual']!r}, reference {fl['reference']!r}."]
     if result.first_mismatch:
         m = result.first_mismatch
         lines += ["", f"**First mismatch: iteration {m.iteration}, stage `{m.stage}`, tensor `{m.name}`**",
                   "", "```", str(m), "```"]
+    if result.fd:
+        head = "Finite differences agree" if result.fd.ok else "**Finite differences DISAGREE**"
+        lines += ["", f"{head} (third opinion on the gradients):", "", "```", result.fd.summary(), "```"]
     lines += [
         "", "<details><summary>Numerical environment</summary>", "",
         "| | |", "|---|---|",
@@ -247,7 +265,8 @@ def write_plot(path, result, desc, spec_path=None):
     rtol, _ = tolerance(result.dtype)
     first = result.first_mismatch
     fig, axes = plt.subplots(1 + len(stages), 1, figsize=(7, 1.6 + 1.25 * len(stages)), sharex=True,
-                             gridspec_kw={"height_ratios": [1.6] + [1] * len(stages)})
+                             gridspec_kw={"height_ratios": [1.6] + [1] * len(stages)}, squeeze=False)
+    axes = axes[:, 0]
     ax = axes[0]
     ax.plot(its, h.loss[:n, 1], color="tab:blue", lw=2.5, alpha=0.5, label="reference (torch)")
     ax.plot(its, h.loss[:n, 0], color="tab:red", lw=1, ls="--", label=f"implementation ({result.impl})")
