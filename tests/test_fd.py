@@ -142,6 +142,7 @@ def test_description_suspect_is_said_loudly(tmp_path, capsys):
     assert "!!! layers.0.weight: DESCRIPTION SUSPECT at iteration 0: the implementation and autograd " \
            "agree with each other but NOT with finite differences" in text
     assert "not at the code" in text
+    assert text.rstrip().endswith("three-way verdict: NOT AGREED (exit code 1 with --fd, even where the lockstep passed)")
     assert cli.main(["run", str(f), "--fd-steps", "1", "--json"]) == 1
     fd = json.loads(capsys.readouterr().out)["fd"]
     assert fd["ok"] is False

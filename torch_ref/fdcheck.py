@@ -117,6 +117,8 @@ class FDCheck:
             lines.append("  (! = outside the tolerance)")
         for w in warnings:
             lines.append(f"  !!! {w}")
+        lines.append("  three-way verdict: " + ("all three agree" if self.ok else
+                     "NOT AGREED (exit code 1 with --fd, even where the lockstep passed)"))
         return "\n".join(lines)
 
 
