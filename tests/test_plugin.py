@@ -316,3 +316,17 @@ def test_check_accepts_paths_dicts_targets_factories_and_overrides(worked, raw):
     from torch_ref.spec import SpecError
     with pytest.raises(SpecError, match="run.steps"):
         check(WORKED, steps=0)
+
+
+def test_an_implementation_that_changes_its_batch_in_place_cannot_reach_the_twin():
+    def centre_in_place(impl):
+        train_step = impl.train_step
+
+        def step(x, y):
+            r = train_step(x, y)
+            x -= 1.0  # after its own use: harmless to it, fatal to a shared batch
+            return r
+        impl.train_step = step
+        return impl
+    desc = make_desc([3, 4, 2], "tanh", steps=4, batch_size=3)
+    assert check(desc, centre_in_place(manual.trainer.build(desc))).ok
