@@ -152,3 +152,13 @@ def test_description_suspect_is_said_loudly(tmp_path, capsys):
     row = next(r for r in fd["rows"] if r["tensor"] == "layers.0.bias")
     assert row["impl_vs_fd"]["index"] == [0]
     assert row["impl_vs_fd"]["impl"] == 0.0 and row["impl_vs_fd"]["fd"] != 0.0
+
+
+def test_fd_on_the_three_layer_spec_from_the_command(capsys):
+    """The README's second demonstration: a 3-layer mini-batch network, every tensor agreeing."""
+    args = ["run", str(SPECS / "three_layer_minibatch.toml"), "--steps", "3", "--fd", "--json"]
+    assert cli.main(args) == 0
+    fd = json.loads(capsys.readouterr().out)["fd"]
+    assert fd["ok"] and fd["forward_passes"] == 3 * 2 * (3 * 5 + 5 + 5 * 4 + 4 + 4 * 2 + 2)
+    assert {t: v["verdict"] for t, v in fd["tensors"].items()} == {
+        f"layers.{k}.{p}": "agree" for k in range(3) for p in ("weight", "bias")}
