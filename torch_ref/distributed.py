@@ -82,6 +82,7 @@ class Setup:
     divide_by_k: bool = True
     no_sync: bool = True
     left_out: tuple = ()
+    nudge: tuple = ()  # test hook (rank, iteration): that rank's layers.0.weight[0, 0] moves 1 ulp after the step
 
 
 @dataclass
@@ -137,6 +138,13 @@ def batch_reduction(desc):
                                     f" twice {twice!r}): it cannot be split across ranks")
 
 
+def loss_label(desc):
+    """The loss as the description names it, with a reduction when it has one: "mse (reduction=sum)"."""
+    net = desc["network"]
+    reduction = (net.get("loss_args") or {}).get("reduction")
+    return f"{net['loss']} (reduction={reduction})" if reduction else str(net["loss"])
+
+
 def loss_factor(setup, reduction, ranks, accumulate, n, total):
     """c_kr: what a rank multiplies its micro-batch loss by (n of the batch's `total` samples)."""
     if setup.as_written:
@@ -147,7 +155,7 @@ def loss_factor(setup, reduction, ranks, accumulate, n, total):
 def scaling_note(case, reduction, ranks):
     """One sentence for the report: what was done about the loss's reduction, and why."""
     desc, K, setup = case.desc, case.accumulate, case.setup
-    loss = desc["network"]["loss"]
+    loss = loss_label(desc)
     n = max(batch_sizes(desc))
     plan = shards(n, ranks, K)
     sizes = [b - a for row in plan for a, b in row]
@@ -325,7 +333,7 @@ def diagnose(desc, state, x, y, plan, reduction, grads, synced_early):
                        for r, (a, b) in enumerate(row)) / R for n in names}
 
     sizes = [b - a for row in plan for a, b in row]
-    loss = desc["network"]["loss"]
+    loss = loss_label(desc)
     hypotheses = [("ok", lambda k, n: loss_factor(Setup(), reduction, R, K, n, N), "")]
     if reduction == "sum":
         hypotheses += [
@@ -479,6 +487,10 @@ def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
         grads = [twin.params[n].grad.detach().to(**f64).reshape(-1) if twin.params[n].grad is not None
                  else torch.full((twin.params[n].numel(),), float("nan"), **f64) for n in names]
         twin.optimizer_step() if hasattr(twin, "optimizer_step") else twin.optimizer.step()
+        if setup.nudge and setup.nudge == (rank, it):  # a rank drifting by one ulp
+            with torch.no_grad():
+                w = model.layers[0].weight
+                w[0, 0] = torch.nextafter(w[0, 0], w[0, 0] + 1)
         opt_state = twin.optimizer_state() if hasattr(twin, "optimizer_state") else {}
         params = model.state_dict()
         parts = [reduced, *marks, *[o.reshape(-1) for o in outs], *[torch.cat(d).reshape(-1) for d in deltas], *grads,
@@ -511,8 +523,14 @@ def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
                 grads_by_rank = [v["grads"] for v in views]
                 synced = next((k for k in range(K - 1)
                                if all(np.array_equal(v["marks"][k], views[0]["marks"][k]) for v in views)), None)
-                first.cause, first.diagnosis = diagnose(desc, pre, x, y, plan, reduction, grads_by_rank,
-                                                        synced)
+                if first.stage == "replica":
+                    first.cause, first.diagnosis = "replica-drift", (
+                        f"rank {first.rank}'s {first.name} is no longer bitwise equal to rank 0's although every"
+                        f" compared value is within tolerance: the ranks updated differently (a rank-dependent"
+                        f" step, a non-deterministic kernel, or a write outside the optimizer)")
+                else:
+                    first.cause, first.diagnosis = diagnose(desc, pre, x, y, plan, reduction, grads_by_rank,
+                                                            synced)
                 stop[0] = 1
         beat("collective")
         dist.broadcast(stop, src=0)

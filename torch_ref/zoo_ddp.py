@@ -25,18 +25,20 @@ def worked6(steps=5):
 
 
 def three_layer(steps=5, batch_size=None):
-    """a 3-layer network, mse (a mean), batches of 7: unequal shards 4 + 3"""
+    """a 3-layer network, mse (a mean), batches of 7: unequal shards (4 + 3 on 2 ranks)"""
     return _load("three_layer_minibatch.toml", steps, batch_size)
 
 
 def three_layer_even(steps=5):
-    """the 3-layer network in batches of 8: equal shards, 2 per rank and micro-batch"""
-    return three_layer(steps, batch_size=8)
+    """the 3-layer network on 24 samples in batches of 12: equal shards on 2 or 3 ranks, K = 2"""
+    return _load("three_layer_minibatch.toml", steps, batch_size=12, n=24)
 
 
-def _load(name, steps, batch_size=None):
+def _load(name, steps, batch_size=None, n=None):
     raw = tomllib.loads((SPECS / name).read_text(encoding="utf-8"))
     raw["run"]["steps"] = steps
+    if n is not None:
+        raw["data"]["random"]["n"] = n
     if batch_size is not None:
         raw["data"]["batch_size"] = batch_size
     return spec.parse(raw)
@@ -65,7 +67,7 @@ MISTAKES = [
                " come out 1/R of the full-batch gradient",
                worked6, Setup(as_written=True), 1, "loss", "loss", "sum-loss-averaged"),
     DDPMistake("ddp-mean-loss-unequal-shards",
-               "each rank's mean loss back-propagated as is on unequal shards (4 + 3): DDP's plain average of"
+               "each rank's mean loss back-propagated as is on unequal shards: DDP's plain average of"
                " the ranks' means weighs the samples of the smaller shard more",
                three_layer, Setup(as_written=True), 1, "loss", "loss", "uneven-mean"),
     DDPMistake("ddp-accumulation-not-divided-by-k",
@@ -111,10 +113,10 @@ class DDPOutcome:
                 "mismatch": m.to_json() if m else None}
 
 
-def run_zoo(mistakes=None, timeout=60.0):
-    """Every mistake on 2 ranks, in one process group (one launch)."""
+def run_zoo(mistakes=None, ranks=RANKS, timeout=60.0):
+    """Every mistake on `ranks` processes, in one process group (one launch)."""
     mistakes = MISTAKES if mistakes is None else mistakes
-    results = check([m.case() for m in mistakes], RANKS, timeout=timeout)
+    results = check([m.case() for m in mistakes], ranks, timeout=timeout)
     return [DDPOutcome(m, r) for m, r in zip(mistakes, results)]
 
 
