@@ -330,3 +330,20 @@ def test_an_implementation_that_changes_its_batch_in_place_cannot_reach_the_twin
         return impl
     desc = make_desc([3, 4, 2], "tanh", steps=4, batch_size=3)
     assert check(desc, centre_in_place(manual.trainer.build(desc))).ok
+
+
+def test_exception_when_resynced_names_the_iteration():
+    desc = make_desc([3, 4, 2], "tanh", steps=5, batch_size=3)
+    impl = manual.trainer.build(desc)
+    load, calls = impl.load_state_dict, []
+
+    def load_twice_then_fail(state):
+        calls.append(1)
+        if len(calls) == 3:
+            raise MemoryError("out of memory")
+        load(state)
+    impl.load_state_dict = load_twice_then_fail
+    result = check(desc, impl, mode="resync")
+    m = result.first_mismatch
+    assert (m.iteration, m.stage, result.steps_checked) == (2, "exception", 2)
+    assert m.detail == "load_state_dict(state) (resync) raised MemoryError: out of memory"

@@ -193,10 +193,14 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
         if first is not None:
             break
         if mode == "resync":
-            impl.load_state_dict(r["state_dict"])
-            if hasattr(impl, "load_optimizer_state"):
-                impl.load_optimizer_state(r.get("optimizer_state", {}))
-    steps = it + 1 if first is None else it
+            try:
+                impl.load_state_dict(r["state_dict"])
+                if hasattr(impl, "load_optimizer_state"):
+                    impl.load_optimizer_state(r.get("optimizer_state", {}))
+            except Exception as e:
+                first = _raised(it + 1, "load_state_dict(state) (resync)", e, rtol, atol)
+                break
+    steps = it + 1 if first is None else first.iteration
     nan = float("nan")
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
     return Result(first is None, steps, first, checker.stats() if checker else {}, str(dtype),
