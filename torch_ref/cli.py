@@ -2,7 +2,7 @@
 
     backprop-check example [--json]                 the seed's worked example, checked
     backprop-check zoo [--json]                     classic backprop mistakes, each caught
-    backprop-check run SPEC [--json] [--steps N] [--dtype D] [--device D] [--mode M]
+    backprop-check run SPEC [--json] [--steps N] [--dtype D] [--device D] [--mode free|resync|shadow]
                             [--impl TARGET] [--fd] [--fd-steps K]
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
                                                     data-parallel: DDP on R processes (torch_ref/distributed.py)
@@ -44,7 +44,8 @@ def _parser():
     run.add_argument("--only", metavar="SIDE",
                      help="train one side alone, without comparison: manual or twin (prints final loss, time per step)")
     run.add_argument("--mode", default="free",
-                     help="free (both sides train on their own, default) or resync (each step judged alone)")
+                     help="free (both sides train on their own, default), resync (each step judged alone) or "
+                          "shadow (float32 free-running, judged against a float64 shadow twin)")
     run.add_argument("--impl", metavar="TARGET",
                      help="check this implementation instead of manual: package.module:factory or "
                           "path/to/file.py:factory (the factory gets the parsed description)")

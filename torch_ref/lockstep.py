@@ -12,7 +12,9 @@ worst index, both values and the tolerance. Two modes:
     free    both sides train on their own from the shared start (the default): a float64 check
             of the whole trajectory;
     resync  after every iteration the implementation restarts from the twin's updated
-            parameters and optimizer state, so each step is judged on its own (long float32 runs).
+            parameters and optimizer state, so each step is judged on its own (long float32 runs);
+    shadow  float32, free-running, each quantity judged by its distance from a float64 shadow twin
+            against the float32 twin's own distance (torch_ref/shadow.py; long float32 runs).
 """
 from dataclasses import asdict, dataclass, field
 
@@ -30,7 +32,7 @@ from .spec import SpecError
 from .testing import compare, tolerance
 
 STAGES = ("output", "loss", "delta", "grad", "optim", "param")
-MODES = ("free", "resync")
+MODES = ("free", "resync", "shadow")
 
 
 @dataclass
@@ -153,6 +155,12 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     (`Result.history`, for reports and plots); `progress(it, steps)` is called before each iteration."""
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
+    if mode == "shadow":  # float32 judged against a float64 shadow twin: torch_ref/shadow.py
+        if record or fd_steps:
+            raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
+                                    " (--report, --markdown, --plot, --fd): use free or resync for those")
+        from .shadow import shadow_lockstep
+        return shadow_lockstep(desc, impl, impl_name, progress)
     run = desc["run"]
     prepare_device(run["device"])
     dtype = np.dtype(run["dtype"])

@@ -17,6 +17,10 @@ TOLERANCES = {
     # and its derivatives (measured: ≤ 1e-11 absolute on the specs here), so atol is multiplied by
     # max(1, |E|); a real backprop mistake is off by the size of the gradient itself.
     "finite-differences": {"rtol": 1e-6, "atol": 1e-8},
+    # Free-running float32 against a float64 shadow (torch_ref/shadow.py): a tensor passes when its
+    # distance from the shadow is at most factor times the float32 twin's own (largest so far),
+    # plus a floor atol + rtol * max|shadow| (rtol: about 8 float32 ulps) for the first iterations.
+    "shadow": {"factor": 4.0, "rtol": 1e-6, "atol": 1e-7},
 }
 
 
@@ -24,6 +28,12 @@ def tolerance(dtype):
     """(rtol, atol) for a dtype name, e.g. "float64"."""
     t = TOLERANCES[str(np.dtype(dtype))]
     return t["rtol"], t["atol"]
+
+
+def shadow_tolerance():
+    """(factor, rtol, atol) of the float64-shadow criterion."""
+    t = TOLERANCES["shadow"]
+    return t["factor"], t["rtol"], t["atol"]
 
 
 def fd_tolerance(dtype, loss):
