@@ -1,7 +1,8 @@
 """Unit-level checks of every activation and loss against torch, one table each: the forward value,
 and the backward with a RANDOM upstream gradient (an all-ones gradient, what `y.sum().backward()`
 gives, hides transposition and broadcasting bugs: see test_all_ones_upstream_gradient_hides_a_bug),
-in float64 with the tight tolerance of torch_ref.testing, on random shapes, a few seeds each.
+in float64 with the tight tolerance of torch_ref.testing (and once in float32 with its own), on random
+shapes, a few seeds each.
 
 The references are written out here with torch.nn.functional directly, not taken from the twin, so
 a wrong mapping in torch_ref/model.py cannot hide a wrong manual formula (the lockstep tables in
@@ -19,7 +20,6 @@ from manual.modules import ACTIVATIONS
 from torch_ref import spec
 from torch_ref.testing import compare, tolerance
 
-RTOL, ATOL = tolerance("float64")
 SEEDS = [0, 1, 2]
 
 # name, arguments, the torch reference. Every activation of spec.ACTIVATIONS appears at least once.
@@ -52,9 +52,11 @@ SPECIAL = [0.0, -0.0, 1e-3, -1e-3, 1.5, 10.0, -10.0, 30.0, -30.0]
 def assert_close(manual, reference, what):
     __tracebackhide__ = True
     reference = reference.detach().numpy() if torch.is_tensor(reference) else np.asarray(reference)
-    c = compare(manual, reference, RTOL, ATOL)
+    assert np.asarray(manual).dtype == reference.dtype, f"{what}: dtype {np.asarray(manual).dtype}, torch's {reference.dtype}"
+    rtol, atol = tolerance(reference.dtype)
+    c = compare(manual, reference, rtol, atol)
     assert c.ok, (f"{what}: {c.shape_error or ''} worst at {c.index}: manual {c.manual!r}, torch {c.reference!r}"
-                  f" (abs {c.abs_err:.3e}, rel {c.rel_err:.3e}; {c.n_bad}/{c.numel} bad; atol {ATOL}, rtol {RTOL})")
+                  f" (abs {c.abs_err:.3e}, rel {c.rel_err:.3e}; {c.n_bad}/{c.numel} bad; atol {atol}, rtol {rtol})")
 
 
 def random_input(rng, args=None):
@@ -90,6 +92,14 @@ def test_activation_matches_torch(name, args, reference, seed):
 
 def test_every_activation_is_in_the_table():
     assert {n for n, _, _ in ACTIVATION_CASES} == set(spec.ACTIVATIONS) == set(ACTIVATIONS)
+
+
+@pytest.mark.parametrize("name,args,reference", ACTIVATION_CASES, ids=ACT_IDS)
+def test_activation_matches_torch_in_float32(name, args, reference):
+    """The same in float32, against torch's float32 arithmetic, with the float32 tolerance."""
+    rng = np.random.default_rng(7)
+    x = random_input(rng, args).astype(np.float32)
+    check_activation(name, args, reference, x, rng.standard_normal(x.shape).astype(np.float32))
 
 
 @pytest.mark.parametrize("name,args,reference", ACTIVATION_CASES, ids=ACT_IDS)
@@ -213,7 +223,7 @@ def loss_target(kind, rng, n, c):
     return t
 
 
-def check_loss(name, args, input_kind, target_kind, reference, reduction, seed, extreme=False):
+def check_loss(name, args, input_kind, target_kind, reference, reduction, seed, extreme=False, dtype=np.float64):
     __tracebackhide__ = True
     rng = np.random.default_rng(seed)
     n, c = (int(v) for v in rng.integers(1, 8, size=2))
@@ -221,6 +231,7 @@ def check_loss(name, args, input_kind, target_kind, reference, reduction, seed, 
     if extreme:
         x = np.where(rng.random(x.shape) < 0.5, -1000.0, 1000.0) if input_kind in ("logits", "real") else x
     y = loss_target(target_kind, rng, n, c)
+    x, y = x.astype(dtype), (y if target_kind == "index" else y.astype(dtype))
     loss_fn = LOSSES[name](**args)
     with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise"):
         warnings.simplefilter("error")
@@ -240,6 +251,11 @@ def check_loss(name, args, input_kind, target_kind, reference, reduction, seed, 
 def test_loss_matches_torch(name, args, input_kind, target_kind, reference, reduction, seed):
     """The loss (a scalar, so its upstream gradient is 1: the loss ends the chain) and dE/dinput."""
     check_loss(name, args, input_kind, target_kind, reference, reduction, seed)
+
+
+@pytest.mark.parametrize("name,args,input_kind,target_kind,reference,reduction", LOSS_TABLE, ids=LOSS_IDS)
+def test_loss_matches_torch_in_float32(name, args, input_kind, target_kind, reference, reduction):
+    check_loss(name, args, input_kind, target_kind, reference, reduction, seed=7, dtype=np.float32)
 
 
 @pytest.mark.parametrize("name,args,input_kind,target_kind,reference,reduction",
