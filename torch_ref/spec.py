@@ -147,7 +147,8 @@ def _network(t):
     if isinstance(act, list):
         if len(act) != n_layers:
             raise SpecError("network.activation",
-                            f"expected a name or a list of {n_layers} names (one per layer), got {act!r}")
+                            f"expected one item (a name, or a table with a name) for every layer, or a list"
+                            f" of {n_layers} items (one per layer), got {act!r}")
         items = [_named(a, ACTIVATION_ARGS, f"network.activation[{k}]") for k, a in enumerate(act)]
     else:
         items = [_named(act, ACTIVATION_ARGS, "network.activation")] * n_layers
