@@ -4,13 +4,15 @@
     backprop-check zoo [--json]                     classic backprop mistakes, each caught
     backprop-check run SPEC [--json] [--steps N] [--dtype D] [--device D] [--mode free|resync|shadow]
                             [--impl TARGET] [--fd] [--fd-steps K]
+                            [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--quiet]
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
                                                     data-parallel: DDP on R processes (torch_ref/distributed.py)
     backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
 
 Exit codes: 0 everything matched, 1 a mismatch (or an exception raised by the implementation, or,
 with --fd, finite differences that disagree), 2 bad input (one line on stderr naming the field:
-a bad description, an --impl that cannot be loaded or whose train_step breaks the contract).
+a bad description, an --impl that cannot be loaded or whose train_step breaks the contract, a
+report path that cannot be written: refused before the run starts).
 """
 import argparse
 import json
@@ -172,7 +174,8 @@ def _cmd_run_ranks(desc, args):
                         ("--only", args.only is not None), ("--fd", args.fd or args.fd_steps is not None)):
         if given:
             raise SpecError(flag, "not available with --ranks (the data-parallel check runs manual vs DDP, free mode)")
-    case = distributed.Case(desc, args.accumulate or 1, distributed.Setup(as_written=args.ddp_as_written))
+    k = 1 if args.accumulate is None else args.accumulate
+    case = distributed.Case(desc, k, distributed.Setup(as_written=args.ddp_as_written))
     timeout = distributed.DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     try:
         (result,) = distributed.check([case], args.ranks, timeout=timeout)
