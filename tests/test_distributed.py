@@ -237,3 +237,194 @@ def test_diagnosis_of_unsynchronised_gradients():
     found, line = diagnose(desc, state, x, y, plan, "mean", [g, other], None)
     assert found == "left-out-of-buckets" and "'layers.1.weight'" in line
     assert diagnose(desc, state, x, y, plan, "mean", [g, g], 0)[0] == "no_sync-missing"
+
+
+# --- faults: a rank that raises, dies or hangs stops the run, is named, leaves nothing behind ----
+
+def _gone(pids, wait=10.0):
+    """True once none of `pids` exists (a bounded wait for the kernel to reap them, not a timing test)."""
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        alive = [p for p in pids if _exists(p)]
+        if not alive:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _exists(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("kind,cause", [("raise", "RuntimeError: fault injected on purpose at iteration 2"),
+                                        ("exit", "exited with code 3"),
+                                        ("hang", "hung")])
+def test_a_failing_rank_is_named_and_the_others_are_stopped(kind, cause):
+    started = []
+    with pytest.raises(RankFailure) as info:
+        check([Case(load(WORKED6))], 2, timeout=2.0, fault=(1, 2, kind), on_start=started.extend)
+    e = info.value
+    assert (e.rank, e.cause, e.exit_code) == (1, cause, 1), str(e)
+    assert "rank 1" in str(e) and "at iteration 2" in str(e)
+    assert len(started) == 2 and _gone(started)
+
+
+def _descendants(root):
+    """Every process below `root` now, from /proc (ppid links)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _cpu_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _is_rank(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read()
+    except OSError:
+        return False
+    return b"forkserver" in cmd or b"spawn_main" in cmd
+
+
+def test_a_rank_killed_mid_run_is_reported_and_nothing_is_left_behind():
+    """SIGKILL one rank of `backprop-check run --ranks 2` while it trains: the command must stop the
+    other rank, name the killed one (by its pid) and the signal, exit non-zero, and leave no process."""
+    cmd = [sys.executable, "-m", "torch_ref.cli", "run", str(WORKED6), "--ranks", "2", "--steps", "10000000",
+           "--timeout", "10"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seen, victim, end = set(), None, time.monotonic() + 240
+        while victim is None and time.monotonic() < end and proc.poll() is None:
+            family = _descendants(proc.pid)
+            seen.update(family)
+            ranks = [p for p in family if _is_rank(p) and not _descendants(p)]  # the forked ranks are leaves
+            training = [p for p in ranks if _cpu_ticks(p) > 50]  # > 0.5 s of CPU: past start-up, training
+            if len(ranks) >= 2 and training:
+                victim = training[-1]
+            time.sleep(0.2)
+        assert victim is not None, "the ranks never started training"
+        time.sleep(0.5)
+        seen.update(_descendants(proc.pid))
+        os.kill(victim, signal.SIGKILL)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    line = [l for l in err.splitlines() if "data-parallel run stopped" in l]
+    assert len(line) == 1, err
+    assert f"(pid {victim})" in line[0] and "was killed by signal SIGKILL at iteration" in line[0], line[0]
+    assert "the other ranks were stopped" in line[0]
+    assert _gone(seen), [p for p in seen if _exists(p)]
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path,ranks", [(WORKED6, 2), (THREE, 3)])
+def test_cli_run_ranks_passes_every_iteration(path, ranks, capsys):
+    """The issue's 'done when': the full spec (30 iterations), exit 0, every stage within tolerance."""
+    code = cli.main(["run", str(path), "--ranks", str(ranks), "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["ok"] and out["steps_checked"] == 30 and out["ranks"] == ranks
+    assert out["replicas_bitwise"] and out["first_mismatch"] is None
+
+
+def test_cli_as_written_mismatch_exits_1_with_a_diagnosis(capsys):
+    code = cli.main(["run", str(WORKED6), "--ranks", "2", "--ddp-as-written", "--steps", "3"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "lockstep mismatch at iteration 0, stage 'loss', tensor 'loss', rank 0" in out
+    assert "diagnosis: half-sse sums over samples but DDP averages gradients over the 2 ranks" in out
+
+
+@pytest.mark.parametrize("args,field", [
+    (["--ranks", "7"], "--ranks"),                         # 6 samples for 7 ranks
+    (["--ranks", "0"], "--ranks"),
+    (["--ranks", "2", "--accumulate", "4"], "--ranks"),    # 2 x 4 > 6
+    (["--ranks", "2", "--accumulate", "0"], "--accumulate"),
+    (["--accumulate", "2"], "--ranks"),
+    (["--ranks", "2", "--timeout", "0"], "--timeout"),
+    (["--ranks", "2", "--mode", "resync"], "--mode"),
+])
+def test_cli_bad_data_parallel_setup_is_one_line_and_exit_2(args, field, capsys):
+    code = cli.main(["run", str(WORKED6), *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith(f"backprop-check: error: {field}: "), err
+
+
+def test_cli_zoo_ddp(capsys):
+    code = cli.main(["zoo", "--ddp"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"{len(zoo_ddp.MISTAKES)} / {len(zoo_ddp.MISTAKES)} data-parallel mistakes caught where expected" in out
+
+
+def test_module_outside_torchrun_says_how_to_start_it(monkeypatch, capsys):
+    from torch_ref import distributed
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.main([str(WORKED6)]) == 2
+    assert capsys.readouterr().err.startswith("backprop-check: error: WORLD_SIZE: not set: start this module with torchrun")
+
+
+# --- torchrun, two "machines" on loopback ------------------------------------------------------
+
+def test_torchrun_two_nodes_on_loopback():
+    """The README's multi-machine command, with both "machines" on 127.0.0.1: two torchrun agents,
+    --nnodes 2, one process each, meeting at one rendezvous endpoint."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "loopback",
+           "-m", "torch_ref.distributed", str(WORKED6), "--steps", "5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for _ in range(2)]
+    try:
+        outs = [n.communicate(timeout=300)[0] for n in nodes]
+    finally:
+        for n in nodes:
+            if n.poll() is None:
+                n.kill()
+                n.communicate()
+    assert [n.returncode for n in nodes] == [0, 0], outs
+    reports = [o for o in outs if "PASS: 5 iteration(s) checked in lockstep, DistributedDataParallel on 2 rank(s)" in o]
+    assert len(reports) == 1, outs  # rank 0 reports, on whichever node it landed
+    assert "parameters bitwise identical on every rank at every iteration checked: yes" in reports[0]
+
+
+# --- CUDA / nccl -----------------------------------------------------------------------------------
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2,
+                    reason=f"nccl needs one GPU per rank: 2 wanted, {torch.cuda.device_count()} present")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_nccl_two_gpus(dtype):
+    desc = load(THREE, dtype=dtype)
+    desc["run"]["device"] = "cuda"
+    (r,) = check([Case(desc)], 2)
+    assert r.backend == "nccl" and r.ok, str(r.first_mismatch)
+    assert r.replicas_bitwise and r.steps_checked == STEPS
