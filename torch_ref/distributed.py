@@ -641,6 +641,8 @@ def _device_for(desc, local_rank, local_world):
         if have < local_world:
             raise SpecError("run.device", f"cuda with {local_world} rank(s) on this machine needs one GPU per rank,"
                                           f" found {have}")
+        if local_rank < have:
+            torch.cuda.set_device(local_rank)  # nccl: this process's own GPU
         return torch.device("cuda", local_rank), "nccl"
     return torch.device("cpu"), "gloo"
 
@@ -694,7 +696,10 @@ def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None):
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise SpecError("--timeout", f"expected a positive number of seconds, got {timeout!r}")
     if cases[0].desc["run"]["device"] == "cuda":
-        _device_for(cases[0].desc, 0, ranks)  # refuse here, with one line, if there are too few GPUs
+        prepare_device("cuda")  # refuse here, with one line, if there is no GPU or too few
+        if torch.cuda.device_count() < ranks:
+            raise SpecError("run.device", f"cuda with {ranks} rank(s) needs one GPU per rank, found"
+                                          f" {torch.cuda.device_count()}")
     ctx = multiprocessing.get_context(START_METHOD)
     if START_METHOD == "forkserver":  # the server imports torch once; every later launch forks from it
         ctx.set_forkserver_preload(["torch_ref.distributed", "torch._dynamo"])  # torch.optim imports _dynamo
