@@ -70,3 +70,21 @@ def test_applies_follows_the_network():
     assert not applies & {"mean-loss-grad-not-divided-by-batch", "bias-grad-averaged-over-batch",
                           "momentum-buffer-restarted", "adam-without-bias-correction",
                           "cross-entropy-without-target"}
+
+
+def test_control_keeps_the_engines_clipping_and_schedule():
+    """zoo.Faulty is the engine's own step: with gradient clipping, a schedule and momentum it
+    still matches torch, so a zoo entry differs from the engine only by its mistake."""
+    from torch_ref import spec
+    desc = spec.parse({
+        "network": {"sizes": [3, 4, 2], "activation": ["tanh", "identity"], "loss": "mse"},
+        "init": {"seed": 0},
+        "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9},
+        "scheduler": {"name": "step", "step_size": 2, "gamma": 0.5},
+        "clip": {"max_norm": 0.05},
+        "data": {"random": {"n": 8, "seed": 1}, "batch_size": 4},
+        "run": {"steps": 6},
+    })
+    result = lockstep(desc, impl=zoo.Faulty(desc))
+    assert result.ok and result.steps_checked == 6, str(result.first_mismatch)
+    assert "optim" in result.stats

@@ -26,8 +26,8 @@ from . import spec
 
 class Faulty(manual.trainer.Trainer):
     """The manual engine's training step written out as four steps (zero_grad, forward, backward,
-    update), each of which an entry may replace. Unchanged, it is the correct algorithm (the zoo's
-    control, tested as such)."""
+    update), each of which an entry may replace; gradient clipping and the learning-rate schedule
+    are the engine's own. Unchanged, it is the correct algorithm (the zoo's control, tested as such)."""
 
     def __init__(self, desc):
         super().__init__(desc)
@@ -47,13 +47,14 @@ class Faulty(manual.trainer.Trainer):
         self.model.backward(grad_output)
 
     def update(self):
-        self.optimizer.step()
+        self.optimizer_step()  # the optimizer's step, then the schedule's
 
     def train_step(self, x, y):
         self.zero_grad()
         output = self.model.forward(x)
         loss = self.loss_fn.forward(output, y)
         self.backward(self.loss_fn.backward())
+        self.clip_grads()
         result = {
             "output": output,
             "loss": float(loss),
@@ -70,6 +71,7 @@ class Faulty(manual.trainer.Trainer):
         self.zero_grad()
         loss = self.loss_fn.forward(self.model.forward(x), y)
         self.backward(self.loss_fn.backward())
+        self.clip_grads()
         self.update()
         return float(loss)
 
@@ -213,7 +215,7 @@ class LrAppliedTwice(Faulty):
     def update(self):
         for p in self.model.parameters():
             p.grad *= self.lr
-        self.optimizer.step()
+        super().update()
 
 
 class GradsNotZeroed(Faulty):
@@ -253,7 +255,7 @@ class MomentumRestarted(Faulty):
     def update(self):
         for state in self.optimizer.state:
             state.clear()
-        self.optimizer.step()
+        super().update()
 
 
 class NoBiasCorrectionAdam(manual.optim.Adam):
