@@ -162,3 +162,18 @@ def test_fd_on_the_three_layer_spec_from_the_command(capsys):
     assert fd["ok"] and fd["forward_passes"] == 3 * 2 * (3 * 5 + 5 + 5 * 4 + 4 + 4 * 2 + 2)
     assert {t: v["verdict"] for t, v in fd["tensors"].items()} == {
         f"layers.{k}.{p}": "agree" for k in range(3) for p in ("weight", "bias")}
+
+
+@pytest.mark.parametrize("clip", [{"max_norm": 0.05}, {"max_norm": 0.05, "norm_type": "inf"}, {"clip_value": 0.01}])
+def test_fd_follows_the_descriptions_gradient_clipping(clip):
+    raw = {"network": {"sizes": [4, 6, 3], "activation": "tanh", "loss": "mse"}, "init": {"seed": 0},
+           "optimizer": {"name": "sgd", "lr": 0.1}, "data": {"random": {"n": 12, "seed": 1}, "batch_size": 4},
+           "clip": clip, "run": {"steps": 2}}
+    result = check(raw, fd_steps=2)
+    assert result.ok and result.fd.ok, result.summary()
+    desc = spec.parse(raw)
+    x, y = next(manual.data.batches(desc))
+    names = ["layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"]
+    unclipped, _ = central_differences({**desc, "clip": None}, manual.init.initial_state(desc), x, y, names)
+    clipped, _ = central_differences(desc, manual.init.initial_state(desc), x, y, names)
+    assert any(not np.allclose(unclipped[n], clipped[n]) for n in names)  # the clipping was active
