@@ -163,8 +163,8 @@ class NeuronLayer:
         for n in range(len(self.neurons)):
             print(' Neuron', n)
             for w in range(len(self.neurons[n].weights)):
-                print('  Weight:', self.neurons[n].weights[w])
-            print('  Bias:', self.bias)
+                print(' Weight:', self.neurons[n].weights[w])
+            print(' Bias:', self.bias)
 
     def feed_forward(self, inputs):
         outputs = []

@@ -127,6 +127,7 @@ BROKEN_CONTRACTS = [
     (lambda it, r: None, "returned a NoneType"),
     (setting(("grads", "layers.0.weight"), lambda g: g.T, at=2), "at iteration 2 returned grads['layers.0.weight']"),
     (lambda it, r: r if it == 0 else drop("deltas")(it, r), "at iteration 1 reports ['optimizer_state']"),
+    (lambda it, r: r if it == 2 else drop("deltas")(it, r), "at iteration 2 reports ['deltas', 'optimizer_state']"),
 ]
 
 
