@@ -236,3 +236,16 @@ def test_reports_of_a_run_that_raised(tmp_path):
     assert rep["per_iteration"]["loss"]["manual"] == [None]
     assert "division by zero in my backward" in (tmp_path / "r.md").read_text()
     png_size(tmp_path / "r.png")
+
+
+def test_reports_from_python(tmp_path):
+    import torch_ref
+    paths = {"report": tmp_path / "r.json", "markdown": tmp_path / "r.md", "plot": tmp_path / "r.png"}
+    result = torch_ref.check(WORKED, steps=4, **{k: str(v) for k, v in paths.items()})
+    assert result.ok and result.history is not None
+    assert json.loads(paths["report"].read_text())["per_iteration"]["iterations"] == 4
+    assert paths["markdown"].read_text().startswith("### backprop-check: ✅ PASS")
+    png_size(paths["plot"])
+    with pytest.raises(spec.SpecError, match="--report: cannot write"):
+        torch_ref.check(WORKED, steps=4, report=str(tmp_path / "missing" / "r.json"))
+    assert torch_ref.check(WORKED, steps=2).history is None  # nothing recorded when no report is asked for

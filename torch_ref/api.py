@@ -16,7 +16,8 @@ from . import plugin, spec
 from .lockstep import lockstep
 
 
-def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0):
+def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0,
+          report=None, markdown=None, plot=None):
     """Run the lockstep of `impl` against the torch twin and return the Result.
 
     desc: a path to a description file (.toml / .json), or a description as a dict (parsed or not).
@@ -24,6 +25,8 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
           description; a TARGET string "package.module:factory" or "path/to/file.py:factory"; None for manual.
     steps, dtype, device: override the description's [run] values.
     fd_steps: iterations that also get central finite differences (2 forward passes per parameter).
+    report, markdown, plot: paths of a JSON report, a Markdown summary, a PNG plot (torch_ref/reports.py),
+          checked writable before the run, written atomically after it.
     """
     desc = spec.load(desc) if isinstance(desc, (str, Path)) else _parsed(desc)
     overrides = {k: v for k, v in (("steps", steps), ("dtype", dtype), ("device", device)) if v is not None}
@@ -34,7 +37,11 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
         impl = plugin.build(impl, desc)  # a TARGET string, a class or another factory
     if name is None and impl is not None:
         name = type(impl).__qualname__
-    return lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name)
+    from . import reports
+    outputs = reports.prepare(report, markdown, plot)
+    result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=bool(outputs))
+    reports.write_all(outputs, result, desc)
+    return result
 
 
 def assert_lockstep(desc, impl=None, **kwargs):

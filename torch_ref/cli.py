@@ -16,7 +16,6 @@ report path that cannot be written: refused before the run starts).
 """
 import argparse
 import json
-import os
 import sys
 
 from .spec import DEVICES, DTYPES, SpecError
@@ -143,9 +142,7 @@ def cmd_run(args):
     finally:
         if progress is not None:
             progress.done()
-    writers = {"--report": reports.write_json, "--markdown": reports.write_markdown, "--plot": reports.write_plot}
-    for flag, path in outputs.items():
-        writers[flag](path, result, desc, spec_path=args.spec)
+    reports.write_all(outputs, result, desc, spec_path=args.spec)
     print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
     return 0 if result.ok and (result.fd is None or result.fd.ok) else 1
 
@@ -153,16 +150,10 @@ def cmd_run(args):
 def _check_outputs(args):
     """{flag: path} of the reports asked for, each checked writable now (SpecError otherwise)."""
     from . import reports
-    outputs = {flag: path for flag, path in (("--report", args.report), ("--markdown", args.markdown),
-                                             ("--plot", args.plot)) if path is not None}
-    for flag in outputs:
-        if args.ranks is not None or args.only is not None:
+    for flag, path in (("--report", args.report), ("--markdown", args.markdown), ("--plot", args.plot)):
+        if path is not None and (args.ranks is not None or args.only is not None):
             raise SpecError(flag, "reports are written for the lockstep check (not with --ranks or --only)")
-    if len(set(map(os.path.abspath, outputs.values()))) < len(outputs):
-        raise SpecError(next(iter(outputs)), "--report, --markdown and --plot must name different files")
-    for flag, path in outputs.items():
-        reports.check_writable(path, flag)
-    return outputs
+    return reports.prepare(args.report, args.markdown, args.plot)
 
 
 def _cmd_run_ranks(desc, args):

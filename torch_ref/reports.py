@@ -73,6 +73,25 @@ def write_atomic(path, write):
         raise
 
 
+def prepare(report=None, markdown=None, plot=None):
+    """{flag: path} of the reports asked for, each checked writable now (SpecError otherwise):
+    call before the run; pass the result to `write_all` after it."""
+    outputs = {flag: path for flag, path in (("--report", report), ("--markdown", markdown),
+                                             ("--plot", plot)) if path is not None}
+    if len({os.path.abspath(p) for p in outputs.values()}) < len(outputs):
+        raise SpecError(next(iter(outputs)), "--report, --markdown and --plot must name different files")
+    for flag, path in outputs.items():
+        check_writable(path, flag)
+    return outputs
+
+
+def write_all(outputs, result, desc, spec_path=None):
+    """Write every report `prepare` accepted, each atomically."""
+    writers = {"--report": write_json, "--markdown": write_markdown, "--plot": write_plot}
+    for flag, path in outputs.items():
+        writers[flag](path, result, desc, spec_path=spec_path)
+
+
 # --- the content ----------------------------------------------------------------------------------
 
 def environment(desc):
