@@ -25,3 +25,16 @@ def test_worked_example_on_cuda(worked):
     result = lockstep(worked)
     assert result.ok, str(result.first_mismatch)
     assert max(s["max_rel_err"] for s in result.stats.values()) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_plugin_and_finite_differences_against_a_twin_on_cuda(worked, dtype):
+    """--impl and --fd with the twin on the GPU: the plug-in and the differences stay in numpy."""
+    from pathlib import Path
+
+    from torch_ref import check
+    port = Path(__file__).resolve().parent.parent / "scripts" / "seed_port.py"
+    worked["run"].update(device="cuda")
+    result = check(worked, f"{port}:build", steps=200, dtype=dtype, fd_steps=2)
+    assert result.ok and result.device == "cuda", result.summary()
+    assert result.fd.ok and result.not_reported == []
