@@ -249,3 +249,14 @@ def test_reports_from_python(tmp_path):
     with pytest.raises(spec.SpecError, match="--report: cannot write"):
         torch_ref.check(WORKED, steps=4, report=str(tmp_path / "missing" / "r.json"))
     assert torch_ref.check(WORKED, steps=2).history is None  # nothing recorded when no report is asked for
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device: torch.cuda.is_available() is False")
+def test_report_environment_on_cuda(tmp_path):
+    path = tmp_path / "r.json"
+    assert cli.main(["run", str(SPECS / "four_layer_mixed.toml"), "--device", "cuda", "--dtype", "float32",
+                     "--mode", "resync", "--steps", "20", "--report", str(path)]) == 0
+    env = json.loads(path.read_text())["environment"]
+    assert env["device"] == "cuda" and env["device_name"] == torch.cuda.get_device_name()
+    assert env["dtype"] == "float32"
+    assert env["tf32"]["cuda.matmul.allow_tf32"] is False and env["tf32"]["cudnn.allow_tf32"] is False
