@@ -119,4 +119,5 @@ def test_example_json_keys():
                 "outputs_after_10000", "seed", "errata"):
         assert key in rep
     for e in rep["errata"]:
-        assert {"figure", "seed", "correct", "difference"} <= set(e)
+        assert {"figure", "seed", "correct", "difference", "explained_by", "explained_value"} <= set(e)
+    assert {e["figure"]: e["explained_by"] for e in rep["errata"]}["E_after_1"] == "hidden-error-through-updated-weights"
