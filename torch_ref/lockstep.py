@@ -124,7 +124,8 @@ class Result:
             lines.append(f"  {s:<7} {'not reached':>12} {'':>12}  (the run stopped before comparing it)")
         for s in self.not_reported:
             lines.append(f"  {s:<7} {'not reported':>12} {'':>12}  (the implementation does not return it: not checked)")
-        lines.append(f"  final loss: manual {self.final_loss['manual']!r}, reference {self.final_loss['reference']!r}")
+        side = "manual" if self.impl == "manual" else "implementation"
+        lines.append(f"  final loss: {side} {self.final_loss['manual']!r}, reference {self.final_loss['reference']!r}")
         if self.impl != "manual":
             lines.insert(1, f"  implementation: {self.impl}")
         if self.first_mismatch:
