@@ -348,3 +348,13 @@ def test_exception_when_resynced_names_the_iteration():
     m = result.first_mismatch
     assert (m.iteration, m.stage, result.steps_checked) == (2, "exception", 2)
     assert m.detail == "load_state_dict(state) (resync) raised MemoryError: out of memory"
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--impl", "manual.trainer:build", "--only", "manual"], "--impl"),
+    (["--fd", "--only", "twin"], "--fd"),
+    (["--fd-steps", "2", "--ranks", "2"], "--fd"),
+])
+def test_impl_and_fd_refused_where_there_is_no_lockstep(capsys, args, flag):
+    assert cli.main(["run", WORKED, *args]) == 2
+    assert capsys.readouterr().err.startswith(f"backprop-check: error: {flag}: checks the lockstep run")

@@ -122,6 +122,9 @@ def cmd_run(args):
     from .lockstep import lockstep
     desc = _apply_overrides(spec.load(args.spec), args)
     outputs = _check_outputs(args)  # an unwritable report path is refused before the run starts
+    for flag, given in (("--impl", args.impl is not None), ("--fd", args.fd or args.fd_steps is not None)):
+        if given and (args.ranks is not None or args.only is not None):
+            raise SpecError(flag, "checks the lockstep run (not with --ranks or --only)")
     if args.ranks is not None or args.accumulate is not None or args.ddp_as_written or args.timeout is not None:
         return _cmd_run_ranks(desc, args)
     if args.only is not None:
