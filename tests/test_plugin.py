@@ -358,3 +358,9 @@ def test_exception_when_resynced_names_the_iteration():
 def test_impl_and_fd_refused_where_there_is_no_lockstep(capsys, args, flag):
     assert cli.main(["run", WORKED, *args]) == 2
     assert capsys.readouterr().err.startswith(f"backprop-check: error: {flag}: checks the lockstep run")
+
+
+def test_a_file_target_imports_its_sibling_modules(tmp_path, capsys):
+    write(tmp_path, "import manual.trainer\nbuild = manual.trainer.build\n", "my_sibling_helpers.py")
+    f = write(tmp_path, "from my_sibling_helpers import build\n", "my_impl.py")
+    assert cli.main(["run", WORKED, "--steps", "2", "--impl", f"{f}:build"]) == 0, capsys.readouterr().err

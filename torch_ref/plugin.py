@@ -85,6 +85,9 @@ def _import_file(path):
         raise ImplError(f"cannot import {str(path)!r} as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look the module up by name
+    folder = str(path.resolve().parent)
+    if folder not in sys.path:  # its sibling modules import, as under `python path/to/file.py`
+        sys.path.insert(0, folder)
     try:
         spec.loader.exec_module(module)
     except Exception as e:
