@@ -149,9 +149,12 @@ def test_description_suspect_is_said_loudly(tmp_path, capsys):
     assert fd["tensors"]["layers.0.weight"]["verdict"] == "description suspect"
     assert fd["tensors"]["layers.0.bias"]["verdict"] == "description suspect"
     assert fd["tensors"]["layers.1.weight"]["verdict"] == "agree"
-    row = next(r for r in fd["rows"] if r["tensor"] == "layers.0.bias")
-    assert row["impl_vs_fd"]["index"] == [0]
-    assert row["impl_vs_fd"]["impl"] == 0.0 and row["impl_vs_fd"]["fd"] != 0.0
+    # out = relu(net_h0)·1 + relu(0.325)·2 = 0.65, dE/dout = 2(0.65 − 1) = −0.7: to the right of the
+    # kink dE/db0[0] = −0.7, to the left 0; the central difference sees half of it
+    worst = fd["tensors"]["layers.0.bias"]["worst"]
+    assert worst["index"] == [0] and worst["impl"] == worst["autograd"] == 0.0
+    assert worst["fd"] == pytest.approx(-0.35, abs=1e-5)
+    assert "(at index (0,): implementation 0.0, autograd 0.0, finite differences -0.3499" in text
 
 
 def test_fd_on_the_three_layer_spec_from_the_command(capsys):

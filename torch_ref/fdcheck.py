@@ -14,6 +14,8 @@ tolerance, torch_ref/testing.py). Their pattern is the verdict:
     no two agree
     borderline               two pairs agree and the third does not: a difference near a tolerance
 """
+import numpy as np
+
 from manual.gradcheck import central_differences
 
 from .testing import compare, fd_tolerance, tolerance
@@ -65,6 +67,11 @@ class FDCheck:
                     "ok": c.ok, "max_abs_err": c.max_abs_err, "max_rel_err": c.max_rel_err,
                     "index": list(c.index), a: c.manual, b: c.reference, "rtol": tol[0], "atol": tol[1]}
             row["verdict"] = _verdict(row)
+            # the three values where it is worst: the first failing comparison's worst element
+            pair = next((PAIR_NAMES[p] for p in PAIRS if not row[PAIR_NAMES[p]]["ok"]), PAIR_NAMES["impl", "fd"])
+            index = tuple(row[pair]["index"])
+            row["worst"] = {"index": list(index), **{k: float(np.asarray(v, np.float64)[index])
+                                                       for k, v in grads.items()}}
             self.rows.append(row)
 
     @property
@@ -83,7 +90,7 @@ class FDCheck:
                 worst["max_abs_err"] = max(worst["max_abs_err"], row[pair]["max_abs_err"])
                 worst["max_rel_err"] = max(worst["max_rel_err"], row[pair]["max_rel_err"])
             if row["verdict"] != "agree" and t["verdict"] == "agree":
-                t["verdict"], t["first_iteration"] = row["verdict"], row["iteration"]
+                t["verdict"], t["first_iteration"], t["worst"] = row["verdict"], row["iteration"], row["worst"]
         return out
 
     def to_json(self):
@@ -102,6 +109,8 @@ class FDCheck:
 
     def warnings(self):
         return [f"{name}: {t['verdict'].upper()} at iteration {t['first_iteration']}: {EXPLAIN[t['verdict']]}"
+                f" (at index {tuple(t['worst']['index'])}: implementation {t['worst']['impl']!r}, autograd"
+                f" {t['worst']['autograd']!r}, finite differences {t['worst']['fd']!r})"
                 for name, t in self.tensors().items() if t["verdict"] != "agree"]
 
     def summary(self):
