@@ -32,7 +32,6 @@ which factors were used. With --ddp-as-written a rank back-propagates L_kr / K, 
 training loop does, and the loss reported is the mean over ranks; a mismatch then comes with a
 one-line diagnosis, found by testing the known data-parallel mistakes against the manual engine.
 """
-import argparse
 import contextlib
 import datetime
 import json
@@ -45,7 +44,7 @@ import socket
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -733,7 +732,7 @@ def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None):
 
 def _watch(procs, shared, ranks, timeout):
     """Wait until every rank exited 0 (None), one failed ("exit"), or nothing moved ("hang")."""
-    limit = timeout + 15.0
+    limit, start_limit = timeout + 15.0, timeout + 120.0  # starting a rank (importing torch) may be slow
     last_ticks, last_change = None, time.monotonic()
     while True:
         multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0.2)
@@ -745,7 +744,7 @@ def _watch(procs, shared, ranks, timeout):
         ticks = [shared[3 * r + 2] for r in range(ranks)]
         if ticks != last_ticks:
             last_ticks, last_change = ticks, time.monotonic()
-        elif time.monotonic() - last_change > limit:
+        elif time.monotonic() - last_change > (limit if all(ticks) else start_limit):
             return "hang"
 
 
