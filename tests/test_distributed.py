@@ -61,6 +61,7 @@ PASSING = [
     ("three-layer-half-sse", lambda: load(THREE, loss="half-sse", optimizer=SUM_SGD), 1),  # sum, unequal
     ("three-layer-mse-accumulate-2", lambda: load(THREE), 2),              # unequal micro-shards
     ("three-layer-mse-sum-accumulate-2", lambda: load(THREE, loss=MSE_SUM, optimizer=SUM_SGD), 2),
+    ("three-layer-cross-entropy", lambda: load(THREE, loss="cross_entropy"), 1),  # class-index targets
     ("three-layer-adam", lambda: load(THREE, optimizer={"name": "adam", "lr": 0.01}), 1),  # optimizer state
     ("three-layer-float32", lambda: load(THREE, dtype="float32"), 1),
 ]
@@ -271,6 +272,17 @@ def test_a_failing_rank_is_named_and_the_others_are_stopped(kind, cause):
     assert (e.rank, e.cause, e.exit_code) == (1, cause, 1), str(e)
     assert "rank 1" in str(e) and "at iteration 2" in str(e)
     assert len(started) == 2 and _gone(started)
+
+
+def test_the_watchdog_stops_ranks_that_all_hang_outside_collectives():
+    """No collective is waiting, so no backend timeout can fire: the parent's watchdog must."""
+    started = []
+    with pytest.raises(RankFailure) as info:
+        check([Case(load(WORKED6))], 2, timeout=30.0, fault=(None, 1, "hang"), on_start=started.extend,
+              watchdog=2.0)
+    e = info.value
+    assert e.cause == "hung" and e.exit_code == 1 and "no rank made progress for 2 s" in str(e), str(e)
+    assert _gone(started)
 
 
 def _descendants(root):

@@ -409,7 +409,7 @@ class _Heartbeat:
 
 def _inject(fault, rank, it):
     """Test hook: make this rank fail on purpose at iteration `it` ("raise", "exit" or "hang")."""
-    if fault and fault[0] == rank and fault[1] == it:
+    if fault and fault[0] in (rank, None) and fault[1] == it:  # rank None: every rank
         kind = fault[2]
         if kind == "raise":
             raise RuntimeError(f"fault injected on purpose at iteration {it}")
@@ -683,12 +683,13 @@ def free_port():
         return s.getsockname()[1]
 
 
-def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None):
+def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None, watchdog=None):
     """Run every Case on `ranks` spawned processes (one process group, the cases one after the
     other); returns their DistResults. Raises SpecError for a bad set-up (before anything starts)
     and RankFailure when a rank raises, dies or hangs: the others are then stopped, nothing is left
     running. `timeout` bounds every collective (the backend's timeout) and the parent's watchdog,
-    which stops everything when no rank has made progress for timeout + 15 s. `fault` is a test
+    which stops everything when no rank has made progress for `watchdog` s (default timeout + 15,
+    and 2 minutes more while the ranks start). `fault` is a test
     hook (rank, iteration, "raise"|"exit"|"hang"); `on_start(pids)` is called once they run."""
     cases = list(cases)
     reductions = [validate(c, ranks) for c in cases]
@@ -713,14 +714,15 @@ def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None):
     try:
         if on_start:
             on_start([p.pid for p in procs])
-        failure = _watch(procs, shared, ranks, timeout)
+        watchdog = timeout + 15.0 if watchdog is None else watchdog
+        failure = _watch(procs, shared, ranks, watchdog)
         if failure is None:
             with open(result_path, "rb") as fh:
                 return pickle.load(fh)
         snapshot = [(int(shared[3 * r]), int(shared[3 * r + 1])) for r in range(ranks)]
         alive = [p.is_alive() for p in procs]
         _stop(procs, grace=1.0)
-        raise _blame(procs, pc.error_files, snapshot, alive, failure, timeout)
+        raise _blame(procs, pc.error_files, snapshot, alive, failure, timeout, watchdog)
     finally:
         _stop(procs, grace=0.0)
         for f in [result_path, *pc.error_files]:
@@ -730,9 +732,9 @@ def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None):
             os.rmdir(tmpdir)
 
 
-def _watch(procs, shared, ranks, timeout):
-    """Wait until every rank exited 0 (None), one failed ("exit"), or nothing moved ("hang")."""
-    limit, start_limit = timeout + 15.0, timeout + 120.0  # starting a rank (importing torch) may be slow
+def _watch(procs, shared, ranks, limit):
+    """Wait until every rank exited 0 (None), one failed ("exit"), or nothing moved for `limit` s ("hang")."""
+    start_limit = limit + 120.0  # starting a rank (importing torch) may be slow
     last_ticks, last_change = None, time.monotonic()
     while True:
         multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0.2)
@@ -765,7 +767,7 @@ def _stop(procs, grace):
         p.join()
 
 
-def _blame(procs, error_files, snapshot, alive, failure, timeout):
+def _blame(procs, error_files, snapshot, alive, failure, timeout, watchdog):
     """The RankFailure naming the rank that caused the stop, and how. In order: a rank that died
     (signal, or exit without a traceback); a rank that raised something other than losing a peer;
     a rank still running outside any collective while the others waited for it (hung); else the
@@ -803,14 +805,17 @@ def _blame(procs, error_files, snapshot, alive, failure, timeout):
         if "SpecError" in tb or not any(s in last_line(tb, 10 ** 6) for s in PEER_LOST):
             err = last_line(tb)
             return failure_of(r, f"raised {err}", err, 2 if "SpecError" in tb else code(r))
-    for r in range(len(procs)):
-        if alive[r] and snapshot[r][1] not in WAITING:
-            how = (f"hung (no progress outside any collective while the others waited; timeout {timeout:g} s)")
-            return failure_of(r, how, "hung", code(r))
-    stuck = [r for r in range(len(procs)) if alive[r]]
-    if failure == "hang" and stuck:
-        r = min(stuck, key=lambda r: snapshot[r])
-        return failure_of(r, f"hung (no rank made progress for {timeout + 15:g} s)", "hung", code(r))
+    stuck = [r for r in range(len(procs)) if alive[r] and snapshot[r][1] not in WAITING]
+    if failure == "hang":  # the watchdog fired: nothing moved, no backend timeout came
+        stuck = stuck or [r for r in range(len(procs)) if alive[r]]
+        if stuck:
+            r = min(stuck, key=lambda r: snapshot[r])
+            ranks = ", ".join(map(str, stuck))
+            return failure_of(r, f"hung (no rank made progress for {watchdog:g} s; stuck outside any collective:"
+                                 f" rank(s) {ranks})", "hung", code(r))
+    if stuck:
+        how = f"hung (no progress outside any collective while the others waited; timeout {timeout:g} s)"
+        return failure_of(stuck[0], how, "hung", code(stuck[0]))
     r = min(errors) if errors else 0
     err = last_line(errors[r]) if r in errors else f"exit code {procs[r].exitcode}"
     return failure_of(r, f"failed: {err}", err, code(r))
