@@ -61,8 +61,10 @@ from .testing import compare, tolerance
 
 STAGES = ("output", "loss", "delta", "sync", "grad", "optim", "param", "replica")
 # torch.multiprocessing's start method: "forkserver" (fresh processes forked from a server that has
-# imported torch once; not forked from the caller) where the platform has it, else "spawn"
-START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+# imported torch once; not forked from the caller) where the platform has it, else "spawn";
+# BACKPROP_CHECK_START_METHOD=spawn chooses spawn
+START_METHOD = os.environ.get("BACKPROP_CHECK_START_METHOD") or (
+    "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
 DEFAULT_TIMEOUT = 60.0  # seconds a collective may wait for a peer (gloo/nccl), and the watchdog's base
 
 
