@@ -118,7 +118,7 @@ def test_the_check_sees_training_move(launched):
 def test_scaling_is_reported(launched):
     ranks, results = launched
     assert f"multiplied by {ranks} (the world size)" in results["worked6-half-sse"].scaling
-    assert "R·n_r/N" in results["three-layer-mse"].scaling and "unequal" in results["three-layer-mse"].scaling
+    assert "R·n/N" in results["three-layer-mse"].scaling and "unequal" in results["three-layer-mse"].scaling
     assert results["worked6-half-sse"].reduction == "sum" and results["three-layer-mse"].reduction == "mean"
     assert results["worked6-mse-sum"].reduction == "sum"
     assert "--ddp-as-written" in results["as-written-mse-even"].scaling

@@ -159,10 +159,12 @@ def scaling_note(case, reduction, ranks):
     loss = loss_label(desc)
     n = max(batch_sizes(desc))
     plan = shards(n, ranks, K)
-    sizes = [b - a for row in plan for a, b in row]
-    factors = [loss_factor(setup, reduction, ranks, K, s, n) for s in sizes]
-    micro = f" x {K} micro-batches" if K > 1 else ""
-    shown = ", ".join(f"{f:.6g}" for f in factors)
+    sizes = [[b - a for a, b in row] for row in plan]  # [micro-batch][rank]
+    factors = [[f"{loss_factor(setup, reduction, ranks, K, m, n):.6g}" for m in row] for row in sizes]
+    if K == 1:
+        sizes, factors = sizes[0], factors[0]
+    micro = f" x {K} micro-batches; per micro-batch, per rank" if K > 1 else ""
+    shown = str(factors).replace("'", "")
     where = f"shards of a batch of {n} ({ranks} ranks{micro}): sizes {sizes}, loss factors {shown}"
     if setup.as_written:
         parts = ["each rank's loss used as written"]
@@ -176,12 +178,13 @@ def scaling_note(case, reduction, ranks):
     if reduction == "sum":
         why = (f"{loss} sums over samples and DDP averages gradients over {ranks} ranks, so every"
                f" rank's loss was multiplied by {ranks} (the world size)")
-    elif len(set(sizes)) == 1:
-        why = (f"{loss} averages over samples and the shards are equal, so rank r's loss was"
-               f" weighted by R·n_r/N = {factors[0]:.6g}, the usual DDP step")
+    elif len(equal := {b - a for row in plan for a, b in row}) == 1:
+        why = (f"{loss} averages over samples and the shards are equal, so rank r's loss was weighted by"
+               f" R·n_r/N = {loss_factor(setup, reduction, ranks, K, equal.pop(), n):.6g}"
+               f"{' (the usual DDP step)' if K == 1 else ''}")
     else:
         why = (f"{loss} averages over samples and the shards are unequal, so rank r's loss was"
-               f" weighted by R·n_r/N (a plain average of the ranks' means is not the full-batch mean)")
+               f" weighted by R·n/N, n its samples of the N in the batch (a plain average of the ranks' means is not the full-batch mean)")
     return f"loss scaling: {why}; {where}"
 
 
@@ -257,6 +260,10 @@ class DistResult:
                  f"  {'stage':<15} {'max abs err':>12} {'max rel err':>12}  worst tensor"]
         for s, v in self.stats.items():
             lines.append(f"  {s:<15} {v['max_abs_err']:12.3e} {v['max_rel_err']:12.3e}  {v['worst_tensor']}")
+        if self.accumulate > 1:
+            once = not (self.first_mismatch and self.first_mismatch.stage == "sync")
+            lines.append(f"  gradients all-reduced once per step (no_sync() in effect before the last micro-batch):"
+                         f" {'yes' if once else 'no'}")
         lines.append(f"  parameters bitwise identical on every rank at every iteration checked:"
                      f" {'yes' if self.replicas_bitwise else 'no'}")
         lines.append(f"  final loss: manual {self.final_loss['manual']!r},"
