@@ -357,7 +357,7 @@ def test_a_rank_killed_mid_run_is_reported_and_nothing_is_left_behind():
 
 # --- the command line ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path,ranks", [(WORKED6, 2), (THREE, 3)])
+@pytest.mark.parametrize("path,ranks", [(WORKED6, 2), (WORKED6, 3), (THREE, 2), (THREE, 3)])
 def test_cli_run_ranks_passes_every_iteration(path, ranks, capsys):
     """The issue's 'done when': the full spec (30 iterations), exit 0, every stage within tolerance."""
     code = cli.main(["run", str(path), "--ranks", str(ranks), "--json"])
