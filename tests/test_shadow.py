@@ -20,13 +20,11 @@ LONG = 5000
 
 
 def adam_run(steps=LONG):
-    return spec.parse({
-        "network": {"sizes": [2, 16, 16, 1], "activation": "tanh", "loss": "mse"},
-        "init": {"seed": 0},
-        "optimizer": {"name": "adam", "lr": 0.01},
-        "data": {"toy": {"name": "moons", "n": 200, "noise": 0.2, "seed": 1}, "batch_size": 20, "shuffle": True},
-        "run": {"steps": steps, "dtype": "float32"},
-    })
+    """torch_ref/specs/moons_adam_float32.toml: [2, 16, 16, 1], tanh, mse, adam lr 0.01, two moons,
+    shuffled batches of 20, float32."""
+    desc = spec.load(SPECS / "moons_adam_float32.toml")
+    assert desc["run"]["steps"] == LONG and desc["network"]["activation"] == ["tanh"] * 3
+    return {**desc, "run": {**desc["run"], "steps": steps}}
 
 
 @pytest.fixture(scope="module")
