@@ -57,11 +57,13 @@ class Linear:
             y += self.bias.data
         return y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
+        """Accumulates grad_W (and grad_b); returns grad_x, or None when `input_grad` is False
+        (the network's input needs none, and it would cost a third of the layer's work)."""
         self.weight.grad += grad_output.T @ self.x  # (out, in)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += grad_output.sum(axis=0)  # (out,)
-        return grad_output @ self.weight.data  # (N, in)
+        return grad_output @ self.weight.data if input_grad else None  # (N, in)
 
     def named_parameters(self):
         yield "weight", self.weight
@@ -309,10 +311,11 @@ class MLP:
             x = act.forward(layer.forward(x))
         return x
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=False):
+        """Keeps every layer's delta; returns dE/dx only if `input_grad` (x is data, as in torch)."""
         for k in reversed(range(len(self.layers))):
             self.deltas[k] = self.activations[k].backward(grad_output)
-            grad_output = self.layers[k].backward(self.deltas[k])
+            grad_output = self.layers[k].backward(self.deltas[k], input_grad=k > 0 or input_grad)
         return grad_output
 
     def named_parameters(self):

@@ -28,25 +28,25 @@ def relu_mask_inverted(self, grad_output):
     return np.where(self.mask, 0.0, grad_output)
 
 
-def weight_grad_transposed(self, grad_output):
+def weight_grad_transposed(self, grad_output, input_grad=True):
     self.weight.grad += (grad_output.T @ self.x).T.reshape(self.weight.grad.shape)
     if self.bias is not None and self.bias.requires_grad:
         self.bias.grad += grad_output.sum(axis=0)
-    return grad_output @ self.weight.data
+    return grad_output @ self.weight.data if input_grad else None
 
 
-def bias_grad_first_sample_only(self, grad_output):
+def bias_grad_first_sample_only(self, grad_output, input_grad=True):
     self.weight.grad += grad_output.T @ self.x
     if self.bias is not None and self.bias.requires_grad:
         self.bias.grad += grad_output[0]
-    return grad_output @ self.weight.data
+    return grad_output @ self.weight.data if input_grad else None
 
 
-def grad_input_uses_updated_nothing_but_ones(self, grad_output):  # backprop through W of ones
+def grad_input_uses_updated_nothing_but_ones(self, grad_output, input_grad=True):  # backprop through W of ones
     self.weight.grad += grad_output.T @ self.x
     if self.bias is not None and self.bias.requires_grad:
         self.bias.grad += grad_output.sum(axis=0)
-    return grad_output @ np.ones_like(self.weight.data)
+    return grad_output @ np.ones_like(self.weight.data) if input_grad else None
 
 
 def mse_grad_not_divided_by_n(self):

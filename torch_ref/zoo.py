@@ -128,7 +128,7 @@ class SigmoidDerivativeOnNet(Faulty):
 
 
 class TransposedLinear(manual.modules.Linear):
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
         # x.T @ delta is (in, out), written for a (in, out) weight; square layers hide the shape.
         self.weight.grad += (self.x.T @ grad_output).reshape(self.weight.grad.shape)
         if self.bias is not None and self.bias.requires_grad:
@@ -144,7 +144,7 @@ class WeightGradTransposed(Faulty):
 
 
 class FirstOutputOnlyLinear(manual.modules.Linear):
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
         self.weight.grad += grad_output.T @ self.x
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += grad_output.sum(axis=0)
@@ -180,7 +180,7 @@ class HiddenErrorThroughUpdatedWeights(Faulty):
 
 
 class SharedBiasTrained(manual.modules.Linear):
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
         self.weight.grad += grad_output.T @ self.x
         self.bias.grad += grad_output.sum()  # one scalar added to every neuron: Σ over batch and neurons
         return grad_output @ self.weight.data
@@ -294,7 +294,7 @@ class CrossEntropyWithoutTarget(Faulty):
 
 
 class BiasGradAveraged(manual.modules.Linear):
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
         self.weight.grad += grad_output.T @ self.x
         self.bias.grad += grad_output.mean(axis=0)  # averaged where the loss already averages
         return grad_output @ self.weight.data
