@@ -97,7 +97,7 @@ def shadow_lockstep(desc, impl=None, impl_name=None, progress=None):
     losses = {"manual": float(m["loss"]) if m else nan, "reference": r["loss"] if r else nan,
               "shadow": float(s["loss"]) if r else nan}
     return Result(first is None, steps, first, stats, "float32", run["device"], "shadow", losses,
-                  conform.not_reported(r or {}), None, impl_name)
+                  not_reported=conform.not_reported(r or {}), impl=impl_name)
 
 
 def s_value(s, stage, name):
