@@ -113,6 +113,12 @@ def _raw():
             "optimizer": {"name": "sgd", "lr": 0.1}, "data": {"random": {"n": 4}}}
 
 
+def test_summary_shows_both_distances(capsys):
+    assert cli.main(["run", str(SPECS / "moons_adam_float32.toml"), "--mode", "shadow", "--steps", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "PASS: 30 iteration(s)" in out and "manual→f64" in out and "twin32→f64" in out
+
+
 def test_command_mode_shadow(capsys):
     code = cli.main(["run", str(SPECS / "four_layer_mixed.toml"), "--dtype", "float32", "--mode", "shadow",
                      "--steps", "60", "--json"])
