@@ -154,6 +154,13 @@ def test_broken_schedule_or_clip_is_caught(monkeypatch, target, attr, broken, ex
     assert (m.iteration, m.stage, m.name) == (iteration, stage, tensor), str(m)
 
 
+def test_toml_inf_is_the_infinity_norm(tmp_path):
+    f = tmp_path / "clip.toml"
+    f.write_text('[network]\nsizes = [2, 1]\nactivation = "tanh"\nloss = "mse"\n[init]\nseed = 0\n'
+                 '[optimizer]\nname = "sgd"\n[data]\nrandom = { n = 3 }\n[clip]\nmax_norm = 1.0\nnorm_type = inf\n')
+    assert spec.load(f)["clip"] == {"max_norm": 1.0, "norm_type": math.inf}
+
+
 @pytest.mark.parametrize("section,value,field", [
     ("scheduler", {"name": "step"}, "scheduler.step_size"),
     ("scheduler", {"name": "step", "step_size": 0}, "scheduler.step_size"),
