@@ -28,7 +28,7 @@ class HalfSSELoss:
 
     def forward(self, input, target):
         self.diff = input - target  # (N, C)
-        return 0.5 * np.sum(self.diff * self.diff)
+        return 0.5 * np.vdot(self.diff, self.diff)  # Σ over every element
 
     def backward(self):
         return self.diff

@@ -24,8 +24,9 @@ class Parameter:
         self.grad = np.zeros_like(data) if requires_grad else None
 
     def zero_grad(self):
+        """A fresh zero array (not a fill), so a gradient handed out earlier keeps its values."""
         if self.grad is not None:
-            self.grad.fill(0)
+            self.grad = np.zeros_like(self.data)
 
 
 class Linear:
@@ -72,9 +73,10 @@ class Linear:
 
 
 def sigmoid(x):
-    """1 / (1 + exp(-x)), evaluated through exp(-|x|) so that neither branch overflows."""
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    """1 / (1 + exp(-x)), torch's formula. For x < -709, exp(-x) overflows to inf and the quotient
+    is exactly 0, the correct limit: that overflow is harmless, so its warning is silenced."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 def erf(x):
@@ -106,7 +108,7 @@ def erf(x):
 class Sigmoid:
     """out = 1 / (1 + exp(-x));  grad_x = grad_out * out * (1 - out).  Saves its output.
 
-    Evaluated as exp(-|x|) so that neither branch overflows for large |x|.
+    Finite, without warnings, for any finite x (see `sigmoid`).
     """
 
     def forward(self, x):

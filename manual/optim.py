@@ -27,9 +27,9 @@ class Optimizer:
     def _grads(self, weight_decay=0.0):
         """(i, p, state, g) per parameter: g = ±grad (+ λθ for coupled weight decay), a new array."""
         for i, p in enumerate(self.params):
-            g = -p.grad if self.maximize else p.grad.copy()
+            g = -p.grad if self.maximize else p.grad  # never changed in place below
             if weight_decay != 0:
-                g += weight_decay * p.data
+                g = g + weight_decay * p.data
             yield i, p, self.state[i], g
 
 

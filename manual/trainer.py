@@ -88,7 +88,7 @@ class Trainer:
             "output": output,
             "loss": float(loss),
             "deltas": {f"layers.{k}": d for k, d in enumerate(self.model.deltas)},
-            "grads": {n: p.grad.copy() for n, p in self.params.items() if p.requires_grad},
+            "grads": {n: p.grad for n, p in self.params.items() if p.requires_grad},  # fresh each step
         }
         self.optimizer_step()
         result["optimizer_state"] = self.optimizer_state()

@@ -258,6 +258,11 @@ def _pairs(m, r):
         yield "param", name, m["state_dict"][name], ref
 
 
+def _flat(v):
+    """A 1-d view of an array (or a 1-element array for a scalar), without numpy's function layer."""
+    return v.reshape(-1) if type(v) is np.ndarray else np.ravel(v)
+
+
 class Checker:
     """Compares one iteration's results through a single flattened buffer per side.
 
@@ -281,10 +286,10 @@ class Checker:
         """None if every element of the iteration is within tolerance, else the first Mismatch."""
         pairs = list(_pairs(m, r))
         try:
-            a = np.concatenate([np.ravel(mv) for _, _, mv, _ in pairs]).astype(np.float64, copy=False)
+            a = np.concatenate([_flat(mv) for _, _, mv, _ in pairs], dtype=np.float64)
         except (ValueError, TypeError):
             a = None  # a wrongly shaped tensor: found below, tensor by tensor
-        e = np.concatenate([np.ravel(rv) for _, _, _, rv in pairs]).astype(np.float64, copy=False)
+        e = np.concatenate([_flat(rv) for _, _, _, rv in pairs], dtype=np.float64)
         if a is not None and a.shape == e.shape:
             with np.errstate(invalid="ignore", over="ignore"):
                 abs_err = np.abs(a - e)

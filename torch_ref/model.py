@@ -97,7 +97,7 @@ class MLP(nn.Module):
         self.nets = []
 
     def forward(self, x, keep_deltas=True):
-        self.nets = []
+        self.nets.clear()  # (a list set once: assigning a Module attribute costs more than a step)
         for layer, act in zip(self.layers, self.activations):
             net = layer(x)
             if keep_deltas and net.requires_grad:
@@ -123,6 +123,7 @@ class Twin:
         self.loss_fn = loss_function(net["loss"], net.get("loss_args"))
         self.load_state_dict(state)
         self.params = dict(self.model.named_parameters())
+        self.state = self.model.state_dict()  # views of the live tensors, read after every step
         self.optimizer = make_optimizer(list(self.params.values()), desc["optimizer"])
         self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"))
         self.clip = desc.get("clip")
@@ -146,7 +147,8 @@ class Twin:
                 t.copy_(torch.as_tensor(np.asarray(state[name])))
 
     def state_dict(self):
-        return {name: _numpy(t) for name, t in self.model.state_dict().items()}
+        """Copies (not views) of every parameter and buffer, as numpy, under state_dict names."""
+        return {name: _numpy(t) for name, t in self.state.items()}
 
     def optimizer_state(self):
         """torch.optim's per-parameter state as {"{param}.{key}": array}, e.g. "layers.0.weight.exp_avg"."""
@@ -175,15 +177,19 @@ class Twin:
         return loss.detach()
 
     def train_step(self, x, y):
-        self.optimizer.zero_grad(set_to_none=False)
-        output = self.model(self.tensor(x))
+        output = self.model(self.tensor(x), keep_deltas=False)
         loss = self.loss_fn(output, self.tensor(y))
-        loss.backward()
+        # One backward pass gives autograd's dE/dnet for every layer (the deltas) and dE/dp for
+        # every parameter; p.grad = dE/dp is what zero_grad() then loss.backward() would leave.
+        nets, params = self.model.nets, list(self.params.values())
+        grads = torch.autograd.grad(loss, [*nets, *params], materialize_grads=True)
+        for p, g in zip(params, grads[len(nets):]):
+            p.grad = g
         self.clip_grads()
         result = {
             "output": _numpy(output),
             "loss": loss.item(),
-            "deltas": {f"layers.{k}": _numpy(n.grad) for k, n in enumerate(self.model.nets)},
+            "deltas": {f"layers.{k}": _numpy(g) for k, g in enumerate(grads[:len(nets)])},
             "grads": {name: _numpy(p.grad) for name, p in self.params.items()},
         }
         self.optimizer_step()
@@ -193,4 +199,6 @@ class Twin:
 
 
 def _numpy(t):
-    return t.detach().cpu().numpy().copy()
+    """A numpy copy of a tensor (a view would change with the next step)."""
+    t = t.detach()
+    return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
