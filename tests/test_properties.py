@@ -92,7 +92,9 @@ def optimizers(draw, dtype):
     ε = 4.5e-5, weight decay cancelling a gradient down to 3.5e-7: a gradient 1.5e-18 off (well
     within atol 1e-14) gave a momentum buffer 3.3e-14 off (4e-12 relative); float32 Adagrad,
     ε = 8e-7, a bias gradient of 1e-6 rounded by 4e-9: the bias moved 4.4e-5 off where float32
-    allows 1e-6 + 1e-4·|p|. Small eps is covered by the tables in test_optim.py (torch's defaults)
+    allows 1e-6 + 1e-4·|p|. RMSprop's alpha is drawn in [0.9, 0.999]: centered, with a steady
+    gradient, v − ḡ² = α^t(1 − α^t)g² cancels like α^t, and with α = 0.5 a drawn float64 run had a
+    momentum buffer of 181 off by 1.1e-12 relative at step 15. Small eps is covered by the tables in test_optim.py (torch's defaults)
     and, for float32, by the shadow mode, which judges float32 against float32's own error."""
     name = draw(st.sampled_from(sorted(spec.OPTIMIZERS)))
     eps = log_uniform(1e-3, 0.1)
@@ -114,7 +116,7 @@ def optimizers(draw, dtype):
                 "eps": draw(eps), "weight_decay": wd, "amsgrad": draw(st.booleans()),
                 "maximize": maximize}
     if name == "rmsprop":
-        return {"name": name, "lr": draw(log_uniform(1e-4, 1e-2)) * small, "alpha": draw(st.floats(0.5, 0.999)),
+        return {"name": name, "lr": draw(log_uniform(1e-4, 1e-2)) * small, "alpha": draw(st.floats(0.9, 0.999)),
                 "eps": draw(eps), "weight_decay": wd,
                 "momentum": draw(maybe(st.floats(0.0, 0.9))),
                 "centered": draw(st.booleans()), "maximize": maximize}
