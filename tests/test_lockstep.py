@@ -50,3 +50,16 @@ def test_resync_mode_passes(dtype):
     result = lockstep(desc, mode="resync")
     assert result.ok, str(result.first_mismatch)
     assert result.mode == "resync"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the manual side overflows, as it should
+def test_a_diverging_run_fails_instead_of_agreeing_on_nan():
+    """Both sides overflow alike; NaN = NaN must not count as a pass."""
+    desc = make_desc([3, 9, 1], ["relu", "identity"], "half-sse", batch_size=12, n=12, steps=200, lr=0.5)
+    result = lockstep(desc)
+    assert not result.ok
+    m = result.first_mismatch
+    assert (m.stage, m.name) == ("loss", "loss") and 0 < m.iteration < 200
+    assert "diverged" in str(m)
+    sane = lockstep(make_desc([3, 9, 1], ["relu", "identity"], "half-sse", batch_size=12, n=12, steps=200, lr=0.001))
+    assert sane.ok, str(sane.first_mismatch)

@@ -16,6 +16,7 @@ worst index, both values and the tolerance. Two modes:
     shadow  float32, free-running, each quantity judged by its distance from a float64 shadow twin
             against the float32 twin's own distance (torch_ref/shadow.py; long float32 runs).
 """
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -195,6 +196,9 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
             first = _raised(it, "train_step(x, y)", e, rtol, atol)
             break
         r = twin.train_step(x, y)
+        if not math.isfinite(r["loss"]):
+            first = _diverged(it, r["loss"], rtol, atol)
+            break
         m = conform(it, m, r)
         if before is not None:
             fd.add(it, before, x, y, m, r)
@@ -233,6 +237,15 @@ class History:
         self.keys = list(keys)  # (stage, tensor name) per column
         self.abs = np.full((len(self.loss), len(keys)), np.nan)
         self.rel = np.full((len(self.loss), len(keys)), np.nan)
+
+
+def _diverged(it, loss, rtol, atol):
+    """The reference itself left the finite numbers: NaN = NaN would "agree" from here on, and
+    such agreement certifies nothing, so the run stops as a failure."""
+    nan = float("nan")
+    return Mismatch(it, "loss", "loss", (), nan, loss, nan, nan, atol, rtol, 1, 1,
+                    f"the reference (torch) loss is {loss} at iteration {it}: the run diverged and nothing"
+                    " after it can be checked (lower optimizer.lr, or fewer run.steps)")
 
 
 def _raised(it, where, e, rtol, atol):
