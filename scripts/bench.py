@@ -1,0 +1,236 @@
+"""Benchmark: the manual engine, the torch twin and the lockstep check, side by side in one process.
+
+    python scripts/bench.py            # the table (about two to four minutes on 2 cores)
+    python scripts/bench.py --json     # the same, as one JSON object
+    python scripts/bench.py --quick    # fewer repeats and steps, to try it out
+
+Contenders are interleaved (A B C, A B C, ...) and every figure is the median of the repeats, so
+that a slow moment of the machine hits all of them alike; ratios are taken within this one run.
+Cases:
+  1. the worked example, 10000 updates: manual only, twin only, lockstep;
+  2. 784-256-256-10 relu, mse, batch 128, float32, sgd: time per step and GFLOP/s of manual only
+     and twin only, next to bare numpy matrix products of the same shapes;
+  3. 2048-2048-2048-10, batch 256, float32: the same;
+  4. the lockstep's cost per step at three parameter counts spanning 100x;
+  5. peak memory of manual only and twin only for case 3 (each in a fresh process).
+"""
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from torch_ref import spec  # noqa: E402
+from torch_ref.lockstep import lockstep  # noqa: E402
+from torch_ref.solo import train_alone  # noqa: E402
+
+REPEATS = 5             # medians over this many interleaved repeats
+CASE1_STEPS = 10000     # the worked example's long run
+MATMUL_STEPS = 20       # timed steps per repeat for cases 2 and 3
+SCALING_STEPS = 500     # lockstep steps per repeat for case 4
+
+
+def mlp_desc(sizes, activation, batch, dtype="float32", n_batches=4, steps=MATMUL_STEPS):
+    return spec.parse({
+        "network": {"sizes": sizes, "activation": activation, "bias": "per-neuron", "loss": "mse"},
+        "init": {"seed": 0},
+        "optimizer": {"name": "sgd", "lr": 0.01},
+        "data": {"random": {"n": batch * n_batches, "seed": 1}, "batch_size": batch},
+        "run": {"steps": steps, "dtype": dtype},
+    })
+
+
+def step_flops(sizes, batch):
+    """Multiply-adds ×2 of one training step: forward x@W.T, grad_W = g.T@x, and grad_x = g@W for
+    every layer but the first (its input needs no gradient)."""
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    per_layer = [2 * batch * i * o for i, o in layers]
+    return 3 * sum(per_layer) - per_layer[0]
+
+
+def bare_matmuls(sizes, batch, dtype):
+    """One step's matrix products, nothing else, on preallocated numpy arrays."""
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((batch, i)).astype(dtype) for i in sizes[:-1]]
+    gs = [rng.standard_normal((batch, o)).astype(dtype) for o in sizes[1:]]
+    ws = [rng.standard_normal((o, i)).astype(dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+
+    def run():
+        for k, (x, g, w) in enumerate(zip(xs, gs, ws)):
+            x @ w.T
+            g.T @ x
+            if k:
+                g @ w
+    return run
+
+
+def timed(fn, steps):
+    t0 = time.perf_counter()
+    fn(steps)
+    return (time.perf_counter() - t0) / steps
+
+
+def interleave(contenders, repeats):
+    """{name: median seconds per step}, the contenders run in turn, `repeats` times."""
+    times = {name: [] for name in contenders}
+    for name, (fn, steps) in contenders.items():  # warm-up
+        fn(min(steps, 3))
+    for _ in range(repeats):
+        for name, (fn, steps) in contenders.items():
+            times[name].append(timed(fn, steps))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def solo(desc, side):
+    return lambda steps: train_alone(desc, side, steps)
+
+
+def check(desc):
+    def run(steps):
+        d = {**desc, "run": {**desc["run"], "steps": steps}}
+        result = lockstep(d)
+        assert result.ok, str(result.first_mismatch)
+    return run
+
+
+def case1(repeats):
+    desc = spec.load(ROOT / "torch_ref" / "specs" / "worked_example.toml")
+    t = interleave({"manual": (solo(desc, "manual"), CASE1_STEPS),
+                    "twin": (solo(desc, "twin"), CASE1_STEPS),
+                    "lockstep": (check(desc), CASE1_STEPS)}, repeats)
+    return {"per_step_s": t, "manual/twin": t["manual"] / t["twin"], "lockstep/twin": t["lockstep"] / t["twin"]}
+
+
+def matmul_case(sizes, activation, batch, repeats):
+    desc = mlp_desc(sizes, activation, batch)
+    bare = bare_matmuls(sizes, batch, np.float32)
+    t = interleave({"manual": (solo(desc, "manual"), MATMUL_STEPS),
+                    "twin": (solo(desc, "twin"), MATMUL_STEPS),
+                    "bare_matmul": (lambda steps: [bare() for _ in range(steps)], MATMUL_STEPS)}, repeats)
+    flops = step_flops(sizes, batch)
+    gflops = {k: flops / v / 1e9 for k, v in t.items()}
+    return {"sizes": sizes, "batch": batch, "flops_per_step": flops, "per_step_s": t, "gflop_s": gflops,
+            "manual/twin": t["manual"] / t["twin"], "manual/bare_matmul_gflops": gflops["manual"] / gflops["bare_matmul"]}
+
+
+def case4(repeats):
+    out = []
+    for width in (8, 32, 100):  # 153, 2145 and 20301 parameters: 133x from first to last
+        sizes = [width, width, width, 1]
+        desc = mlp_desc(sizes, "tanh", 16, dtype="float64", steps=SCALING_STEPS)
+        t = interleave({"twin": (solo(desc, "twin"), SCALING_STEPS),
+                        "lockstep": (check(desc), SCALING_STEPS)}, repeats)
+        params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
+        out.append({"params": params, "per_step_s": t, "overhead_s": t["lockstep"] - t["twin"],
+                    "lockstep/twin": t["lockstep"] / t["twin"]})
+    return out
+
+
+PEAK_CHILD = """
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+sys.argv = ["bench"]
+from scripts.bench import mlp_desc
+from torch_ref.solo import build
+import manual.data
+desc = mlp_desc([2048, 2048, 2048, 10], "relu", 256, steps=3)
+impl = build(desc, {side!r})
+batches = manual.data.batches(desc, np.float32)
+x, y = next(batches)
+def hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM"):
+            return int(line.split()[1]) * 1024
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) * 1024
+base = rss()
+open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark to the current RSS
+for _ in range(3):
+    impl.step(x, y)
+print(hwm() - base)
+"""
+
+
+def case5():
+    """Peak resident memory above the state after set-up (model, data, imports), per side."""
+    out = {}
+    for side in ("manual", "twin"):
+        code = PEAK_CHILD.format(root=str(ROOT), side=side)
+        p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+        out[side] = int(p.stdout.strip().splitlines()[-1]) if p.returncode == 0 else None
+    out["manual/twin"] = out["manual"] / out["twin"] if out["manual"] and out["twin"] else None
+    return out
+
+
+def environment():
+    return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+
+
+def table(r):
+    us = lambda s: f"{s * 1e6:10.1f} us"
+    ms = lambda s: f"{s * 1e3:9.3f} ms"
+    c1 = r["case1"]
+    lines = ["backprop-check benchmark (medians of interleaved repeats; ratios within this run)", "",
+             "1. worked example, 2-2-2 sigmoid, 10000 updates, time per update",
+             f"   manual only {us(c1['per_step_s']['manual'])}   twin only {us(c1['per_step_s']['twin'])}"
+             f"   lockstep {us(c1['per_step_s']['lockstep'])}",
+             f"   manual/twin = {c1['manual/twin']:.3f} (target <= 0.1)   lockstep/twin = {c1['lockstep/twin']:.3f}"
+             " (target <= 1.3)", ""]
+    for key, title in (("case2", "2. 784-256-256-10 relu, mse, batch 128, float32, sgd"),
+                       ("case3", "3. 2048-2048-2048-10 relu, mse, batch 256, float32, sgd")):
+        c = r[key]
+        lines += [title,
+                  f"   {'':12} {'per step':>12} {'GFLOP/s':>9}",
+                  *[f"   {k:12} {ms(c['per_step_s'][k])} {c['gflop_s'][k]:9.1f}" for k in ("manual", "twin", "bare_matmul")],
+                  f"   manual/twin = {c['manual/twin']:.3f} (target <= 0.6)   manual GFLOP/s / bare matmul ="
+                  f" {c['manual/bare_matmul_gflops']:.1%} (target >= 85%)", ""]
+    lines.append("4. lockstep cost per step (float64, tanh, batch 16)")
+    lines.append(f"   {'params':>8} {'twin only':>13} {'lockstep':>13} {'overhead':>13} {'lockstep/twin':>14}")
+    for c in r["case4"]:
+        lines.append(f"   {c['params']:8d} {us(c['per_step_s']['twin'])} {us(c['per_step_s']['lockstep'])}"
+                     f" {us(c['overhead_s'])} {c['lockstep/twin']:14.3f}")
+    first, last = r["case4"][0], r["case4"][-1]
+    growth = last["overhead_s"] / first["overhead_s"]
+    lines.append(f"   overhead grew {growth:.2f}x while the parameter count grew {last['params'] / first['params']:.0f}x"
+                 " (target: no faster)")
+    lines.append("")
+    c5 = r["case5"]
+    mb = lambda b: "n/a" if b is None else f"{b / 2**20:.1f} MiB"
+    ratio = "n/a" if c5["manual/twin"] is None else f"{c5['manual/twin']:.2f}"
+    lines += ["5. peak memory above set-up, case 3 (fresh process per side)",
+              f"   manual {mb(c5['manual'])}   twin {mb(c5['twin'])}   manual/twin = {ratio} (target <= 1)"]
+    return "\n".join(lines)
+
+
+def main():
+    global REPEATS, CASE1_STEPS, MATMUL_STEPS, SCALING_STEPS
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    if args.quick:
+        REPEATS, CASE1_STEPS, MATMUL_STEPS, SCALING_STEPS = 3, 2000, 5, 100
+    r = {"environment": environment(), "repeats": REPEATS,
+         "case1": case1(REPEATS),
+         "case2": matmul_case([784, 256, 256, 10], ["relu", "relu", "identity"], 128, REPEATS),
+         "case3": matmul_case([2048, 2048, 2048, 10], ["relu", "relu", "identity"], 256, max(3, REPEATS - 2)),
+         "case4": case4(REPEATS),
+         "case5": case5()}
+    print(json.dumps(r, indent=2) if args.json else table(r))
+
+
+if __name__ == "__main__":
+    main()
