@@ -18,7 +18,7 @@ def total_norm(grads, norm_type=2.0):
 
 def clip_grad_norm_(params, max_norm, norm_type=2.0):
     """Scale every gradient by min(1, max_norm / (total norm + 1e-6)); returns the total norm."""
-    grads = [p.grad for p in params]
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return 0.0
     n = total_norm(grads, norm_type)
@@ -31,4 +31,5 @@ def clip_grad_norm_(params, max_norm, norm_type=2.0):
 def clip_grad_value_(params, clip_value):
     """Clamp every gradient element to [−clip_value, clip_value]."""
     for p in params:
-        np.clip(p.grad, -clip_value, clip_value, out=p.grad)
+        if p.grad is not None:
+            np.clip(p.grad, -clip_value, clip_value, out=p.grad)

@@ -27,6 +27,8 @@ class Optimizer:
     def _grads(self, weight_decay=0.0):
         """(i, p, state, g) per parameter: g = ±grad (+ λθ for coupled weight decay), a new array."""
         for i, p in enumerate(self.params):
+            if p.grad is None:  # no gradient this step: left alone, as torch.optim does
+                continue
             g = -p.grad if self.maximize else p.grad  # never changed in place below
             if weight_decay != 0:
                 g = g + weight_decay * p.data

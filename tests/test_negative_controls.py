@@ -29,23 +29,23 @@ def relu_mask_inverted(self, grad_output):
 
 
 def weight_grad_transposed(self, grad_output, input_grad=True):
-    self.weight.grad += (grad_output.T @ self.x).T.reshape(self.weight.grad.shape)
+    self.weight.accumulate((grad_output.T @ self.x).T.reshape(self.weight.data.shape))
     if self.bias is not None and self.bias.requires_grad:
-        self.bias.grad += grad_output.sum(axis=0)
+        self.bias.accumulate(grad_output.sum(axis=0))
     return grad_output @ self.weight.data if input_grad else None
 
 
 def bias_grad_first_sample_only(self, grad_output, input_grad=True):
-    self.weight.grad += grad_output.T @ self.x
+    self.weight.accumulate(grad_output.T @ self.x)
     if self.bias is not None and self.bias.requires_grad:
-        self.bias.grad += grad_output[0]
+        self.bias.accumulate(grad_output[0])
     return grad_output @ self.weight.data if input_grad else None
 
 
 def grad_input_uses_updated_nothing_but_ones(self, grad_output, input_grad=True):  # backprop through W of ones
-    self.weight.grad += grad_output.T @ self.x
+    self.weight.accumulate(grad_output.T @ self.x)
     if self.bias is not None and self.bias.requires_grad:
-        self.bias.grad += grad_output.sum(axis=0)
+        self.bias.accumulate(grad_output.sum(axis=0))
     return grad_output @ np.ones_like(self.weight.data) if input_grad else None
 
 

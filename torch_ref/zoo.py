@@ -130,9 +130,9 @@ class SigmoidDerivativeOnNet(Faulty):
 class TransposedLinear(manual.modules.Linear):
     def backward(self, grad_output, input_grad=True):
         # x.T @ delta is (in, out), written for a (in, out) weight; square layers hide the shape.
-        self.weight.grad += (self.x.T @ grad_output).reshape(self.weight.grad.shape)
+        self.weight.accumulate((self.x.T @ grad_output).reshape(self.weight.data.shape))
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += grad_output.sum(axis=0)
+            self.bias.accumulate(grad_output.sum(axis=0))
         return grad_output @ self.weight.data
 
 
@@ -145,9 +145,9 @@ class WeightGradTransposed(Faulty):
 
 class FirstOutputOnlyLinear(manual.modules.Linear):
     def backward(self, grad_output, input_grad=True):
-        self.weight.grad += grad_output.T @ self.x
+        self.weight.accumulate(grad_output.T @ self.x)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += grad_output.sum(axis=0)
+            self.bias.accumulate(grad_output.sum(axis=0))
         return grad_output[:, :1] @ self.weight.data[:1, :]  # Σ over one output neuron only
 
 
@@ -167,9 +167,9 @@ class HiddenErrorThroughUpdatedWeights(Faulty):
         for k in reversed(range(len(model.layers))):
             layer = model.layers[k]
             model.deltas[k] = model.activations[k].backward(grad_output)
-            layer.weight.grad += model.deltas[k].T @ layer.x
+            layer.weight.accumulate(model.deltas[k].T @ layer.x)
             if layer.bias is not None and layer.bias.requires_grad:
-                layer.bias.grad += model.deltas[k].sum(axis=0)
+                layer.bias.accumulate(model.deltas[k].sum(axis=0))
             for _, p in layer.named_parameters():
                 if p.requires_grad:
                     p.data -= self.lr * p.grad  # updated now ...
@@ -181,8 +181,8 @@ class HiddenErrorThroughUpdatedWeights(Faulty):
 
 class SharedBiasTrained(manual.modules.Linear):
     def backward(self, grad_output, input_grad=True):
-        self.weight.grad += grad_output.T @ self.x
-        self.bias.grad += grad_output.sum()  # one scalar added to every neuron: Σ over batch and neurons
+        self.weight.accumulate(grad_output.T @ self.x)
+        self.bias.accumulate(grad_output.sum())  # one scalar added to every neuron: Σ over batch and neurons
         return grad_output @ self.weight.data
 
 
@@ -295,8 +295,8 @@ class CrossEntropyWithoutTarget(Faulty):
 
 class BiasGradAveraged(manual.modules.Linear):
     def backward(self, grad_output, input_grad=True):
-        self.weight.grad += grad_output.T @ self.x
-        self.bias.grad += grad_output.mean(axis=0)  # averaged where the loss already averages
+        self.weight.accumulate(grad_output.T @ self.x)
+        self.bias.accumulate(grad_output.mean(axis=0))  # averaged where the loss already averages
         return grad_output @ self.weight.data
 
 
