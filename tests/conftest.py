@@ -1,6 +1,7 @@
 import copy
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,3 +41,21 @@ def raw_worked():
 def raw():
     """The worked example as a raw (unparsed) dict, to be spoiled by a test."""
     return copy.deepcopy(raw_worked())
+
+
+def broken_adam(name, update, second_moment=lambda g: g * g):
+    """An Adam step (no weight decay, no amsgrad) that keeps torch's moment bookkeeping and changes
+    θ by `update(self, m, v, t)`: the shared body of the deliberately wrong Adams the tests plant."""
+    def step(self):
+        beta1, beta2 = self.betas
+        for _, p, state, g in self._grads(self.weight_decay):
+            if not state:
+                state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+            state["step"] += 1
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m += (1 - beta1) * (g - m)
+            v *= beta2
+            v += (1 - beta2) * second_moment(g)
+            p.data -= update(self, m, v, state["step"])
+    step.__name__ = name
+    return step

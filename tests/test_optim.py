@@ -14,7 +14,7 @@ from torch_ref.lockstep import lockstep
 from torch_ref.model import Twin
 from torch_ref.testing import compare, tolerance
 
-from conftest import make_desc
+from conftest import broken_adam, make_desc
 
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
          "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
@@ -172,32 +172,15 @@ def test_load_optimizer_state_restarts_from_the_twins(opt):
 
 # --- broken update rules: the lockstep catches each at the first stage and iteration it changes ---
 
-def adam_without_bias_correction_1(self):
-    beta1, beta2 = self.betas
-    for _, p, state, g in self._grads(self.weight_decay):
-        if not state:
-            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
-        state["step"] += 1
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * g * g
-        denom = np.sqrt(v) / (1 - beta2 ** state["step"]) ** 0.5 + self.eps
-        p.data -= self.lr * (m / denom)
+def corrected(self, m, v, t):
+    """torch's update, both bias corrections applied."""
+    return self.lr / (1 - self.betas[0] ** t) * (m / (np.sqrt(v) / (1 - self.betas[1] ** t) ** 0.5 + self.eps))
 
 
-def adam_exp_avg_sq_of_abs_grad(self):
-    beta1, beta2 = self.betas
-    for _, p, state, g in self._grads(self.weight_decay):
-        if not state:
-            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
-        state["step"] += 1
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * np.abs(g)
-        p.data -= self.lr / (1 - beta1 ** t) * (m / (np.sqrt(v) / (1 - beta2 ** t) ** 0.5 + self.eps))
+adam_without_bias_correction_1 = broken_adam(  # the first moment's correction left out
+    "adam_without_bias_correction_1",
+    lambda self, m, v, t: self.lr * (m / (np.sqrt(v) / (1 - self.betas[1] ** t) ** 0.5 + self.eps)))
+adam_exp_avg_sq_of_abs_grad = broken_adam("adam_exp_avg_sq_of_abs_grad", corrected, second_moment=np.abs)
 
 
 def sgd_momentum_ignores_dampening(self):
@@ -257,3 +240,15 @@ def test_broken_update_rule_is_caught(monkeypatch, cls, broken, opt, iteration, 
     assert not result.ok
     assert (m.iteration, m.stage, m.name) == (iteration, stage, tensor), str(m)
     assert f"stage {stage!r}, tensor {tensor!r}" in str(m)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_the_planted_adams_share_a_correct_body(monkeypatch, dtype):
+    """The wrong Adams above differ from torch only in their planted line: with torch's update
+    in that line, the shared body passes the lockstep."""
+    monkeypatch.setattr(manual.optim.Adam, "step", broken_adam("correct", corrected))
+    desc = with_optimizer(make_desc([3, 4, 2], "tanh", bias="none", batch_size=3, dtype=dtype),
+                          {"name": "adam", "lr": 0.01}, steps=10)
+    result = lockstep(desc)
+    assert result.ok, str(result.first_mismatch)
+    assert "optim" in result.stats  # exp_avg and exp_avg_sq were compared too

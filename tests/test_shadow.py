@@ -14,7 +14,7 @@ from torch_ref import cli, spec
 from torch_ref.lockstep import lockstep
 from torch_ref.testing import shadow_tolerance
 
-from conftest import SPECS
+from conftest import SPECS, broken_adam
 
 LONG = 5000
 
@@ -47,45 +47,16 @@ def test_long_float32_adam_run_passes_against_the_shadow(long_run):
     assert r.final_loss["manual"] < 0.1  # it learned something: moons is not trivially fitted at 0.25
 
 
-def adam_without_bias_correction_2(self):
-    beta1, beta2 = self.betas
-    for _, p, state, g in self._grads(self.weight_decay):
-        if not state:
-            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
-        state["step"] += 1
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * g * g
-        p.data -= self.lr / (1 - beta1 ** state["step"]) * (m / (np.sqrt(v) + self.eps))
-
-
-def adam_bias_correction_one_step_ahead(self):
-    beta1, beta2 = self.betas
-    for _, p, state, g in self._grads(self.weight_decay):
-        if not state:
-            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
-        state["step"] += 1
-        t = state["step"] + 1
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * g * g
-        p.data -= self.lr / (1 - beta1 ** t) * (m / (np.sqrt(v) / (1 - beta2 ** t) ** 0.5 + self.eps))
-
-
-def adam_eps_inside_the_root(self):
-    beta1, beta2 = self.betas
-    for _, p, state, g in self._grads(self.weight_decay):
-        if not state:
-            state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
-        state["step"] += 1
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m += (1 - beta1) * (g - m)
-        v *= beta2
-        v += (1 - beta2) * g * g
-        p.data -= self.lr / (1 - beta1 ** t) * (m / np.sqrt(v / (1 - beta2 ** t) + self.eps))
+adam_without_bias_correction_2 = broken_adam(  # neither moment corrected
+    "adam_without_bias_correction_2",
+    lambda self, m, v, t: self.lr / (1 - self.betas[0] ** t) * (m / (np.sqrt(v) + self.eps)))
+adam_bias_correction_one_step_ahead = broken_adam(
+    "adam_bias_correction_one_step_ahead",
+    lambda self, m, v, t: self.lr / (1 - self.betas[0] ** (t + 1))
+    * (m / (np.sqrt(v) / (1 - self.betas[1] ** (t + 1)) ** 0.5 + self.eps)))
+adam_eps_inside_the_root = broken_adam(
+    "adam_eps_inside_the_root",
+    lambda self, m, v, t: self.lr / (1 - self.betas[0] ** t) * (m / np.sqrt(v / (1 - self.betas[1] ** t) + self.eps)))
 
 
 @pytest.mark.parametrize("broken", [adam_without_bias_correction_2, adam_bias_correction_one_step_ahead,
