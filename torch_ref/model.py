@@ -124,13 +124,14 @@ class Twin:
         self.load_state_dict(state)
         self.params = dict(self.model.named_parameters())
         self.state = self.model.state_dict()  # views of the live tensors, read after every step
-        self.optimizer = make_optimizer(list(self.params.values()), desc["optimizer"])
+        self.param_list = list(self.params.values())  # the optimizer's order, made once
+        self.optimizer = make_optimizer(self.param_list, desc["optimizer"])
         self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"))
         self.clip = desc.get("clip")
 
     def clip_grads(self):
         """torch.nn.utils.clip_grad_norm_ / clip_grad_value_, between backward and the step."""
-        params = list(self.params.values())
+        params = self.param_list
         if self.clip and "max_norm" in self.clip:
             torch.nn.utils.clip_grad_norm_(params, self.clip["max_norm"], self.clip["norm_type"])
         elif self.clip:
@@ -181,7 +182,7 @@ class Twin:
         loss = self.loss_fn(output, self.tensor(y))
         # One backward pass gives autograd's dE/dnet for every layer (the deltas) and dE/dp for
         # every parameter; p.grad = dE/dp is what zero_grad() then loss.backward() would leave.
-        nets, params = self.model.nets, list(self.params.values())
+        nets, params = self.model.nets, self.param_list
         grads = torch.autograd.grad(loss, [*nets, *params], materialize_grads=True)
         for p, g in zip(params, grads[len(nets):]):
             p.grad = g
