@@ -11,6 +11,7 @@ and no numpy warning (an exp that underflows to 0 is the correctly rounded resul
 numpy's default error state ignores underflow).
 """
 import math
+import sys
 
 import numpy as np
 
@@ -27,16 +28,39 @@ class Parameter:
         self.data = data
         self.requires_grad = requires_grad
         self.grad = None
+        self._released = None  # the last gradient zero_grad() let go of (its storage may be reused)
 
     def zero_grad(self):
+        if self.grad is not None:
+            self._released = self.grad
         self.grad = None
 
     def accumulate(self, grad):
-        """grad ← grad + g, as autograd accumulates into .grad; the first g is kept as it is."""
+        """grad ← grad + g, as autograd's AccumulateGrad does it: the first g is kept as it is;
+        later ones are added in place when nothing else holds the gradient, and into a new array
+        when something does, so a gradient handed out earlier keeps its values."""
         if self.grad is None:
             self.grad = np.asarray(grad)
-        else:
+        elif sys.getrefcount(self.grad) == 2:  # this attribute and getrefcount's own argument
             self.grad += grad
+        else:
+            self.grad = self.grad + grad
+
+    def accumulate_matmul(self, a, b):
+        """grad ← grad + a @ b.
+
+        A first gradient is computed straight into the storage of the gradient zero_grad() let go
+        of, when nothing else holds that array any more (CPython's reference count, the test numpy
+        itself uses to reuse temporaries): a large layer then does not allocate, and page-fault, a
+        fresh array at every step, and a gradient handed out earlier still keeps its values.
+        """
+        if self.grad is not None:
+            self.accumulate(a @ b)
+            return
+        spare, self._released = self._released, None
+        # reused only if nothing else refers to it: just `spare` and getrefcount's own argument
+        reusable = spare is not None and spare.dtype == a.dtype and sys.getrefcount(spare) == 2
+        self.grad = np.matmul(a, b, out=spare if reusable else None)
 
 
 class Linear:
@@ -71,7 +95,7 @@ class Linear:
     def backward(self, grad_output, input_grad=True):
         """Accumulates grad_W (and grad_b); returns grad_x, or None when `input_grad` is False
         (the network's input needs none, and it would cost a third of the layer's work)."""
-        self.weight.accumulate(grad_output.T @ self.x)  # (out, in)
+        self.weight.accumulate_matmul(grad_output.T, self.x)  # (out, in)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(grad_output.sum(axis=0))  # (out,)
         return grad_output @ self.weight.data if input_grad else None  # (N, in)
