@@ -32,15 +32,21 @@ sys.path.insert(0, str(ROOT))
 
 from torch_ref import spec  # noqa: E402
 from torch_ref.lockstep import lockstep  # noqa: E402
-from torch_ref.solo import train_alone  # noqa: E402
+import manual.data  # noqa: E402
+from torch_ref.solo import build, train_alone  # noqa: E402
 
 REPEATS = 5             # medians over this many interleaved repeats
 CASE1_STEPS = 10000     # the worked example's long run
-MATMUL_STEPS = 20       # timed steps per repeat for cases 2 and 3
+MATMUL_SECONDS = 0.5    # cases 2 and 3: each timed run lasts about this long (about 200 and 6 steps)
 SCALING_STEPS = 500     # lockstep steps per repeat for case 4
+# Seconds of rest before each timed run, untimed. After its last call a library's worker threads
+# spin for a while before they sleep (OpenBLAS's for about 0.1 s, torch's OpenMP pool too): on 2
+# cores the next contender, timed at once, would share the machine with them (measured: torch's
+# case-2 step 2.2 ms alone, 6.5 ms straight after numpy's).
+REST = 0.3
 
 
-def mlp_desc(sizes, activation, batch, dtype="float32", n_batches=4, steps=MATMUL_STEPS):
+def mlp_desc(sizes, activation, batch, dtype="float32", n_batches=4, steps=10):
     return spec.parse({
         "network": {"sizes": sizes, "activation": activation, "bias": "per-neuron", "loss": "mse"},
         "init": {"seed": 0},
@@ -87,12 +93,28 @@ def interleave(contenders, repeats):
         fn(min(steps, 3))
     for _ in range(repeats):
         for name, (fn, steps) in contenders.items():
+            time.sleep(REST)
             times[name].append(timed(fn, steps))
     return {name: statistics.median(t) for name, t in times.items()}
 
 
 def solo(desc, side):
+    """Train one side from the description's start, `steps` updates (set-up included, as a user sees it)."""
     return lambda steps: train_alone(desc, side, steps)
+
+
+def steady(desc, side):
+    """More steps of one side, built once and warmed up by the first call: the time per step of a
+    run in progress, without set-up or the first step's allocations."""
+    impl = build(desc, side)
+    batches = manual.data.batches(desc, np.dtype(desc["run"]["dtype"]))
+    sync = torch.cuda.synchronize if desc["run"]["device"] == "cuda" else (lambda: None)
+
+    def run(steps):
+        for _ in range(steps):
+            impl.step(*next(batches))
+        sync()
+    return run
 
 
 def check(desc):
@@ -114,9 +136,11 @@ def case1(repeats):
 def matmul_case(sizes, activation, batch, repeats):
     desc = mlp_desc(sizes, activation, batch)
     bare = bare_matmuls(sizes, batch, np.float32)
-    t = interleave({"manual": (solo(desc, "manual"), MATMUL_STEPS),
-                    "twin": (solo(desc, "twin"), MATMUL_STEPS),
-                    "bare_matmul": (lambda steps: [bare() for _ in range(steps)], MATMUL_STEPS)}, repeats)
+    bare_steps = lambda steps: [bare() for _ in range(steps)]
+    steps = max(3, round(MATMUL_SECONDS / timed(bare_steps, 3)))  # the same number for all three
+    t = interleave({"manual": (steady(desc, "manual"), steps),
+                    "twin": (steady(desc, "twin"), steps),
+                    "bare_matmul": (bare_steps, steps)}, repeats)
     flops = step_flops(sizes, batch)
     gflops = {k: flops / v / 1e9 for k, v in t.items()}
     return {"sizes": sizes, "batch": batch, "flops_per_step": flops, "per_step_s": t, "gflop_s": gflops,
@@ -216,13 +240,13 @@ def table(r):
 
 
 def main():
-    global REPEATS, CASE1_STEPS, MATMUL_STEPS, SCALING_STEPS
+    global REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     if args.quick:
-        REPEATS, CASE1_STEPS, MATMUL_STEPS, SCALING_STEPS = 3, 2000, 5, 100
+        REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS = 3, 2000, 0.1, 100
     r = {"environment": environment(), "repeats": REPEATS,
          "case1": case1(REPEATS),
          "case2": matmul_case([784, 256, 256, 10], ["relu", "relu", "identity"], 128, REPEATS),
