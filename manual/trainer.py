@@ -26,6 +26,7 @@ class Trainer:
         self.loss_fn = LOSSES[net["loss"]](**net.get("loss_args", {}))
         self.params = dict(self.model.named_parameters())
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
+        self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]
         self.optimizer = OPTIMIZERS[opt.pop("name")]([self.params[n] for n in self.trained], **opt)
         sched = dict(desc.get("scheduler") or {})
         self.scheduler = SCHEDULERS[sched.pop("name")](self.optimizer, **sched) if sched else None
@@ -87,8 +88,8 @@ class Trainer:
         result = {
             "output": output,
             "loss": float(loss),
-            "deltas": {f"layers.{k}": d for k, d in enumerate(self.model.deltas)},
-            "grads": {n: p.grad for n, p in self.params.items() if p.requires_grad},  # fresh each step
+            "deltas": dict(zip(self.delta_names, self.model.deltas)),
+            "grads": {n: self.params[n].grad for n in self.trained},  # never written to once handed out
         }
         self.optimizer_step()
         result["optimizer_state"] = self.optimizer_state()

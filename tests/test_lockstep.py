@@ -63,3 +63,62 @@ def test_a_diverging_run_fails_instead_of_agreeing_on_nan():
     assert "diverged" in str(m)
     sane = lockstep(make_desc([3, 9, 1], ["relu", "identity"], "half-sse", batch_size=12, n=12, steps=200, lr=0.001))
     assert sane.ok, str(sane.first_mismatch)
+
+
+class _Faulty:
+    """The manual engine, with one fault planted at one iteration: a gradient off by 1e-6 of its
+    size (a mismatch), or an exception."""
+
+    def __init__(self, desc, at, kind):
+        import manual.trainer
+        self.inner, self.at, self.kind, self.it = manual.trainer.build(desc), at, kind, 0
+
+    def load_state_dict(self, state):
+        self.inner.load_state_dict(state)
+
+    def train_step(self, x, y):
+        it, self.it = self.it, self.it + 1
+        if it == self.at and self.kind == "raise":
+            raise RuntimeError("planted")
+        result = self.inner.train_step(x, y)
+        if it == self.at and self.kind == "grad":
+            g = result["grads"]["layers.0.weight"] = result["grads"]["layers.0.weight"].copy()
+            g[0, 0] += 1e-6 * (abs(g[0, 0]) + 1.0)
+        return result
+
+
+# (fault iteration, kind, batch size): the reference runs up to 64 iterations ahead of the
+# implementation, and a chunk is compared in one pass; a fault just before, at and after a chunk's
+# edge, with full and with partial batches (n = 10: batches of 4, 4, 2), is still found where it is.
+AHEAD_CASES = [(0, "grad", 5), (1, "grad", 5), (63, "grad", 5), (64, "grad", 5), (65, "grad", 5),
+               (130, "grad", 4), (62, "raise", 4), (64, "raise", 5), (129, "raise", 4)]
+
+
+@pytest.mark.parametrize("at,kind,batch", AHEAD_CASES, ids=[f"{k}-at-{a}-b{b}" for a, k, b in AHEAD_CASES])
+def test_a_fault_is_found_at_its_iteration_whatever_the_chunk(at, kind, batch):
+    desc = make_desc([3, 4, 2], "tanh", batch_size=batch, n=10, steps=200)
+    result = lockstep(desc, _Faulty(desc, at, kind), record=True)
+    m = result.first_mismatch
+    assert not result.ok and result.steps_checked == at, str(m)
+    assert (m.iteration, m.stage) == (at, "grad" if kind == "grad" else "exception"), str(m)
+    if kind == "grad":
+        assert (m.name, m.index) == ("layers.0.weight", (0, 0)), str(m)
+    # the history holds exactly the iterations compared: those before the fault, and the fault's
+    recorded = ~np.isnan(result.history.loss[:, 0])
+    assert recorded.sum() == at + (kind == "grad") and recorded[:at].all(), recorded.nonzero()
+
+
+@pytest.mark.parametrize("batch", [4, 5], ids=["partial-batches", "full-batches"])
+def test_comparing_a_chunk_at_once_changes_no_figure(batch, monkeypatch):
+    """The same run compared one iteration at a time (the reference never ahead) gives the same
+    per-stage figures and the same per-iteration history, to the bit."""
+    import torch_ref.lockstep as L
+    desc = make_desc([3, 4, 2], "tanh", batch_size=batch, n=10, steps=150)
+    chunked = L.lockstep(desc, record=True)
+    monkeypatch.setattr(L, "AHEAD_ITERATIONS", 1)
+    single = L.lockstep(desc, record=True)
+    assert chunked.ok and single.ok
+    assert chunked.stats == single.stats
+    for a, b in [(chunked.history.abs, single.history.abs), (chunked.history.rel, single.history.rel),
+                 (chunked.history.loss, single.history.loss)]:
+        assert np.array_equal(a, b, equal_nan=True)

@@ -32,6 +32,8 @@ from .plugin import Conformer, one_line
 from .spec import SpecError
 from .testing import compare, tolerance
 
+_TINY = np.finfo(np.float64).tiny  # the relative difference's divisor when the reference is 0
+
 STAGES = ("output", "loss", "delta", "grad", "optim", "param")
 MODES = ("free", "resync", "shadow")
 
@@ -178,50 +180,81 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     batches = manual.data.batches(desc, dtype)
     fd = FDCheck(desc, fd_steps) if fd_steps > 0 else None
 
-    checker, first, it, m, r = None, None, 0, None, None
-    history = History(run["steps"]) if record else None
+    checker, first, m, r = None, None, None, None
+    steps, done, chunk = run["steps"], 0, 1  # done: iterations compared and passed
+    history = History(steps) if record else None
     try:
         impl.load_state_dict(state)
     except Exception as e:
         first = _raised(0, "load_state_dict(state)", e, rtol, atol)
-    for it in range(run["steps"] if first is None else 0):
-        if progress is not None:
-            progress(it, run["steps"])
-        x, y = next(batches)
-        before = twin.state_dict() if it < fd_steps else None
-        try:
-            # a plug-in gets its own copy of the batch: changing it in place cannot reach the twin
-            m = impl.train_step(x, y) if conform.trusted else impl.train_step(x.copy(), y.copy())
-        except Exception as e:
-            first = _raised(it, "train_step(x, y)", e, rtol, atol)
-            break
-        r = twin.train_step(x, y)
-        if not math.isfinite(r["loss"]):
-            first = _diverged(it, r["loss"], rtol, atol)
-            break
-        m = conform(it, m, r)
-        if before is not None:
-            fd.add(it, before, x, y, m, r)
-        checker = checker or Checker(m, r, rtol, atol, history)
-        if history is not None:
-            history.loss[it] = float(m["loss"]), float(r["loss"])
-        first = checker.check(it, m, r)
-        if first is not None:
-            break
-        if mode == "resync":
-            try:
-                impl.load_state_dict(r["state_dict"])
-                if hasattr(impl, "load_optimizer_state"):
-                    impl.load_optimizer_state(r.get("optimizer_state", {}))
-            except Exception as e:
-                first = _raised(it + 1, "load_state_dict(state) (resync)", e, rtol, atol)
+    while first is None and done < steps:
+        # The reference runs ahead through a chunk of iterations; the implementation follows it
+        # through the same ones, and the chunk is compared in one vectorised pass. The twin never
+        # takes anything from the implementation (in resync mode only the other way round), so
+        # this order changes no value and no verdict: it lets torch's code and numpy's each run
+        # while the processor's caches hold it, and spreads the comparison's fixed cost (switching
+        # at every iteration cost a small net more than the comparison itself).
+        ahead = []
+        for it in range(done, min(done + chunk, steps)):
+            if progress is not None:
+                progress(it, steps)
+            x, y = next(batches)
+            before = twin.state_dict() if it < fd_steps else None
+            ahead.append((it, x, y, before, twin.train_step(x, y)))
+            if not math.isfinite(ahead[-1][-1]["loss"]):
                 break
-    steps = it + 1 if first is None else first.iteration
+        pending, stop = [], None  # (it, m, r) to compare; what ended the chunk early, if anything
+        for it, x, y, before, r in ahead:
+            try:
+                # a plug-in gets its own copy of the batch: changing it in place cannot reach the twin
+                m = impl.train_step(x, y) if conform.trusted else impl.train_step(x.copy(), y.copy())
+            except Exception as e:
+                stop = _raised(it, "train_step(x, y)", e, rtol, atol)
+                break
+            if not math.isfinite(r["loss"]):
+                stop = _diverged(it, r["loss"], rtol, atol)
+                break
+            m = conform(it, m, r)
+            if before is not None:
+                fd.add(it, before, x, y, m, r)
+            if checker is None:
+                checker = Checker(m, r, rtol, atol, history)
+                chunk = _chunk(checker)
+            pending.append((it, m, r))
+            if mode == "resync":
+                try:
+                    impl.load_state_dict(r["state_dict"])
+                    if hasattr(impl, "load_optimizer_state"):
+                        impl.load_optimizer_state(r.get("optimizer_state", {}))
+                except Exception as e:
+                    stop = _raised(it + 1, "load_state_dict(state) (resync)", e, rtol, atol)
+                    break
+        first = checker.check_many(pending) if pending else None
+        if first is not None:  # a mismatch comes before whatever stopped the chunk
+            _, m, r = next(p for p in pending if p[0] == first.iteration)
+        else:
+            first = stop
+        if history is not None:
+            for it, mp, rp in pending[:first.iteration - done + 1 if first else None]:
+                history.loss[it] = float(mp["loss"]), float(rp["loss"])
+        done += len(pending)
+    steps = done if first is None else first.iteration
     nan = float("nan")
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
     return Result(first is None, steps, first, checker.stats() if checker else {}, str(dtype),
                   run["device"], mode, losses, conform.not_reported(r or {}), fd, impl_name,
                   history=history, not_reached=checker.not_reached() if checker else [])
+
+
+# How far the reference may run ahead of the implementation: at most this many iterations, and
+# results of at most this many bytes held (a wide net goes one iteration at a time).
+AHEAD_ITERATIONS, AHEAD_BYTES = 64, 32 << 20
+
+
+def _chunk(checker):
+    """The number of iterations the reference runs ahead, from the size of one iteration's results."""
+    per_iteration = 2 * 8 * max(1, checker.size)  # both sides, float64 or less
+    return max(1, min(AHEAD_ITERATIONS, AHEAD_BYTES // per_iteration))
 
 
 class History:
@@ -271,57 +304,80 @@ def _pairs(m, r):
         yield "param", name, m["state_dict"][name], ref
 
 
-def _flat(v):
-    """A 1-d view of an array (or a 1-element array for a scalar), without numpy's function layer."""
-    return v.reshape(-1) if type(v) is np.ndarray else np.ravel(v)
-
-
 class Checker:
     """Compares one iteration's results through a single flattened buffer per side.
 
     The layout (which tensor sits where) is fixed at the first iteration, so the hot loop does a
-    handful of vectorised operations per iteration whatever the number of tensors; the detailed,
-    per-element comparison runs only on the tensor that failed.
+    dozen vectorised operations per call, whatever the number of tensors, and one call takes many
+    iterations (check_many); the largest differences are kept per element and reduced per tensor
+    only when asked for (`stats`, or per iteration when a history is recorded). The detailed,
+    per-element comparison runs only on the iteration and tensor that failed.
     """
 
     def __init__(self, m, r, rtol, atol, history=None):
         self.rtol, self.atol = rtol, atol
         self.keys = [(stage, name) for stage, name, _, _ in _pairs(m, r)]
+        self.size = sum(np.size(rv) for _, _, _, rv in _pairs(m, r))  # elements per iteration
         self.history = history
         if history is not None:
             history.layout(self.keys)
-        self.starts = {}  # total length -> where each tensor starts (a partial batch is shorter)
+        self.layouts = {}  # total length -> _Layout (a partial last batch makes a shorter one)
         self.max_abs = np.zeros(len(self.keys))  # per tensor, over the run so far
         self.max_rel = np.zeros(len(self.keys))
         self.compared = np.zeros(len(self.keys), dtype=bool)  # compared at least once
 
+    def check_many(self, steps):
+        """check() for consecutive iterations [(it, m, r), ...]: None if every element of every
+        one is within tolerance, else the first Mismatch. Each run of iterations with one batch
+        size is compared in one vectorised pass; tensor by tensor only where that pass fails."""
+        start = 0
+        for end in range(1, len(steps) + 1):
+            if end < len(steps) and steps[end][2]["output"].shape == steps[start][2]["output"].shape:
+                continue
+            if not self._all_within(steps[start:end]):
+                for it, m, r in steps[start:end]:
+                    first = self.check(it, m, r)
+                    if first is not None:
+                        return first
+                # (none: NaN on both sides at the same place, torch.isclose's equal_nan, passes)
+            start = end
+        return None
+
+    def _all_within(self, steps):
+        """True if every element of these iterations passes; then the largest differences (and
+        the history) are updated. False decides nothing: the caller looks tensor by tensor."""
+        n = len(steps)
+        pairs = [p for _, m, r in steps for p in _pairs(m, r)]
+        try:
+            a = np.concatenate([mv for _, _, mv, _ in pairs], axis=None, dtype=np.float64)
+        except (ValueError, TypeError):
+            return False  # a wrongly shaped tensor
+        e = np.concatenate([rv for _, _, _, rv in pairs], axis=None, dtype=np.float64)
+        if a.shape != e.shape or e.size % n:
+            return False
+        lay = self.layouts.get(e.size // n) or self._layout(e.size // n, pairs[:len(pairs) // n])
+        with np.errstate(invalid="ignore", over="ignore"):
+            diff = np.abs(np.subtract(a, e, out=a), out=a)  # |manual − reference|, in a's buffer
+            scale = np.abs(e, out=e)                        # |reference|, in e's buffer
+            if not (diff <= scale * self.rtol + self.atol).all():  # False for NaN
+                return False
+            rel = np.divide(diff, np.maximum(scale, _TINY, out=scale), out=scale)
+        diff, rel = diff.reshape(n, -1), rel.reshape(n, -1)  # (iterations, elements)
+        np.maximum(lay.abs, diff.max(axis=0), out=lay.abs)
+        np.maximum(lay.rel, rel.max(axis=0), out=lay.rel)
+        if steps[0][0] == 0:
+            self.compared[:] = True
+        if self.history is not None:
+            its = slice(steps[0][0], steps[-1][0] + 1)
+            self.history.abs[its] = np.maximum.reduceat(diff, lay.starts, axis=1)
+            self.history.rel[its] = np.maximum.reduceat(rel, lay.starts, axis=1)
+        return True
+
     def check(self, it, m, r):
         """None if every element of the iteration is within tolerance, else the first Mismatch."""
+        if self._all_within([(it, m, r)]):
+            return None
         pairs = list(_pairs(m, r))
-        try:
-            a = np.concatenate([_flat(mv) for _, _, mv, _ in pairs], dtype=np.float64)
-        except (ValueError, TypeError):
-            a = None  # a wrongly shaped tensor: found below, tensor by tensor
-        e = np.concatenate([_flat(rv) for _, _, _, rv in pairs], dtype=np.float64)
-        if a is not None and a.shape == e.shape:
-            with np.errstate(invalid="ignore", over="ignore"):
-                abs_err = np.abs(a - e)
-                scale = np.abs(e)
-                ok = abs_err <= self.atol + self.rtol * scale  # False for NaN
-                rel_err = abs_err / np.maximum(scale, np.finfo(np.float64).tiny)
-            if ok.all():
-                starts = self.starts.get(e.size)
-                if starts is None:
-                    sizes = [np.size(rv) for _, _, _, rv in pairs]
-                    starts = self.starts[e.size] = np.cumsum([0] + sizes[:-1])
-                it_abs, it_rel = np.maximum.reduceat(abs_err, starts), np.maximum.reduceat(rel_err, starts)
-                np.maximum(self.max_abs, it_abs, out=self.max_abs)
-                np.maximum(self.max_rel, it_rel, out=self.max_rel)
-                if it == 0:
-                    self.compared[:] = True
-                if self.history is not None:
-                    self.history.abs[it], self.history.rel[it] = it_abs, it_rel
-                return None
         passed = []
         for k, (stage, name, mv, rv) in enumerate(pairs):
             c = compare(mv, rv, self.rtol, self.atol)
@@ -338,8 +394,21 @@ class Checker:
                 passed.append(stage)
         return None
 
+    def _layout(self, size, pairs):
+        """The _Layout of one iteration of `size` elements, its tensors as in `pairs`."""
+        sizes = [np.size(rv) for _, _, _, rv in pairs]
+        lay = self.layouts[size] = _Layout(size, np.cumsum([0] + sizes[:-1]))
+        return lay
+
+    def _reduce(self):
+        """Fold the per-element maxima of every layout into the per-tensor ones."""
+        for lay in self.layouts.values():
+            np.maximum(self.max_abs, np.maximum.reduceat(lay.abs, lay.starts), out=self.max_abs)
+            np.maximum(self.max_rel, np.maximum.reduceat(lay.rel, lay.starts), out=self.max_rel)
+
     def stats(self):
         """Per stage: the largest absolute and relative difference over the run, and where."""
+        self._reduce()
         out = {}
         for stage in STAGES:
             ks = [k for k, (s, _) in enumerate(self.keys) if s == stage and self.compared[k]]
@@ -356,3 +425,12 @@ class Checker:
         return [stage for stage in STAGES
                 if any(s == stage for s, _ in self.keys)
                 and not any(self.compared[k] for k, (s, _) in enumerate(self.keys) if s == stage)]
+
+
+class _Layout:
+    """The buffers of one total length: where each tensor starts, and per element the largest
+    absolute and relative difference so far (reduced per tensor by Checker.stats)."""
+
+    def __init__(self, size, starts):
+        self.starts = starts
+        self.abs, self.rel = np.zeros(size), np.zeros(size)

@@ -124,6 +124,10 @@ class Twin:
         self.load_state_dict(state)
         self.params = dict(self.model.named_parameters())
         self.state = self.model.state_dict()  # views of the live tensors, read after every step
+        self.on_cpu = self.device.type == "cpu"
+        # numpy views of the live parameters and buffers, made once (updated in place by the optimizer)
+        self.state_arrays = [t.numpy() for t in self.state.values()] if self.on_cpu else None
+        self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]
         self.param_list = list(self.params.values())  # the optimizer's order, made once
         self.optimizer = make_optimizer(self.param_list, desc["optimizer"])
         self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"))
@@ -151,14 +155,19 @@ class Twin:
         """Copies (not views) of every parameter and buffer, as numpy, under state_dict names."""
         return {name: _numpy(t) for name, t in self.state.items()}
 
-    def optimizer_state(self):
-        """torch.optim's per-parameter state as {"{param}.{key}": array}, e.g. "layers.0.weight.exp_avg"."""
+    def optimizer_tensors(self):
+        """torch.optim's per-parameter state tensors as {"{param}.{key}": tensor}, e.g.
+        "layers.0.weight.exp_avg" (the live tensors, not copies)."""
         out = {}
         for name, p in self.params.items():
             for key, value in self.optimizer.state.get(p, {}).items():
                 if torch.is_tensor(value):
-                    out[f"{name}.{key}"] = _numpy(value)
+                    out[f"{name}.{key}"] = value
         return out
+
+    def optimizer_state(self):
+        """torch.optim's per-parameter state as {"{param}.{key}": array}, copies."""
+        return {name: _numpy(t) for name, t in self.optimizer_tensors().items()}
 
     def tensor(self, a):
         """A float tensor in the run's dtype; integer arrays (class-index targets) become int64, as
@@ -187,16 +196,36 @@ class Twin:
         for p, g in zip(params, grads[len(nets):]):
             p.grad = g
         self.clip_grads()
-        result = {
-            "output": _numpy(output),
-            "loss": loss.item(),
-            "deltas": {f"layers.{k}": _numpy(g) for k, g in enumerate(grads[:len(nets)])},
-            "grads": {name: _numpy(p.grad) for name, p in self.params.items()},
-        }
+        k = len(nets)
+        before = self._read([loss.detach(), output.detach(), *grads[:k], *(p.grad for p in params)])
         self.optimizer_step()
-        result["optimizer_state"] = self.optimizer_state()
-        result["state_dict"] = self.state_dict()
-        return result
+        optim = self.optimizer_tensors()
+        after = self._copy_state(list(optim.values()))
+        return {
+            "output": before[1],
+            "loss": float(before[0]),
+            "deltas": dict(zip(self.delta_names, before[2:2 + k])),
+            "grads": dict(zip(self.params, before[2 + k:])),
+            "optimizer_state": dict(zip(optim, after[:len(optim)])),
+            "state_dict": dict(zip(self.state, after[len(optim):])),
+        }
+
+    def _read(self, tensors):
+        """Numpy arrays of tensors made in this step, none requiring grad. On the CPU they are
+        views, not copies: these tensors are new at every step and nothing writes to them again
+        (torch.optim never changes a .grad in place; if it did, the tests would see it, since
+        every optimizer's gradients are compared with the manual side's)."""
+        if self.on_cpu:
+            return [t.numpy() for t in tensors]
+        return [_numpy(t) for t in tensors]
+
+    def _copy_state(self, optim):
+        """Copies of the optimizer's state tensors and of the state_dict, which the next step
+        changes in place (on the CPU through numpy views made once: a tensor's own conversion
+        costs several times the copy)."""
+        if not self.on_cpu:
+            return [_numpy(t) for t in [*optim, *self.state.values()]]
+        return [t.numpy().copy() for t in optim] + [a.copy() for a in self.state_arrays]
 
 
 def _numpy(t):
