@@ -1,11 +1,12 @@
 """Benchmark: the manual engine, the torch twin and the lockstep check, side by side in one process.
 
-    python scripts/bench.py            # the table (about two to four minutes on 2 cores)
+    python scripts/bench.py            # the table (about four minutes on 2 cores)
     python scripts/bench.py --json     # the same, as one JSON object
     python scripts/bench.py --quick    # fewer repeats and steps, to try it out
 
-Contenders are interleaved (A B C, A B C, ...) and every figure is the median of the repeats, so
-that a slow moment of the machine hits all of them alike; ratios are taken within this one run.
+Contenders are interleaved (A B C, C B A, ...), each timed run after a short rest; times are
+medians over the repeats and each ratio is the median of the ratios within a repeat, so that a
+slow spell of the shared machine hits both sides of a ratio alike.
 Cases:
   1. the worked example, 10000 updates: manual only, twin only, lockstep;
   2. 784-256-256-10 relu, mse, batch 128, float32, sgd: time per step and GFLOP/s of manual only
@@ -35,15 +36,16 @@ from torch_ref.lockstep import lockstep  # noqa: E402
 import manual.data  # noqa: E402
 from torch_ref.solo import build, train_alone  # noqa: E402
 
-REPEATS = 5             # medians over this many interleaved repeats
+REPEATS = 7             # medians over this many interleaved repeats
 CASE1_STEPS = 10000     # the worked example's long run
-MATMUL_SECONDS = 0.5    # cases 2 and 3: each timed run lasts about this long (about 200 and 6 steps)
+MATMUL_SECONDS = 0.5    # cases 2 and 3: steps per timed run, about this long (about 200 and 6 steps)
 SCALING_STEPS = 500     # lockstep steps per repeat for case 4
 # Seconds of rest before each timed run, untimed. After its last call a library's worker threads
 # spin for a while before they sleep (OpenBLAS's for about 0.1 s, torch's OpenMP pool too): on 2
 # cores the next contender, timed at once, would share the machine with them (measured: torch's
 # case-2 step 2.2 ms alone, 6.5 ms straight after numpy's).
 REST = 0.3
+WINDOW = 2.0            # seconds: a timed run is repeated until it has lasted this long
 
 
 def mlp_desc(sizes, activation, batch, dtype="float32", n_batches=4, steps=10):
@@ -80,22 +82,42 @@ def bare_matmuls(sizes, batch, dtype):
     return run
 
 
-def timed(fn, steps):
-    t0 = time.perf_counter()
-    fn(steps)
-    return (time.perf_counter() - t0) / steps
+def timed(fn, steps, window=0.0):
+    """Seconds per step of fn(steps), run again and again until `window` seconds have passed: a
+    cheap contender is then timed over as long a stretch as a dear one, and a slow spell of the
+    machine weighs on both alike."""
+    runs, t0 = 0, time.perf_counter()
+    while True:
+        fn(steps)
+        runs += 1
+        elapsed = time.perf_counter() - t0
+        if elapsed >= window:
+            return elapsed / (runs * steps)
 
 
 def interleave(contenders, repeats):
-    """{name: median seconds per step}, the contenders run in turn, `repeats` times."""
+    """{name: [seconds per step, one per repeat]}. The contenders run in turn, in alternating
+    order (A B C, C B A, A B C, ...), each after a rest, `repeats` times."""
     times = {name: [] for name in contenders}
     for name, (fn, steps) in contenders.items():  # warm-up
         fn(min(steps, 3))
+    order = list(contenders.items())
     for _ in range(repeats):
-        for name, (fn, steps) in contenders.items():
+        for name, (fn, steps) in order:
             time.sleep(REST)
-            times[name].append(timed(fn, steps))
+            times[name].append(timed(fn, steps, WINDOW))
+        order.reverse()
+    return times
+
+
+def medians(times):
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def ratio(times, a, b):
+    """The median over repeats of a's time over b's: each ratio is taken between runs made
+    seconds apart, so a slow spell of the shared machine cancels out."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
 def solo(desc, side):
@@ -127,10 +149,11 @@ def check(desc):
 
 def case1(repeats):
     desc = spec.load(ROOT / "torch_ref" / "specs" / "worked_example.toml")
-    t = interleave({"manual": (solo(desc, "manual"), CASE1_STEPS),
-                    "twin": (solo(desc, "twin"), CASE1_STEPS),
-                    "lockstep": (check(desc), CASE1_STEPS)}, repeats)
-    return {"per_step_s": t, "manual/twin": t["manual"] / t["twin"], "lockstep/twin": t["lockstep"] / t["twin"]}
+    times = interleave({"manual": (solo(desc, "manual"), CASE1_STEPS),
+                        "twin": (solo(desc, "twin"), CASE1_STEPS),
+                        "lockstep": (check(desc), CASE1_STEPS)}, repeats)
+    return {"per_step_s": medians(times), "manual/twin": ratio(times, "manual", "twin"),
+            "lockstep/twin": ratio(times, "lockstep", "twin")}
 
 
 def matmul_case(sizes, activation, batch, repeats):
@@ -138,13 +161,14 @@ def matmul_case(sizes, activation, batch, repeats):
     bare = bare_matmuls(sizes, batch, np.float32)
     bare_steps = lambda steps: [bare() for _ in range(steps)]
     steps = max(3, round(MATMUL_SECONDS / timed(bare_steps, 3)))  # the same number for all three
-    t = interleave({"manual": (steady(desc, "manual"), steps),
-                    "twin": (steady(desc, "twin"), steps),
-                    "bare_matmul": (bare_steps, steps)}, repeats)
-    flops = step_flops(sizes, batch)
-    gflops = {k: flops / v / 1e9 for k, v in t.items()}
-    return {"sizes": sizes, "batch": batch, "flops_per_step": flops, "per_step_s": t, "gflop_s": gflops,
-            "manual/twin": t["manual"] / t["twin"], "manual/bare_matmul_gflops": gflops["manual"] / gflops["bare_matmul"]}
+    times = interleave({"manual": (steady(desc, "manual"), steps),
+                        "twin": (steady(desc, "twin"), steps),
+                        "bare_matmul": (bare_steps, steps)}, repeats)
+    t, flops = medians(times), step_flops(sizes, batch)
+    return {"sizes": sizes, "batch": batch, "flops_per_step": flops, "per_step_s": t,
+            "gflop_s": {k: flops / v / 1e9 for k, v in t.items()},
+            "manual/twin": ratio(times, "manual", "twin"),
+            "manual/bare_matmul_gflops": ratio(times, "bare_matmul", "manual")}  # GFLOP/s: the inverse
 
 
 def case4(repeats):
@@ -152,11 +176,12 @@ def case4(repeats):
     for width in (8, 32, 100):  # 153, 2145 and 20301 parameters: 133x from first to last
         sizes = [width, width, width, 1]
         desc = mlp_desc(sizes, "tanh", 16, dtype="float64", steps=SCALING_STEPS)
-        t = interleave({"twin": (solo(desc, "twin"), SCALING_STEPS),
-                        "lockstep": (check(desc), SCALING_STEPS)}, repeats)
+        times = interleave({"twin": (solo(desc, "twin"), SCALING_STEPS),
+                            "lockstep": (check(desc), SCALING_STEPS)}, repeats)
+        t = medians(times)
         params = sum(i * o + o for i, o in zip(sizes[:-1], sizes[1:]))
         out.append({"params": params, "per_step_s": t, "overhead_s": t["lockstep"] - t["twin"],
-                    "lockstep/twin": t["lockstep"] / t["twin"]})
+                    "lockstep/twin": ratio(times, "lockstep", "twin")})
     return out
 
 
@@ -207,7 +232,7 @@ def table(r):
     us = lambda s: f"{s * 1e6:10.1f} us"
     ms = lambda s: f"{s * 1e3:9.3f} ms"
     c1 = r["case1"]
-    lines = ["backprop-check benchmark (medians of interleaved repeats; ratios within this run)", "",
+    lines = ["backprop-check benchmark (medians of interleaved repeats; ratios: medians of per-repeat ratios)", "",
              "1. worked example, 2-2-2 sigmoid, 10000 updates, time per update",
              f"   manual only {us(c1['per_step_s']['manual'])}   twin only {us(c1['per_step_s']['twin'])}"
              f"   lockstep {us(c1['per_step_s']['lockstep'])}",
@@ -240,13 +265,13 @@ def table(r):
 
 
 def main():
-    global REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS
+    global REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS, WINDOW
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true")
     args = p.parse_args()
     if args.quick:
-        REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS = 3, 2000, 0.1, 100
+        REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS, WINDOW = 3, 2000, 0.1, 100, 0.2
     r = {"environment": environment(), "repeats": REPEATS,
          "case1": case1(REPEATS),
          "case2": matmul_case([784, 256, 256, 10], ["relu", "relu", "identity"], 128, REPEATS),
