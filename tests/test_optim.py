@@ -252,3 +252,33 @@ def test_the_planted_adams_share_a_correct_body(monkeypatch, dtype):
     result = lockstep(desc)
     assert result.ok, str(result.first_mismatch)
     assert "optim" in result.stats  # exp_avg and exp_avg_sq were compared too
+
+
+# (shape, dtype, alpha, layout): small arrays and odd ones take `x += alpha * y`; large contiguous
+# ones go block by block, including a last partial block (BLOCK = 65536 elements)
+ADD_SCALED_CASES = [((3, 4), "float64", -0.5, "contiguous"),
+                    ((300, 400), "float32", -0.01, "contiguous"),
+                    ((257, 1031), "float64", 0.37, "contiguous"),
+                    ((2, 65536), "float32", -1e-3, "contiguous"),
+                    ((400, 300), "float64", -0.1, "transposed"),
+                    ((300, 400), "float32", -0.1, "mixed-dtype")]
+
+
+@pytest.mark.parametrize("shape,dtype,alpha,layout", ADD_SCALED_CASES,
+                         ids=[f"{'x'.join(map(str, c[0]))}-{c[1]}-{c[3]}" for c in ADD_SCALED_CASES])
+def test_add_scaled_is_the_plain_formula_bit_for_bit_and_torchs_add(shape, dtype, alpha, layout):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    y = rng.standard_normal(shape[::-1] if layout == "transposed" else shape).astype(dtype)
+    if layout == "transposed":
+        y = y.T
+    if layout == "mixed-dtype":
+        y = y.astype(np.float64)
+    expected = x + alpha * y  # numpy's own two steps
+    y_torch = torch.from_numpy(np.ascontiguousarray(y)).to(torch.float32 if dtype == "float32" else torch.float64)
+    reference = torch.from_numpy(x.copy()).add_(y_torch, alpha=alpha)
+    manual.optim.add_scaled_(x, alpha, y)
+    assert x.dtype == np.dtype(dtype)
+    assert np.array_equal(x, expected.astype(dtype))
+    c = compare(x, reference.numpy(), *tolerance(dtype))
+    assert c.ok, c
