@@ -1,6 +1,6 @@
 """Benchmark: the manual engine, the torch twin and the lockstep check, side by side in one process.
 
-    python scripts/bench.py            # the table (about four minutes on 2 cores)
+    python scripts/bench.py            # the table (about six minutes on 2 cores)
     python scripts/bench.py --json     # the same, as one JSON object
     python scripts/bench.py --quick    # fewer repeats and steps, to try it out
 
