@@ -872,6 +872,9 @@ def main(argv=None):
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=args.timeout))
     try:
         result = run_case(case, rank, world, device, reduction=reduction)
+        # every rank done before any tears down: rank 0 hosts the store, and a rank still in its
+        # last exchange when another leaves is aborted (seen under torchrun on two nodes)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
     if rank != 0:
