@@ -1,11 +1,11 @@
 import copy
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from torch_ref import spec
+from torch_ref.zoo import broken_adam  # noqa: F401  (the planted wrong Adams of test_optim and test_shadow)
 
 # The tests' tensors are tiny: torch's intra-op thread pool only adds contention. On a loaded
 # 2-core machine one backward of a 16x16 layer took 40 ms with 2 threads and 0.4 ms with 1.
@@ -43,19 +43,3 @@ def raw():
     return copy.deepcopy(raw_worked())
 
 
-def broken_adam(name, update, second_moment=lambda g: g * g):
-    """An Adam step (no weight decay, no amsgrad) that keeps torch's moment bookkeeping and changes
-    θ by `update(self, m, v, t)`: the shared body of the deliberately wrong Adams the tests plant."""
-    def step(self):
-        beta1, beta2 = self.betas
-        for _, p, state, g in self._grads(self.weight_decay):
-            if not state:
-                state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
-            state["step"] += 1
-            m, v = state["exp_avg"], state["exp_avg_sq"]
-            m += (1 - beta1) * (g - m)
-            v *= beta2
-            v += (1 - beta2) * second_moment(g)
-            p.data -= update(self, m, v, state["step"])
-    step.__name__ = name
-    return step

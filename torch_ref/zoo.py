@@ -258,7 +258,10 @@ class MomentumRestarted(Faulty):
         super().update()
 
 
-class NoBiasCorrectionAdam(manual.optim.Adam):
+def broken_adam(name, update, second_moment=lambda g: g * g):
+    """An Adam step (no weight decay, no amsgrad) that keeps torch's moment bookkeeping and changes
+    θ by `update(self, m, v, t)`: the shared body of every deliberately wrong Adam (here and in
+    the tests), which differ only in their planted line."""
     def step(self):
         beta1, beta2 = self.betas
         for _, p, state, g in self._grads(self.weight_decay):
@@ -266,11 +269,17 @@ class NoBiasCorrectionAdam(manual.optim.Adam):
                 state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
             state["step"] += 1
             m, v = state["exp_avg"], state["exp_avg_sq"]
-            m *= beta1
-            m += (1 - beta1) * g
+            m += (1 - beta1) * (g - m)
             v *= beta2
-            v += (1 - beta2) * g * g
-            p.data -= self.lr * m / (np.sqrt(v) + self.eps)  # m and v used as they are: biased to 0 early
+            v += (1 - beta2) * second_moment(g)
+            p.data -= update(self, m, v, state["step"])
+    step.__name__ = name
+    return step
+
+
+class NoBiasCorrectionAdam(manual.optim.Adam):
+    # m and v used as they are: biased to 0 early
+    step = broken_adam("no_bias_correction", lambda self, m, v, t: self.lr * m / (np.sqrt(v) + self.eps))
 
 
 class AdamWithoutBiasCorrection(Faulty):
