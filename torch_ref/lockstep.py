@@ -29,6 +29,7 @@ import manual.trainer
 from .fdcheck import FDCheck
 from .model import Twin
 from .plugin import Conformer, one_line
+from .rounding import SecondOpinion, Start
 from .spec import SpecError
 from .testing import compare, tolerance
 
@@ -54,6 +55,7 @@ class Mismatch:
     numel: int = 1
     detail: str = ""
     passed_before: list = field(default_factory=list)
+    note: str = ""
 
     def __str__(self):
         where = f"index {self.index}" if self.index else "the value"
@@ -73,6 +75,8 @@ class Mismatch:
                 f"  mismatched elements: {self.n_bad} / {self.numel}"
                 f" ({100.0 * self.n_bad / max(self.numel, 1):.1f}%)",
             ]
+        if self.note:
+            lines.append(f"  {self.note}")
         passed = ", ".join(self.passed_before) if self.passed_before else "nothing yet"
         lines.append(f"  passed just before, at this iteration: {passed}")
         return "\n".join(lines)
@@ -98,6 +102,7 @@ class Result:
     impl: str = "manual"                              # which implementation was checked
     not_reached: list = field(default_factory=list)   # stages never compared (stopped before them)
     history: "History | None" = None                  # per-iteration record (record=True)
+    rounding: dict = field(default_factory=dict)      # what the second opinion excused (Rounding.to_json)
 
     def to_json(self):
         return {
@@ -115,6 +120,7 @@ class Result:
             "not_reported": self.not_reported,
             "not_reached": self.not_reached,
             "fd": self.fd.to_json() if self.fd else None,
+            "rounding": self.rounding,
         }
 
     def summary(self):
@@ -130,6 +136,11 @@ class Result:
             lines.append(f"  {s:<7} {'not reached':>12} {'':>12}  (the run stopped before comparing it)")
         for s in self.not_reported:
             lines.append(f"  {s:<7} {'not reported':>12} {'':>12}  (the implementation does not return it: not checked)")
+        n = self.rounding.get("iterations", 0)
+        if n:
+            lines.append(f"  rounding: {n} iteration(s) outside the fixed tolerance were within the measured"
+                         f" rounding allowance (first at iteration {self.rounding['first'][0]}); the twin was"
+                         f" re-anchored on the implementation's state {self.rounding['reanchored']} time(s)")
         side = "manual" if self.impl == "manual" else "implementation"
         lines.append(f"  final loss: {side} {self.final_loss['manual']!r}, reference {self.final_loss['reference']!r}")
         if self.impl != "manual":
@@ -183,6 +194,9 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     checker, first, m, r = None, None, None, None
     steps, done, chunk = run["steps"], 0, 1  # done: iterations compared and passed
     history = History(steps) if record else None
+    opinion, rounding = SecondOpinion(desc), Rounding()
+    start0 = Start(state, twin.optimizer_state(), twin.schedule_state())  # iteration 0's, shared
+    prev = None  # (it, x, y, m, r) of the last iteration compared
     try:
         impl.load_state_dict(state)
     except Exception as e:
@@ -190,10 +204,10 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     while first is None and done < steps:
         # The reference runs ahead through a chunk of iterations; the implementation follows it
         # through the same ones, and the chunk is compared in one vectorised pass. The twin never
-        # takes anything from the implementation (in resync mode only the other way round), so
-        # this order changes no value and no verdict: it lets torch's code and numpy's each run
-        # while the processor's caches hold it, and spreads the comparison's fixed cost (switching
-        # at every iteration cost a small net more than the comparison itself).
+        # takes anything from the implementation before a comparison (in resync mode only the
+        # other way round), so this order changes no value and no verdict: it lets torch's code
+        # and numpy's each run while the processor's caches hold it, and spreads the comparison's
+        # fixed cost (switching at every iteration cost a small net more than the comparison itself).
         ahead = []
         for it in range(done, min(done + chunk, steps)):
             if progress is not None:
@@ -203,7 +217,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
             ahead.append((it, x, y, before, twin.train_step(x, y)))
             if not math.isfinite(ahead[-1][-1]["loss"]):
                 break
-        pending, stop = [], None  # (it, m, r) to compare; what ended the chunk early, if anything
+        pending, stop = [], None  # (it, x, y, m, r) to compare; what ended the chunk early, if anything
         for it, x, y, before, r in ahead:
             try:
                 # a plug-in gets its own copy of the batch: changing it in place cannot reach the twin
@@ -220,7 +234,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
             if checker is None:
                 checker = Checker(m, r, rtol, atol, history)
                 chunk = _chunk(checker)
-            pending.append((it, m, r))
+            pending.append((it, x, y, m, r))
             if mode == "resync":
                 try:
                     impl.load_state_dict(r["state_dict"])
@@ -229,21 +243,96 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
                 except Exception as e:
                     stop = _raised(it + 1, "load_state_dict(state) (resync)", e, rtol, atol)
                     break
-        first = checker.check_many(pending) if pending else None
+        first = _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl)
         if first is not None:  # a mismatch comes before whatever stopped the chunk
-            _, m, r = next(p for p in pending if p[0] == first.iteration)
+            _, _, _, m, r = next(p for p in pending if p[0] == first.iteration)
         else:
             first = stop
         if history is not None:
-            for it, mp, rp in pending[:first.iteration - done + 1 if first else None]:
+            for it, _, _, mp, rp in pending[:first.iteration - done + 1 if first else None]:
                 history.loss[it] = float(mp["loss"]), float(rp["loss"])
         done += len(pending)
+        prev = pending[-1] if pending else prev
     steps = done if first is None else first.iteration
     nan = float("nan")
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
     return Result(first is None, steps, first, checker.stats() if checker else {}, str(dtype),
                   run["device"], mode, losses, conform.not_reported(r or {}), fd, impl_name,
-                  history=history, not_reached=checker.not_reached() if checker else [])
+                  history=history, not_reached=checker.not_reached() if checker else [],
+                  rounding=rounding.to_json())
+
+
+def _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl):
+    """The first mismatch of a chunk of iterations, or None. An iteration the fixed tolerance
+    rejects gets the second opinion (torch_ref/rounding.py): within the measured rounding
+    allowance, it passes; in free mode the twin then continues from the implementation's state
+    (the two runs had parted by rounding), and the rest of the chunk is compared against it."""
+    i = 0
+    while i < len(pending):
+        first = checker.check_many([(it, m, r) for it, _, _, m, r in pending[i:]])
+        if first is None:
+            return None
+        j = next(k for k in range(i, len(pending)) if pending[k][0] == first.iteration)
+        it, x, y, m, r = pending[j]
+        start = _start(mode, start0, pending[j - 1] if j > 0 else prev, impl)
+        if start is None:
+            first.note = ("(a free run's difference can be told from rounding only from the implementation's"
+                          " optimizer state: report optimizer_state, or use --mode resync)")
+            return first
+        second = opinion.judge(it, start, x, y, m, r)
+        if second is not None:
+            return second
+        checker.absorb(it, m, r)
+        rounding.excused(it, opinion.used)
+        if mode == "free" and ("optimizer_state" in m or not r.get("optimizer_state")):
+            twin.restore(m["state_dict"], m.get("optimizer_state", {}), r.get("schedule"))
+            rounding.reanchored(it)
+            for k in range(j + 1, len(pending)):
+                itk, xk, yk, mk, _ = pending[k]
+                pending[k] = (itk, xk, yk, mk, twin.train_step(xk, yk))
+        i = j + 1
+    return None
+
+
+def _start(mode, start0, prev, impl):
+    """Where the implementation started the iteration after `prev` ((it, x, y, m, r), None for
+    iteration 0): the twin's state in resync mode, the implementation's own in free mode. None
+    when that cannot be known (a stateful optimizer whose state the implementation does not report)."""
+    if prev is None:
+        return start0
+    _, _, _, m, r = prev
+    twin_opt = r.get("optimizer_state", {})
+    if mode == "resync":
+        state = r["state_dict"]
+        opt = twin_opt if hasattr(impl, "load_optimizer_state") else m.get("optimizer_state")
+    else:
+        state, opt = m["state_dict"], m.get("optimizer_state")
+    if opt is None:
+        opt = {} if not twin_opt else None
+    return None if opt is None else Start(state, opt, r.get("schedule"))
+
+
+class Rounding:
+    """What the second opinion excused in a run: iterations outside the fixed tolerance but within
+    the measured rounding allowance, and (free mode) where the twin was re-anchored."""
+
+    KEEP = 20  # iterations listed; the counts are exact
+
+    def __init__(self):
+        self.n_excused, self.first_excused, self.n_reanchored, self.used = 0, [], 0, 0.0
+
+    def excused(self, it, used):
+        self.n_excused += 1
+        self.used = max(self.used, used)
+        if len(self.first_excused) < self.KEEP:
+            self.first_excused.append(it)
+
+    def reanchored(self, it):
+        self.n_reanchored += 1
+
+    def to_json(self):
+        return {"iterations": self.n_excused, "first": list(self.first_excused), "reanchored": self.n_reanchored,
+                "largest_fraction_of_allowance": self.used}
 
 
 # How far the reference may run ahead of the implementation: at most this many iterations, and
@@ -393,6 +482,17 @@ class Checker:
             if not passed or passed[-1] != stage:
                 passed.append(stage)
         return None
+
+    def absorb(self, it, m, r):
+        """Fold every tensor of an iteration the second opinion passed into the run's largest
+        differences (and the history), without judging it."""
+        for k, (stage, name, mv, rv) in enumerate(_pairs(m, r)):
+            c = compare(mv, rv, self.rtol, self.atol)
+            self.compared[k] = True
+            self.max_abs[k] = max(self.max_abs[k], c.max_abs_err)
+            self.max_rel[k] = max(self.max_rel[k], c.max_rel_err)
+            if self.history is not None and k < self.history.abs.shape[1]:
+                self.history.abs[it, k], self.history.rel[it, k] = c.max_abs_err, c.max_rel_err
 
     def _layout(self, size, pairs):
         """The _Layout of one iteration of `size` elements, its tensors as in `pairs`."""

@@ -95,15 +95,21 @@ class MLP(nn.Module):
         activation_args = activation_args or [{} for _ in activations]
         self.activations = [activation(a, args) for a, args in zip(activations, activation_args)]
         self.nets = []
+        self.perturb = None  # perturb(tensor, key): rounding-sized noise in the intermediates (rounding.py)
 
     def forward(self, x, keep_deltas=True):
         self.nets.clear()  # (a list set once: assigning a Module attribute costs more than a step)
-        for layer, act in zip(self.layers, self.activations):
+        for k, (layer, act) in enumerate(zip(self.layers, self.activations)):
             net = layer(x)
+            if self.perturb is not None:
+                self.perturb(net, f"net{k}")
             if keep_deltas and net.requires_grad:
                 net.retain_grad()  # autograd's dE/dnet: the layer's delta
             self.nets.append(net)
             x = act(net)
+            if self.perturb is not None:
+                self.perturb(x, f"act{k}")
+                x = x + (net - net.detach()) * self.perturb.slope(net, f"slope{k}")  # value x, slope f' + noise
         return x
 
 
@@ -145,6 +151,33 @@ class Twin:
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
+
+    def schedule_state(self):
+        """The schedule's position (torch's scheduler.state_dict(), copied), None without one."""
+        if self.scheduler is None:
+            return None
+        return {k: list(v) if isinstance(v, list) else v for k, v in self.scheduler.state_dict().items()}
+
+    def restore(self, state, optimizer_state, schedule):
+        """Set parameters, optimizer state ({"{param}.{key}": array}; a parameter without entries
+        starts afresh) and the schedule's position (schedule_state()): the twin then takes the
+        iteration that starts there (torch_ref/rounding.py re-runs steps from such starts)."""
+        self.load_state_dict(state)
+        by_param = {}
+        for flat, value in (optimizer_state or {}).items():
+            name, _, key = flat.rpartition(".")
+            by_param.setdefault(name, {})[key] = value
+        for name, p in self.params.items():
+            self.optimizer.state.pop(p, None)
+            if name in by_param:
+                self.optimizer.state[p] = {
+                    key: (torch.tensor(float(np.asarray(v)), dtype=_step_dtype()) if key == "step"
+                          else torch.tensor(np.array(v), dtype=self.dtype, device=self.device))
+                    for key, v in by_param[name].items()}
+        if schedule is not None:
+            self.scheduler.load_state_dict(dict(schedule))
+            for group, lr in zip(self.optimizer.param_groups, schedule["_last_lr"]):
+                group["lr"] = lr
 
     def load_state_dict(self, state):
         with torch.no_grad():
@@ -201,7 +234,9 @@ class Twin:
         self.optimizer_step()
         optim = self.optimizer_tensors()
         after = self._copy_state(list(optim.values()))
+        schedule = self.schedule_state() if self.scheduler is not None else None
         return {
+            "schedule": schedule,  # where the next iteration starts in the schedule (None without one)
             "output": before[1],
             "loss": float(before[0]),
             "deltas": dict(zip(self.delta_names, before[2:2 + k])),
@@ -226,6 +261,11 @@ class Twin:
         if not self.on_cpu:
             return [_numpy(t) for t in [*optim, *self.state.values()]]
         return [t.numpy().copy() for t in optim] + [a.copy() for a in self.state_arrays]
+
+
+def _step_dtype():
+    """The dtype torch.optim keeps its `step` counters in (torch.optim.optimizer._get_scalar_dtype)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
 def _numpy(t):

@@ -21,6 +21,11 @@ TOLERANCES = {
     # distance from the shadow is at most factor times the float32 twin's own (largest so far),
     # plus a floor atol + rtol * max|shadow| (rtol: about 8 float32 ulps) for the first iterations.
     "shadow": {"factor": 4.0, "rtol": 1e-6, "atol": 1e-7},
+    # The second opinion on an element the row of its dtype rejects (torch_ref/rounding.py): torch's
+    # step re-run from the same start with every parameter, optimizer buffer and input perturbed by
+    # ± magnitude · u · ξ (u the dtype's unit roundoff, ξ ~ U(−1, 1)), `pairs` antithetic pairs; the
+    # element passes within factor × the largest distance of those steps from the float64 step.
+    "rounding": {"factor": 4.0, "magnitude": 16.0, "pairs": 4},
 }
 
 
@@ -34,6 +39,12 @@ def shadow_tolerance():
     """(factor, rtol, atol) of the float64-shadow criterion."""
     t = TOLERANCES["shadow"]
     return t["factor"], t["rtol"], t["atol"]
+
+
+def rounding_tolerance():
+    """(factor, magnitude, pairs) of the measured rounding allowance (torch_ref/rounding.py)."""
+    t = TOLERANCES["rounding"]
+    return t["factor"], t["magnitude"], int(t["pairs"])
 
 
 def fd_tolerance(dtype, loss):

@@ -1,0 +1,190 @@
+"""The second opinion: is a difference that the fixed tolerance rejects explained by rounding?
+
+A fixed atol/rtol cannot judge every element of a float32 (or long float64) run: an output that is
+the difference of larger terms carries the rounding of those terms, not its own; a pre-activation
+within rounding of a kink (relu, leaky_relu, a clipping threshold) takes either branch, and the
+delta then differs by the slope ratio; Adam's m/(√v + ε) amplifies a gradient's rounding where
+|g| is near ε; and a free run compounds rounding until the two trajectories part. None of these is
+a bug, and none is a fixed multiple of |reference|. So when the fixed tolerance rejects an element,
+the step that produced it is measured:
+
+    start   the state the implementation started this iteration from (parameters, optimizer
+            state, the schedule's position), and the iteration's batch
+    truth   torch's step from that start, in float64 (float32 runs), or in the run's dtype
+    spread  per element, the largest |r_k − truth| over 2·PAIRS steps of torch in the run's dtype
+            from the start and batch perturbed element-wise, v·(1 ± MAGNITUDE·u·ξ), ξ ~ U(−1, 1),
+            u the dtype's unit roundoff (antithetic pairs: a kink within reach is crossed by one
+            side of a pair), and the unperturbed step in the run's dtype
+    pass    |manual − truth| ≤ FACTOR · spread + atol + rtol · |truth|
+
+Perturbing every parameter and input by a few units of rounding moves every product term, and so
+every sum, as the implementation's own rounding does, with the condition of the computation built
+in: the spread is large exactly where the step is sensitive (cancellation, kinks, ε), and about
+MAGNITUDE·u·(Σ|terms|) elsewhere, far below any real backprop mistake (a wrong formula is off by
+the size of the quantity). FACTOR, MAGNITUDE and PAIRS are in the one tolerance table
+(TOLERANCES["rounding"], torch_ref/testing.py). The perturbations are drawn from fixed seeds:
+the same run gives the same verdict and the same report.
+"""
+import numpy as np
+import torch
+
+from .model import Twin
+from .testing import rounding_tolerance, tolerance
+
+
+class Start:
+    """Where an iteration starts: parameters, optimizer state ({} before the first step, None when
+    unknown), and the schedule's state (torch's scheduler.state_dict(), None without a schedule)."""
+
+    def __init__(self, state, optimizer_state, schedule):
+        self.state, self.optimizer_state, self.schedule = state, optimizer_state, schedule
+
+
+def step_pairs(m, r):
+    """(stage, name, manual, reference) of one iteration, in the order of the lockstep's comparison."""
+    from .lockstep import _pairs  # (the lockstep imports this module lazily: no import circle at load)
+    return _pairs(m, r)
+
+
+class SecondOpinion:
+    """Re-runs one training step from a given start to measure each element's rounding allowance."""
+
+    def __init__(self, desc):
+        self.desc = desc
+        self.dtype = desc["run"]["dtype"]
+        self.rtol, self.atol = tolerance(self.dtype)
+        self.factor, self.magnitude, self.pairs = rounding_tolerance()
+        self.u = float(np.finfo(self.dtype).eps) / 2
+        self._twins = {}
+
+    def _twin(self, dtype, start):
+        """A twin of `dtype` restored to `start` (one per dtype, reused)."""
+        twin = self._twins.get(dtype)
+        if twin is None:
+            twin = self._twins[dtype] = Twin(self.desc, start.state, dtype=dtype)
+        twin.restore(start.state, start.optimizer_state, start.schedule)
+        return twin
+
+    def steps(self, start, x, y):
+        """(truth, [results of the ensemble]) of one step from `start` on (x, y)."""
+        wide = "float64"
+        truth = self._twin(wide, _cast(start, np.float64)).train_step(_as(x, np.float64), _as(y, np.float64))
+        ensemble = [] if self.dtype == wide else [self._twin(self.dtype, start).train_step(x, y)]
+        for k in range(self.pairs):
+            rng = np.random.default_rng(k)
+            noise = {}  # one ξ per tensor, the same for both sides of the pair
+            for sign in (1.0, -1.0):
+                eps = sign * self.magnitude * self.u
+                s = _perturbed(start, eps, rng, noise, self.dtype)
+                xs, ys = _perturb(x, eps, rng, noise, "x"), _perturb(y, eps, rng, noise, "y")
+                twin = self._twin(self.dtype, s)
+                twin.model.perturb = _InPlace(eps, rng, noise)
+                try:
+                    ensemble.append(twin.train_step(xs.astype(x.dtype), ys.astype(y.dtype)))
+                finally:
+                    twin.model.perturb = None
+        return truth, ensemble
+
+    def judge(self, it, start, x, y, m, r):
+        """None if every element of iteration `it` is within tolerance of the lockstep reference `r`
+        or within the measured rounding allowance of torch's step from `start`; else a Mismatch.
+        `self.used` is then the largest fraction of its allowance an element needed (≤ 1 on a pass)."""
+        from .lockstep import Mismatch
+        truth, ensemble = self.steps(start, x, y)
+        passed, self.used = [], 0.0
+        for (stage, name, mv, rv), (_, _, _, tv), *others in zip(step_pairs(m, r), step_pairs(m, truth),
+                                                                *(step_pairs(m, e) for e in ensemble)):
+            a, ref, tru = (np.asarray(v, dtype=np.float64) for v in (mv, rv, tv))
+            if a.shape != tru.shape:
+                return None  # a shape error is the fixed comparison's to report
+            with np.errstate(invalid="ignore", over="ignore"):
+                spread = np.zeros(tru.shape)
+                for (_, _, _, ev) in others:
+                    np.fmax(spread, np.abs(np.asarray(ev, dtype=np.float64) - tru), out=spread)
+                allowed = self.factor * spread + self.atol + self.rtol * np.abs(tru)
+                err = np.abs(a - tru)
+                fixed = np.abs(a - ref) <= self.atol + self.rtol * np.abs(ref)
+                ok = (err <= allowed) | fixed | (a == tru)
+                if not fixed.all():
+                    self.used = max(self.used, float(np.nanmax(np.where(fixed, 0.0, err / allowed))))
+            if not ok.all():
+                excess = np.where(ok, 0.0, np.where(np.isnan(err), np.inf, err / allowed))
+                flat = int(np.argmax(excess))
+                index = tuple(int(i) for i in np.unravel_index(flat, tru.shape)) if tru.ndim else ()
+                mval, tval = float(a[index]), float(tru[index])
+                e = float(err[index])
+                side = "float64" if self.dtype != "float64" else self.dtype
+                detail = "\n  ".join([
+                    f"worst element at {'index ' + str(index) if index else 'the value'}: manual = {mval!r}, "
+                    f"reference = {tval!r} (torch's step from the same start, in {side})",
+                    f"absolute difference {e:.3e}, relative difference {e / max(abs(tval), 1e-300):.3e}; allowed: "
+                    f"atol {self.atol:g} + rtol {self.rtol:g} * |reference| + {self.factor:g} * the measured rounding "
+                    f"spread {float(spread[index]):.3e} = {float(allowed[index]):.3e}",
+                    f"mismatched elements: {int((~ok).sum())} / {ok.size} (outside both the fixed tolerance and "
+                    f"the rounding allowance)",
+                ])
+                return Mismatch(it, stage, name, index, mval, tval, e, e / max(abs(tval), 1e-300), self.atol,
+                                self.rtol, int((~ok).sum()), int(ok.size), detail,
+                                [s for s in passed if s != stage])
+            if not passed or passed[-1] != stage:
+                passed.append(stage)
+        return None
+
+
+def _as(a, dtype):
+    a = np.asarray(a)
+    return a if a.dtype.kind in "iu" else a.astype(dtype)
+
+
+def _cast(start, dtype):
+    return Start({k: np.asarray(v, dtype=dtype) for k, v in start.state.items()},
+                 None if start.optimizer_state is None else
+                 {k: np.asarray(v, dtype=dtype) for k, v in start.optimizer_state.items()},
+                 start.schedule)
+
+
+def _perturb(a, eps, rng, noise, key):
+    """a · (1 + eps · ξ), ξ ~ U(−1, 1) drawn once per key; integer arrays (class indices, step
+    counters) unchanged."""
+    a = np.asarray(a)
+    if a.dtype.kind in "iub":
+        return a
+    if key not in noise:
+        noise[key] = rng.uniform(-1.0, 1.0, a.shape)
+    return a.astype(np.float64) * (1.0 + eps * noise[key])
+
+
+class _InPlace:
+    """The noise a perturbed twin puts into its forward pass (MLP.perturb):
+
+    - every pre-activation and activation is scaled in place, through .data, so that what autograd
+      saved for the backward pass carries the noise too (tanh's and sigmoid's derivatives are taken
+      from their output, 1 − a², a(1 − a): near saturation those are differences of nearly equal
+      numbers, whose rounding perturbing the parameters alone does not move);
+    - every activation's slope f'(z) gets an absolute ± magnitude·u: a derivative made of terms of
+      order 1 (1 − tanh², Φ(z) + z·φ(z) from ½(1 + erf), eˣ − 1) is only ever computed to a few
+      units of rounding in absolute terms, however small it is in the tails.
+    """
+
+    def __init__(self, eps, rng, noise):
+        self.eps, self.rng, self.noise = eps, rng, noise
+
+    def _xi(self, t, key):
+        if key not in self.noise:
+            self.noise[key] = self.rng.uniform(-1.0, 1.0, tuple(t.shape))
+        return torch.as_tensor(self.noise[key], dtype=t.dtype, device=t.device)
+
+    def __call__(self, t, key):
+        t.data.mul_(1.0 + self.eps * self._xi(t, key))
+
+    def slope(self, net, key):
+        return self.eps * self._xi(net, key)
+
+
+def _perturbed(start, eps, rng, noise, dtype):
+    state = {k: _perturb(v, eps, rng, noise, "p:" + k).astype(dtype) for k, v in start.state.items()}
+    opt = start.optimizer_state
+    if opt is not None:
+        opt = {k: (np.asarray(v) if k.endswith(".step") else _perturb(v, eps, rng, noise, "o:" + k).astype(dtype))
+               for k, v in opt.items()}
+    return Start(state, opt, start.schedule)
