@@ -416,10 +416,11 @@ class _Heartbeat:
             self.shared[3 * self.rank + 2] += 1  # a tick: something happened
 
 
-def _inject(fault, rank, it):
+def _inject(fault, rank, it, phase="compute"):
     """Test hook: make this rank fail on purpose at iteration `it` ("raise", "exit", "hang" or
-    "stop": SIGSTOP to itself, a process that stops answering without dying)."""
-    if fault and fault[0] in (rank, None) and fault[1] == it:  # rank None: every rank
+    "stop": SIGSTOP to itself, a process that stops answering without dying, in DDP's
+    forward/backward, where its heartbeat says it may be waiting for a peer just as theirs do)."""
+    if fault and fault[0] in (rank, None) and fault[1] == it and (fault[2] == "stop") == (phase == "ddp"):
         kind = fault[2]
         if kind == "raise":
             raise RuntimeError(f"fault injected on purpose at iteration {it}")
@@ -476,6 +477,7 @@ def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
             c = loss_factor(setup, reduction, R, K, b - a, N)
             quiet = ddp.no_sync() if (k < K - 1 and setup.no_sync) else contextlib.nullcontext()
             beat("ddp")
+            _inject(fault, rank, it, "ddp")
             with quiet:
                 out = ddp(twin.tensor(x[a:b]))
                 loss = twin.loss_fn(out, twin.tensor(y[a:b]))
