@@ -419,7 +419,8 @@ class _Heartbeat:
 def _inject(fault, rank, it, phase="compute"):
     """Test hook: make this rank fail on purpose at iteration `it` ("raise", "exit", "hang" or
     "stop": SIGSTOP to itself, a process that stops answering without dying, in DDP's
-    forward/backward, where its heartbeat says it may be waiting for a peer just as theirs do)."""
+    forward/backward, where its heartbeat says it may be waiting for a peer just as theirs do).
+    `fault` = (rank, iteration, kind); rank None: every rank."""
     if fault and fault[0] in (rank, None) and fault[1] == it and (fault[2] == "stop") == (phase == "ddp"):
         kind = fault[2]
         if kind == "raise":
