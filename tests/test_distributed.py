@@ -263,7 +263,8 @@ def _exists(pid):
 
 @pytest.mark.parametrize("kind,cause", [("raise", "RuntimeError: fault injected on purpose at iteration 2"),
                                         ("exit", "exited with code 3"),
-                                        ("hang", "hung")])
+                                        ("hang", "hung"),
+                                        ("stop", "stopped")])  # SIGSTOP: its peer times out, it is to blame
 def test_a_failing_rank_is_named_and_the_others_are_stopped(kind, cause):
     started = []
     with pytest.raises(RankFailure) as info:

@@ -12,12 +12,15 @@
 Exit codes: 0 everything matched, 1 a mismatch (or an exception raised by the implementation, or,
 with --fd, finite differences that disagree), 2 bad input (one line on stderr naming the field:
 a bad description, an --impl that cannot be loaded or whose train_step breaks the contract, a
-report path that cannot be written: refused before the run starts).
+report path that cannot be written: refused before the run starts); 130 / 143 interrupted by
+Ctrl-C (SIGINT) / SIGTERM: one line on stderr naming the iteration reached, no report written
+(one already at the path is left as it was), data-parallel ranks stopped (torch_ref/interrupt.py).
 """
 import argparse
 import json
 import sys
 
+from . import interrupt
 from .spec import DEVICES, DTYPES, SpecError
 
 PROG = "backprop-check"
@@ -138,7 +141,7 @@ def cmd_run(args):
         from . import plugin
         impl = plugin.build(args.impl, desc)
     from . import reports
-    progress = reports.for_terminal(args.quiet)
+    progress = interrupt.track(reports.for_terminal(args.quiet))  # the iteration, for an interruption
     try:
         result = lockstep(desc, impl=impl, mode=args.mode, fd_steps=fd_steps, impl_name=args.impl,
                           record=bool(outputs), progress=progress)
@@ -172,7 +175,7 @@ def _cmd_run_ranks(desc, args):
     case = distributed.Case(desc, k, distributed.Setup(as_written=args.ddp_as_written))
     timeout = distributed.DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     try:
-        (result,) = distributed.check([case], args.ranks, timeout=timeout)
+        (result,) = distributed.check([case], args.ranks, timeout=timeout, progress=interrupt.note)
     except distributed.RankFailure as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code
@@ -191,11 +194,16 @@ def _fd_steps(args):
 
 def main(argv=None):
     args = _parser().parse_args(argv)
-    try:
-        return {"example": cmd_example, "run": cmd_run, "zoo": cmd_zoo}[args.command](args)
-    except SpecError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 2
+    with interrupt.handled():  # SIGINT, SIGTERM -> Interrupted, wherever the run is
+        try:
+            return {"example": cmd_example, "run": cmd_run, "zoo": cmd_zoo}[args.command](args)
+        except SpecError as e:
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            return 2
+        except interrupt.Interrupted as e:  # the `finally`s on the way stopped ranks, removed temp files
+            clear = "\r\033[K" if sys.stderr.isatty() else ""  # a progress line cut short by the signal
+            print(f"{clear}{PROG}: {e}", file=sys.stderr)
+            return e.exit_code
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ import pickle
 import signal
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -54,6 +53,7 @@ import manual.data
 import manual.init
 import manual.trainer
 
+from .interrupt import die_with_parent
 from .lockstep import Mismatch, prepare_device
 from .model import Twin
 from .spec import SpecError
@@ -416,9 +416,12 @@ class _Heartbeat:
             self.shared[3 * self.rank + 2] += 1  # a tick: something happened
 
 
-def _inject(fault, rank, it):
-    """Test hook: make this rank fail on purpose at iteration `it` ("raise", "exit" or "hang")."""
-    if fault and fault[0] in (rank, None) and fault[1] == it:  # rank None: every rank
+def _inject(fault, rank, it, phase="compute"):
+    """Test hook: make this rank fail on purpose at iteration `it` ("raise", "exit", "hang" or
+    "stop": SIGSTOP to itself, a process that stops answering without dying, in DDP's
+    forward/backward, where its heartbeat says it may be waiting for a peer just as theirs do).
+    `fault` = (rank, iteration, kind); rank None: every rank."""
+    if fault and fault[0] in (rank, None) and fault[1] == it and (fault[2] == "stop") == (phase == "ddp"):
         kind = fault[2]
         if kind == "raise":
             raise RuntimeError(f"fault injected on purpose at iteration {it}")
@@ -427,6 +430,8 @@ def _inject(fault, rank, it):
         if kind == "hang":
             while True:
                 time.sleep(1)
+        if kind == "stop":
+            os.kill(os.getpid(), signal.SIGSTOP)
 
 
 def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
@@ -473,6 +478,7 @@ def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
             c = loss_factor(setup, reduction, R, K, b - a, N)
             quiet = ddp.no_sync() if (k < K - 1 and setup.no_sync) else contextlib.nullcontext()
             beat("ddp")
+            _inject(fault, rank, it, "ddp")
             with quiet:
                 out = ddp(twin.tensor(x[a:b]))
                 loss = twin.loss_fn(out, twin.tensor(y[a:b]))
@@ -655,8 +661,13 @@ def _device_for(desc, local_rank, local_world):
     return torch.device("cpu"), "gloo"
 
 
-def _worker(rank, world, cases, reductions, port, timeout, shared, result_path, fault):
-    """The body of a spawned rank: join the group, run every case, rank 0 writes the results."""
+def _worker(rank, world, cases, reductions, port, timeout, shared, results_out, fault, parent):
+    """The body of a spawned rank: join the group, run every case, rank 0 sends the results to
+    the parent through `results_out` (a pipe: no file to leave behind). The rank dies with its
+    parent process (see `check`) and ignores SIGINT: Ctrl-C reaches the whole process group, and
+    the command's process, not each rank, decides what happens (it stops the ranks)."""
+    die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     beat = _Heartbeat(shared, rank)
     beat("init")
     torch.set_num_threads(1)  # R processes share the machine's cores
@@ -670,10 +681,8 @@ def _worker(rank, world, cases, reductions, port, timeout, shared, result_path, 
     finally:
         dist.destroy_process_group()
     if rank == 0:
-        tmp = result_path + ".part"
-        with open(tmp, "wb") as fh:
-            pickle.dump(results, fh)
-        os.replace(tmp, result_path)
+        results_out.send_bytes(pickle.dumps(results))
+    results_out.close()
     beat("done")
 
 
@@ -692,14 +701,27 @@ def free_port():
         return s.getsockname()[1]
 
 
-def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None, watchdog=None):
+def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None, watchdog=None, progress=None):
     """Run every Case on `ranks` spawned processes (one process group, the cases one after the
     other); returns their DistResults. Raises SpecError for a bad set-up (before anything starts)
-    and RankFailure when a rank raises, dies or hangs: the others are then stopped, nothing is left
-    running. `timeout` bounds every collective (the backend's timeout) and the parent's watchdog,
-    which stops everything when no rank has made progress for `watchdog` s (default timeout + 15,
-    and 2 minutes more while the ranks start). `fault` is a test
-    hook (rank, iteration, "raise"|"exit"|"hang"); `on_start(pids)` is called once they run."""
+    and RankFailure when a rank raises, dies, hangs or is stopped (SIGSTOP): the others are then
+    stopped, nothing is left running. `timeout` bounds every collective (the backend's timeout)
+    and the parent's watchdog, which stops everything when no rank has made progress for
+    `watchdog` s (default timeout + 15, and 2 minutes more while the ranks start). `fault` is a
+    test hook (rank, iteration, "raise"|"exit"|"hang"|"stop"); `on_start(pids)` is called once
+    they run; `progress(it, steps)` (as the lockstep's) with the lowest iteration any rank is at.
+
+    Nothing outlives the calling process, even when it is killed by SIGKILL, which no handler
+    sees: every rank asks the kernel (prctl PR_SET_PDEATHSIG, Linux) to SIGKILL it when its
+    parent ends, and so does the forkserver, the ranks' parent (torch_ref/_forkserver.py, first
+    in its preload list; without it the forkserver stays up as long as the ranks it forked, and
+    they as long as it). A death signal, not a pipe watched by a thread, because the kernel
+    delivers it whatever the rank is doing: stuck in a collective, holding the GIL, or stopped.
+    The death signal fires when the *thread* that started the forkserver (or, with the spawn
+    method, the rank) exits: call check() from a thread that outlives the run (the main thread).
+    The results come back through a pipe, not a file: there is no temporary directory to leave
+    behind. On SIGINT/SIGTERM the caller's exception (torch_ref.interrupt.Interrupted) passes
+    through the `finally` below, which stops the ranks."""
     cases = list(cases)
     reductions = [validate(c, ranks) for c in cases]
     if not (isinstance(timeout, (int, float)) and timeout > 0):
@@ -710,53 +732,76 @@ def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None, watc
             raise SpecError("run.device", f"cuda with {ranks} rank(s) needs one GPU per rank, found"
                                           f" {torch.cuda.device_count()}")
     ctx = multiprocessing.get_context(START_METHOD)
+    os.environ["BACKPROP_CHECK_PARENT_PID"] = str(os.getpid())  # read by torch_ref/_forkserver.py
     if START_METHOD == "forkserver":  # the server imports torch once; every later launch forks from it
-        ctx.set_forkserver_preload(["torch_ref.distributed", "torch._dynamo"])  # torch.optim imports _dynamo
+        # torch_ref._forkserver first: the server dies with this process (see above)
+        ctx.set_forkserver_preload(["torch_ref._forkserver", "torch_ref.distributed", "torch._dynamo"])  # torch.optim imports _dynamo
     shared = ctx.RawArray("d", 3 * ranks)
-    tmpdir = tempfile.mkdtemp(prefix="backprop-check-ddp-")
-    result_path = os.path.join(tmpdir, "results.pickle")
+    results_in, results_out = ctx.Pipe(duplex=False)
     port = free_port()
+    steps = cases[0].desc["run"]["steps"] if len(cases) == 1 else None
     pc = torch.multiprocessing.start_processes(
-        _worker, args=(ranks, cases, reductions, port, timeout, shared, result_path, fault),
+        _worker, args=(ranks, cases, reductions, port, timeout, shared, results_out, fault, os.getpid()),
         nprocs=ranks, join=False, start_method=START_METHOD)
     procs = pc.processes
+    results_out.close()  # the ranks hold their copies: EOF once they are gone
     try:
         if on_start:
             on_start([p.pid for p in procs])
         watchdog = timeout + 15.0 if watchdog is None else watchdog
-        failure = _watch(procs, shared, ranks, watchdog)
+        failure, payload = _watch(procs, shared, ranks, watchdog, results_in,
+                                  progress and (lambda it: progress(it, steps)))
         if failure is None:
-            with open(result_path, "rb") as fh:
-                return pickle.load(fh)
+            return pickle.loads(payload)
         snapshot = [(int(shared[3 * r]), int(shared[3 * r + 1])) for r in range(ranks)]
         alive = [p.is_alive() for p in procs]
+        stopped = [alive[r] and _is_stopped(p.pid) for r, p in enumerate(procs)]
         _stop(procs, grace=1.0)
-        raise _blame(procs, pc.error_files, snapshot, alive, failure, timeout, watchdog)
+        raise _blame(procs, pc.error_files, snapshot, alive, failure, timeout, watchdog, stopped)
     finally:
         _stop(procs, grace=0.0)
-        for f in [result_path, *pc.error_files]:
+        results_in.close()
+        for f in pc.error_files:
             with contextlib.suppress(OSError):
                 os.unlink(f)
-        with contextlib.suppress(OSError):
-            os.rmdir(tmpdir)
 
 
-def _watch(procs, shared, ranks, limit):
-    """Wait until every rank exited 0 (None), one failed ("exit"), or nothing moved for `limit` s ("hang")."""
+def _is_stopped(pid):
+    """Whether process `pid` is stopped (SIGSTOP, SIGTSTP, a debugger): state T or t in /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, IndexError):
+        return False
+
+
+def _watch(procs, shared, ranks, limit, results_in, progress=None):
+    """Wait until every rank exited 0 (None), one failed ("exit"), or nothing moved for `limit` s
+    ("hang"); returns (that, the bytes rank 0 sent through `results_in`, or None). Reads them as
+    they come (rank 0 cannot finish sending a large result before they are read). `progress(it)`
+    gets the lowest iteration the ranks are at whenever it changes."""
     start_limit = limit + 120.0  # starting a rank (importing torch) may be slow
-    last_ticks, last_change = None, time.monotonic()
+    last_ticks, last_change, last_it, payload = None, time.monotonic(), None, None
     while True:
-        multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0.2)
+        waiting = [p.sentinel for p in procs] + ([results_in] if payload is None else [])
+        if results_in in multiprocessing.connection.wait(waiting, timeout=0.2):
+            try:
+                payload = results_in.recv_bytes()
+            except EOFError:
+                payload = b""  # every rank closed its end without sending: they failed or ended
         codes = [p.exitcode for p in procs]
         if any(c not in (None, 0) for c in codes):
-            return "exit"
-        if all(c == 0 for c in codes):
-            return None
+            return "exit", None
+        if all(c == 0 for c in codes) and payload is not None:
+            return None, payload
         ticks = [shared[3 * r + 2] for r in range(ranks)]
+        it = min(int(shared[3 * r]) for r in range(ranks))
+        if progress is not None and it != last_it and all(ticks):
+            progress(last_it := it)
         if ticks != last_ticks:
             last_ticks, last_change = ticks, time.monotonic()
         elif time.monotonic() - last_change > (limit if all(ticks) else start_limit):
-            return "hang"
+            return "hang", None
 
 
 def _stop(procs, grace):
@@ -767,6 +812,8 @@ def _stop(procs, grace):
     for p in procs:
         if p.is_alive():
             p.terminate()
+            with contextlib.suppress(OSError):
+                os.kill(p.pid, signal.SIGCONT)  # a stopped process acts on SIGTERM only once continued
     end = time.monotonic() + 3.0
     for p in procs:
         p.join(max(0.0, end - time.monotonic()))
@@ -776,11 +823,13 @@ def _stop(procs, grace):
         p.join()
 
 
-def _blame(procs, error_files, snapshot, alive, failure, timeout, watchdog):
+def _blame(procs, error_files, snapshot, alive, failure, timeout, watchdog, stopped=None):
     """The RankFailure naming the rank that caused the stop, and how. In order: a rank that died
-    (signal, or exit without a traceback); a rank that raised something other than losing a peer;
-    a rank still running outside any collective while the others waited for it (hung); else the
-    first that failed. `snapshot[r]` = (iteration, phase) and `alive[r]` when the failure was seen."""
+    (signal, or exit without a traceback); a rank that was stopped (SIGSTOP: it stopped answering,
+    its heartbeat froze, and its peers, waiting for it in a collective, timed out: they lost a
+    peer, it is the cause); a rank that raised something other than losing a peer; a rank still
+    running outside any collective while the others waited for it (hung); else the first that
+    failed. `snapshot[r]` = (iteration, phase), `alive[r]` and `stopped[r]` when the failure was seen."""
     errors = {}
     for r, f in enumerate(error_files):
         if os.access(f, os.R_OK):
@@ -810,6 +859,10 @@ def _blame(procs, error_files, snapshot, alive, failure, timeout, watchdog):
             how = (f"was killed by signal {signal.Signals(-p.exitcode).name}" if p.exitcode < 0
                    else f"exited with code {p.exitcode}")
             return failure_of(r, how, how, code(r))
+    for r in range(len(procs)):
+        if stopped and stopped[r] and r not in errors:
+            how = "was stopped (SIGSTOP or similar) and stopped answering"
+            return failure_of(r, how, "stopped", code(r))
     for r, tb in errors.items():
         if "SpecError" in tb or not any(s in last_line(tb, 10 ** 6) for s in PEER_LOST):
             err = last_line(tb)
