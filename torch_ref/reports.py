@@ -181,6 +181,7 @@ def build(result, desc, spec_path=None):
         "first_mismatch_text": str(first) if first else None,
         "not_reported": result.not_reported,
         "not_reached": result.not_reached,
+        "skipped": result.skipped,
         "fd": result.fd.to_json() if result.fd else None,
         "summary": result.stats,
         "final_loss": result.final_loss,
@@ -241,6 +242,8 @@ def markdown(result, desc, spec_path=None):
             lines.append(f"| {stage} | not reported | | (not checked) |")
         elif stage in result.not_reached:
             lines.append(f"| {stage} | not reached | | (the run stopped before it) |")
+        elif stage in result.skipped:
+            lines.append(f"| {stage} | skipped | | (--skip-stage: not checked) |")
     fl = result.final_loss
     lines += ["", f"Final loss: implementation {fl['manual']!r}, reference {fl['reference']!r}."]
     if result.first_mismatch:
