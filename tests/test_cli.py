@@ -114,7 +114,7 @@ def test_example_json_keys():
     p = subprocess.run([sys.executable, "-m", "torch_ref.cli", "example", "--json"],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
-    rep = json.loads(p.stdout)
+    rep = json.loads(p.stdout, parse_constant=lambda token: pytest.fail(f"not strict JSON: {token}"))
     for key in ("forward", "E_total", "grads", "updated", "E_after_1", "E_after_10000",
                 "outputs_after_10000", "seed", "errata"):
         assert key in rep

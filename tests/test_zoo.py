@@ -44,7 +44,7 @@ def test_transposed_gradient_is_caught_on_square_layers():
 
 def test_zoo_command_json_and_exit_code(capsys):
     assert cli.main(["zoo", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"not strict JSON: {token}"))
     assert out["ok"] is True
     assert [e["id"] for e in out["entries"]] == IDS
     for e in out["entries"]:

@@ -13,11 +13,11 @@ import copy
 from pathlib import Path
 
 from . import plugin, spec
-from .lockstep import lockstep
+from .lockstep import lockstep, skipped_stages
 
 
 def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0,
-          report=None, markdown=None, plot=None):
+          report=None, markdown=None, plot=None, skip_stages=(), step_timeout=None):
     """Run the lockstep of `impl` against the torch twin and return the Result.
 
     desc: a path to a description file (.toml / .json), or a description as a dict (parsed or not).
@@ -27,19 +27,25 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     fd_steps: iterations that also get central finite differences (2 forward passes per parameter).
     report, markdown, plot: paths of a JSON report, a Markdown summary, a PNG plot (torch_ref/reports.py),
           checked writable before the run, written atomically after it.
+    skip_stages: stages not compared (e.g. ["loss"] for an implementation that reports a loss other
+          than the one it descends), listed in Result.skipped.
+    step_timeout: seconds each call of the implementation may take (default 300; 0: no limit); a
+          call out of time ends the run as the implementation's failure.
     """
     desc = spec.load(desc) if isinstance(desc, (str, Path)) else _parsed(desc)
     overrides = {k: v for k, v in (("steps", steps), ("dtype", dtype), ("device", device)) if v is not None}
     if overrides:
         desc["run"] = spec._run({**desc["run"], **overrides})
+    from . import reports
+    skipped_stages(skip_stages)  # bad arguments are refused before the factory runs
+    outputs = reports.prepare(report, markdown, plot)
     name = impl if isinstance(impl, str) else getattr(impl, "__qualname__", None)
     if isinstance(impl, (str, type)) or (impl is not None and not hasattr(impl, "train_step")):
-        impl = plugin.build(impl, desc)  # a TARGET string, a class or another factory
+        impl = plugin.build(impl, desc, plugin.step_timeout(step_timeout, "step_timeout"))  # a TARGET, a class, a factory
     if name is None and impl is not None:
-        name = type(impl).__qualname__
-    from . import reports
-    outputs = reports.prepare(report, markdown, plot)
-    result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=bool(outputs))
+        name = impl.name if isinstance(impl, plugin.Guard) else type(impl).__qualname__
+    result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=bool(outputs),
+                      skip_stages=skip_stages, step_timeout=plugin.step_timeout(step_timeout, "step_timeout"))
     reports.write_all(outputs, result, desc)
     return result
 

@@ -3,21 +3,31 @@
     backprop-check example [--json]                 the seed's worked example, checked
     backprop-check zoo [--json]                     classic backprop mistakes, each caught
     backprop-check run SPEC [--json] [--steps N] [--dtype D] [--device D] [--mode free|resync|shadow]
-                            [--impl TARGET] [--fd] [--fd-steps K]
+                            [--impl TARGET] [--step-timeout SECONDS] [--skip-stage STAGE ...]
+                            [--fd] [--fd-steps K]
                             [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--quiet]
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
                                                     data-parallel: DDP on R processes (torch_ref/distributed.py)
     backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
 
-Exit codes: 0 everything matched, 1 a mismatch (or an exception raised by the implementation, or,
-with --fd, finite differences that disagree), 2 bad input (one line on stderr naming the field:
-a bad description, an --impl that cannot be loaded or whose train_step breaks the contract, a
-report path that cannot be written: refused before the run starts); 130 / 143 interrupted by
-Ctrl-C (SIGINT) / SIGTERM: one line on stderr naming the iteration reached, no report written
-(one already at the path is left as it was), data-parallel ranks stopped (torch_ref/interrupt.py).
+With --json, stdout carries exactly one strict JSON document (NaN and infinities as null):
+whatever the implementation prints, from Python, C or a subprocess, goes to stderr.
+
+Exit codes:
+    0    every check passed;
+    1    a mismatch, or the implementation failed (an exception of its own code, SystemExit and
+         KeyboardInterrupt raised by it included, or a call longer than --step-timeout), or, with
+         --fd, finite differences that disagree;
+    2    usage, bad input or the environment (one line on stderr naming the field: a bad
+         description or flag, an --impl that cannot be loaded, whose factory raises an Exception
+         (refusing the description) or whose train_step breaks the contract, a report path that cannot be written, a missing optional dependency such as
+         matplotlib for --plot: refused before the run starts);
+    130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.
 """
 import argparse
+import contextlib
 import json
+import os
 import sys
 
 from . import interrupt
@@ -25,6 +35,8 @@ from .spec import DEVICES, DTYPES, SpecError
 
 PROG = "backprop-check"
 FD_STEPS = 3  # iterations checked by --fd unless --fd-steps says otherwise
+EXIT_CODES = ("exit codes: 0 every check passed; 1 a mismatch, or the implementation failed; "
+              "2 usage, bad input, or the environment; 130/143 interrupted (SIGINT/SIGTERM)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,13 +45,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser():
-    p = _Parser(prog=PROG, description="Cross-check hand-written backprop against torch autograd.")
+    p = _Parser(prog=PROG, description="Cross-check hand-written backprop against torch autograd.",
+                epilog=EXIT_CODES)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    ex = sub.add_parser("example", help="the seed's worked example, figure by figure")
+    ex = sub.add_parser("example", help="the seed's worked example, figure by figure", epilog=EXIT_CODES)
     ex.add_argument("--json", action="store_true", help="print one JSON object")
-    zoo = sub.add_parser("zoo", help="run the zoo of classic backprop mistakes; show where each is caught")
+    zoo = sub.add_parser("zoo", help="run the zoo of classic backprop mistakes; show where each is caught", epilog=EXIT_CODES)
     zoo.add_argument("--json", action="store_true", help="print one JSON object")
-    run = sub.add_parser("run", help="lockstep cross-check of a description file")
+    run = sub.add_parser("run", help="lockstep cross-check of a description file", epilog=EXIT_CODES)
     run.add_argument("spec", metavar="SPEC", help="network description (.toml or .json)")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--steps", type=int, help="override run.steps")
@@ -53,6 +66,13 @@ def _parser():
     run.add_argument("--impl", metavar="TARGET",
                      help="check this implementation instead of manual: package.module:factory or "
                           "path/to/file.py:factory (the factory gets the parsed description)")
+    run.add_argument("--step-timeout", type=float, metavar="SECONDS",
+                     help="how long one call of the implementation (its factory, load_state_dict, train_step, "
+                          "load_optimizer_state) may take before the run fails naming it (default 300; 0: no limit)")
+    run.add_argument("--skip-stage", action="append", metavar="STAGE",
+                     help="do not compare this stage (output, loss, delta, grad, optim, param; repeatable), e.g. "
+                          "loss for an implementation that reports a loss other than the one it descends; the "
+                          "summary, --json and the reports list what was skipped")
     run.add_argument("--fd", action="store_true",
                      help="add central finite differences (numpy, float64) as a third opinion on the "
                           "gradients of the first iterations; costs 2 forward passes per parameter")
@@ -93,64 +113,126 @@ def _apply_overrides(desc, args):
 
 def cmd_example(args):
     from . import example
-    rep = example.report()
-    if args.json:
-        print(json.dumps({k: v for k, v in rep.items() if k != "rows"}, indent=2))
-    else:
-        print(example.table(rep))
+    with _json_stdout(args.json) as emit:
+        rep = example.report()
+        emit(_dumps({k: v for k, v in rep.items() if k != "rows"}) if args.json else example.table(rep))
     return 0 if rep["confirmed_by_autograd"] else 1
 
 
 def cmd_zoo(args):
-    if args.ddp:
-        from . import zoo_ddp
-        outcomes = zoo_ddp.run_zoo()
+    with _json_stdout(args.json) as emit:
+        if args.ddp:
+            from . import zoo_ddp
+            outcomes = zoo_ddp.run_zoo()
+            ok = all(o.as_expected for o in outcomes)
+            emit(_dumps({"ok": ok, "entries": [o.to_json() for o in outcomes]}) if args.json
+                 else zoo_ddp.table(outcomes))
+            return 0 if ok else 1
+        from . import zoo
+        outcomes = zoo.run_zoo()
         ok = all(o.as_expected for o in outcomes)
-        print(json.dumps({"ok": ok, "entries": [o.to_json() for o in outcomes]}, indent=2) if args.json
-              else zoo_ddp.table(outcomes))
+        if args.json:
+            emit(_dumps({"ok": ok, "entries": [o.to_json() for o in outcomes],
+                         "stages_covered": sorted({o.where[1] for o in outcomes if o.where})}))
+        else:
+            emit(zoo.table(outcomes))
         return 0 if ok else 1
-    from . import zoo
-    outcomes = zoo.run_zoo()
-    ok = all(o.as_expected for o in outcomes)
-    if args.json:
-        print(json.dumps({"ok": ok, "entries": [o.to_json() for o in outcomes],
-                          "stages_covered": sorted({o.where[1] for o in outcomes if o.where})}, indent=2))
-    else:
-        print(zoo.table(outcomes))
-    return 0 if ok else 1
 
 
 def cmd_run(args):
-    from . import spec
-    from .lockstep import lockstep
+    with _json_stdout(args.json) as emit:
+        return _cmd_run(args, emit)
+
+
+def _cmd_run(args, emit):
+    from . import plugin, spec
+    from .lockstep import lockstep, skipped_stages
     desc = _apply_overrides(spec.load(args.spec), args)
     outputs = _check_outputs(args)  # an unwritable report path is refused before the run starts
-    for flag, given in (("--impl", args.impl is not None), ("--fd", args.fd or args.fd_steps is not None)):
+    for flag, given in (("--impl", args.impl is not None), ("--fd", args.fd or args.fd_steps is not None),
+                        ("--skip-stage", args.skip_stage is not None),
+                        ("--step-timeout", args.step_timeout is not None)):
         if given and (args.ranks is not None or args.only is not None):
             raise SpecError(flag, "checks the lockstep run (not with --ranks or --only)")
     if args.ranks is not None or args.accumulate is not None or args.ddp_as_written or args.timeout is not None:
-        return _cmd_run_ranks(desc, args)
+        return _cmd_run_ranks(desc, args, emit)
     if args.only is not None:
         from .solo import train_alone
         solo = train_alone(desc, args.only)
-        print(json.dumps(solo.to_json(), indent=2) if args.json else solo.summary())
+        emit(_dumps(solo.to_json()) if args.json else solo.summary())
         return 0
     fd_steps = _fd_steps(args)
+    skip = skipped_stages(args.skip_stage)
+    step_timeout = plugin.step_timeout(args.step_timeout)
     impl = None
     if args.impl is not None:
-        from . import plugin
-        impl = plugin.build(args.impl, desc)
+        impl = plugin.build(args.impl, desc, step_timeout)
     from . import reports
     progress = interrupt.track(reports.for_terminal(args.quiet))  # the iteration, for an interruption
     try:
         result = lockstep(desc, impl=impl, mode=args.mode, fd_steps=fd_steps, impl_name=args.impl,
-                          record=bool(outputs), progress=progress)
+                          record=bool(outputs), progress=progress, skip_stages=skip, step_timeout=step_timeout)
     finally:
         if progress is not None:
             progress.done()
     reports.write_all(outputs, result, desc, spec_path=args.spec)
-    print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
+    emit(_dumps(result.to_json()) if args.json else result.summary())
     return 0 if result.ok and (result.fd is None or result.fd.ok) else 1
+
+
+def _dumps(tree):
+    """Strict JSON (NaN and infinities as null): what json.loads(..., parse_constant=raise) accepts."""
+    from .reports import _finite
+    return json.dumps(_finite(tree), indent=2, allow_nan=False)
+
+
+@contextlib.contextmanager
+def _json_stdout(enabled):
+    """With --json, stdout carries the JSON document and nothing else. While the block runs,
+    Python's sys.stdout is stderr, and so is file descriptor 1 (prints from C code and from
+    subprocesses); the text given to the yielded `emit` is printed on the real stdout after it.
+    Without --json, `emit` is print."""
+    if not enabled:
+        yield print
+        return
+    held = []
+    saved = _point_stdout_at_stderr()
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield held.append
+    finally:
+        _restore_stdout(saved)
+        for text in held:
+            print(text)
+
+
+def _point_stdout_at_stderr():
+    """Make file descriptor 1 a copy of 2; the saved descriptor 1 (None where that cannot be done)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+        return saved
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _restore_stdout(saved):
+    """Flush what C code and Python's own streams still hold for descriptor 1, then restore it."""
+    if saved is None:
+        return
+    try:
+        import ctypes
+        ctypes.CDLL(None).fflush(None)  # C's stdio buffer: printf output goes where fd 1 is now
+    except (OSError, AttributeError, TypeError):
+        pass
+    for stream in (sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
+    os.dup2(saved, 1)
+    os.close(saved)
 
 
 def _check_outputs(args):
@@ -162,7 +244,7 @@ def _check_outputs(args):
     return reports.prepare(args.report, args.markdown, args.plot)
 
 
-def _cmd_run_ranks(desc, args):
+def _cmd_run_ranks(desc, args, emit=print):
     """`run SPEC --ranks R`: the data-parallel lockstep (torch_ref/distributed.py)."""
     from . import distributed
     if args.ranks is None:
@@ -179,7 +261,7 @@ def _cmd_run_ranks(desc, args):
     except distributed.RankFailure as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code
-    print(json.dumps(result.to_json(), indent=2) if args.json else result.summary())
+    emit(_dumps(result.to_json()) if args.json else result.summary())
     return 0 if result.ok else 1
 
 

@@ -28,7 +28,8 @@ import manual.trainer
 
 from .fdcheck import FDCheck
 from .model import Twin
-from .plugin import Conformer, one_line
+from . import plugin
+from .plugin import Conformer
 from .rounding import SecondOpinion, Start
 from .spec import SpecError
 from .testing import compare, tolerance
@@ -103,6 +104,7 @@ class Result:
     not_reached: list = field(default_factory=list)   # stages never compared (stopped before them)
     history: "History | None" = None                  # per-iteration record (record=True)
     rounding: dict = field(default_factory=dict)      # what the second opinion excused (Rounding.to_json)
+    skipped: list = field(default_factory=list)       # stages left out on request (--skip-stage)
 
     def to_json(self):
         return {
@@ -119,6 +121,7 @@ class Result:
             "impl": self.impl,
             "not_reported": self.not_reported,
             "not_reached": self.not_reached,
+            "skipped": self.skipped,
             "fd": self.fd.to_json() if self.fd else None,
             "rounding": self.rounding,
         }
@@ -141,6 +144,8 @@ class Result:
             lines.append(f"  rounding: {n} iteration(s) outside the fixed tolerance were within the measured"
                          f" rounding allowance (first at iteration {self.rounding['first'][0]}); the twin was"
                          f" re-anchored on the implementation's state {self.rounding['reanchored']} time(s)")
+        for s in self.skipped:
+            lines.append(f"  {s:<7} {'skipped':>12} {'':>12}  (--skip-stage: not checked)")
         side = "manual" if self.impl == "manual" else "implementation"
         lines.append(f"  final loss: {side} {self.final_loss['manual']!r}, reference {self.final_loss['reference']!r}")
         if self.impl != "manual":
@@ -161,31 +166,36 @@ def prepare_device(device):
         torch.backends.cudnn.allow_tf32 = False
 
 
-def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=False, progress=None):
+def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=False, progress=None,
+             skip_stages=(), step_timeout=None):
     """Run the cross-check described by `desc` (a parsed description). `impl` is any object with
     load_state_dict/train_step; by default the manual engine. Returns a `Result`.
 
-    A plug-in's results are checked against the contract (torch_ref/plugin.py): breaking it raises
-    `ImplError` (exit 2); an exception raised by its own code ends the run as a failure at stage
-    "exception" (exit 1). `fd_steps` > 0 adds central finite differences as a third opinion on the
+    A plug-in is called through its guard (torch_ref/plugin.py: copies in and out, a time limit of
+    `step_timeout` seconds per call, default 300, 0 for none); its results are checked against the
+    contract: breaking it raises `ImplError` (exit 2); an exception raised by its own code (any
+    BaseException but a real interruption), or a call out of time, ends the run as a failure at
+    stage "exception" (exit 1). `skip_stages` (e.g. ["loss"], --skip-stage) are not compared; the
+    Result lists them under `skipped`. `fd_steps` > 0 adds central finite differences as a third opinion on the
     gradients of the first `fd_steps` iterations (2 forward passes per parameter element).
     `record=True` keeps, per iteration, both losses and every tensor's largest differences
     (`Result.history`, for reports and plots); `progress(it, steps)` is called before each iteration."""
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
+    skip = skipped_stages(skip_stages)
     if mode == "shadow":  # float32 judged against a float64 shadow twin: torch_ref/shadow.py
         if record or fd_steps:
             raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
                                     " (--report, --markdown, --plot, --fd): use free or resync for those")
         from .shadow import shadow_lockstep
-        return shadow_lockstep(desc, impl, impl_name, progress)
+        return shadow_lockstep(desc, impl, impl_name, progress, skip, step_timeout)
     run = desc["run"]
     prepare_device(run["device"])
     dtype = np.dtype(run["dtype"])
     rtol, atol = tolerance(dtype)
     impl_name = impl_name or ("manual" if impl is None else type(impl).__qualname__)
     conform = Conformer(trusted=impl is None)  # the manual engine needs no conversion
-    impl = impl if impl is not None else manual.trainer.build(desc)
+    impl = guarded(desc, impl, impl_name, step_timeout)
     state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
     twin = Twin(desc, state)
     batches = manual.data.batches(desc, dtype)
@@ -194,13 +204,13 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     checker, first, m, r = None, None, None, None
     steps, done, chunk = run["steps"], 0, 1  # done: iterations compared and passed
     history = History(steps) if record else None
-    opinion, rounding = SecondOpinion(desc), Rounding()
+    opinion, rounding = SecondOpinion(desc, skip), Rounding()
     start0 = Start(state, twin.optimizer_state(), twin.schedule_state())  # iteration 0's, shared
     prev = None  # (it, x, y, m, r) of the last iteration compared
     try:
         impl.load_state_dict(state)
-    except Exception as e:
-        first = _raised(0, "load_state_dict(state)", e, rtol, atol)
+    except plugin.Failed as e:
+        first = _raised(0, e, rtol, atol)
     while first is None and done < steps:
         # The reference runs ahead through a chunk of iterations; the implementation follows it
         # through the same ones, and the chunk is compared in one vectorised pass. The twin never
@@ -219,11 +229,10 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
                 break
         pending, stop = [], None  # (it, x, y, m, r) to compare; what ended the chunk early, if anything
         for it, x, y, before, r in ahead:
-            try:
-                # a plug-in gets its own copy of the batch: changing it in place cannot reach the twin
-                m = impl.train_step(x, y) if conform.trusted else impl.train_step(x.copy(), y.copy())
-            except Exception as e:
-                stop = _raised(it, "train_step(x, y)", e, rtol, atol)
+            try:  # a plug-in gets its own copy of the batch (the guard's): it cannot reach the twin
+                m = impl.train_step(x, y)
+            except plugin.Failed as e:
+                stop = _raised(it, e, rtol, atol)
                 break
             if not math.isfinite(r["loss"]):
                 stop = _diverged(it, r["loss"], rtol, atol)
@@ -232,16 +241,15 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
             if before is not None:
                 fd.add(it, before, x, y, m, r)
             if checker is None:
-                checker = Checker(m, r, rtol, atol, history)
+                checker = Checker(m, r, rtol, atol, history, skip)
                 chunk = _chunk(checker)
             pending.append((it, x, y, m, r))
             if mode == "resync":
-                try:
-                    impl.load_state_dict(r["state_dict"])
-                    if hasattr(impl, "load_optimizer_state"):
-                        impl.load_optimizer_state(r.get("optimizer_state", {}))
-                except Exception as e:
-                    stop = _raised(it + 1, "load_state_dict(state) (resync)", e, rtol, atol)
+                try:  # the guard hands over copies: keeping them cannot change the twin's values
+                    impl.load_state_dict(r["state_dict"], during="resync")
+                    impl.load_optimizer_state(r.get("optimizer_state", {}), during="resync")
+                except plugin.Failed as e:
+                    stop = _raised(it + 1, e, rtol, atol)
                     break
         first = _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl)
         if first is not None:  # a mismatch comes before whatever stopped the chunk
@@ -257,9 +265,9 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     nan = float("nan")
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
     return Result(first is None, steps, first, checker.stats() if checker else {}, str(dtype),
-                  run["device"], mode, losses, conform.not_reported(r or {}), fd, impl_name,
-                  history=history, not_reached=checker.not_reached() if checker else [],
-                  rounding=rounding.to_json())
+                  run["device"], mode, losses, [s for s in conform.not_reported(r or {}) if s not in skip], fd,
+                  impl_name, history=history, not_reached=checker.not_reached() if checker else [],
+                  skipped=[s for s in STAGES if s in skip], rounding=rounding.to_json())
 
 
 def _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl):
@@ -304,7 +312,7 @@ def _start(mode, start0, prev, impl):
     twin_opt = r.get("optimizer_state", {})
     if mode == "resync":
         state = r["state_dict"]
-        opt = twin_opt if hasattr(impl, "load_optimizer_state") else m.get("optimizer_state")
+        opt = twin_opt if hasattr(getattr(impl, "impl", impl), "load_optimizer_state") else m.get("optimizer_state")
     else:
         state, opt = m["state_dict"], m.get("optimizer_state")
     if opt is None:
@@ -333,6 +341,29 @@ class Rounding:
     def to_json(self):
         return {"iterations": self.n_excused, "first": list(self.first_excused), "reanchored": self.n_reanchored,
                 "largest_fraction_of_allowance": self.used}
+
+
+def skipped_stages(stages):
+    """The set of stages to leave out (--skip-stage), each checked; SpecError naming --skip-stage
+    for an unknown stage, or for all of them (a run that compares nothing certifies nothing)."""
+    if isinstance(stages, str):
+        stages = [stages]
+    skip = set()
+    for stage in stages or ():
+        if stage not in STAGES:
+            raise SpecError("--skip-stage", f"unknown stage {stage!r}; expected one of {list(STAGES)}")
+        skip.add(stage)
+    if skip >= set(STAGES):
+        raise SpecError("--skip-stage", "every stage skipped: nothing would be compared")
+    return skip
+
+
+def guarded(desc, impl, impl_name, step_timeout=None):
+    """The implementation in its guard (torch_ref/plugin.py); the manual engine, trusted, for None."""
+    if impl is None:
+        return plugin.Guard(manual.trainer.build(desc), "manual", trusted=True)
+    return plugin.guard(impl, impl_name, timeout=step_timeout)
+
 
 
 # How far the reference may run ahead of the implementation: at most this many iterations, and
@@ -370,17 +401,20 @@ def _diverged(it, loss, rtol, atol):
                     " after it can be checked (lower optimizer.lr, or fewer run.steps)")
 
 
-def _raised(it, where, e, rtol, atol):
-    """The implementation's own code raised: a failure of the implementation, reported in one line."""
+def _raised(it, failed, rtol, atol):
+    """The implementation's own code raised, or ran out of time (a plugin.Failed): a failure of
+    the implementation, reported in one line naming the call."""
     nan = float("nan")
-    return Mismatch(it, "exception", where, (), nan, nan, nan, nan, atol, rtol, 0, 0,
-                    f"{where} raised {one_line(e)}")
+    return Mismatch(it, "exception", failed.call, (), nan, nan, nan, nan, atol, rtol, 0, 0, failed.detail)
 
 
-def _pairs(m, r):
+def _pairs(m, r, skip=()):
     """(stage, name, manual value, reference value) in the order the computation makes them:
     deltas and gradients from the last layer back to the first, as backprop produces them, so the
-    first mismatch is nearest to its cause."""
+    first mismatch is nearest to its cause. Stages in `skip` (--skip-stage) are left out."""
+    if skip:
+        yield from (p for p in _pairs(m, r) if p[0] not in skip)
+        return
     yield "output", "output", m["output"], r["output"]
     yield "loss", "loss", m["loss"], r["loss"]
     for name, ref in reversed(r["deltas"].items() if "deltas" in m else ()):  # optional for a plug-in
@@ -403,10 +437,10 @@ class Checker:
     per-element comparison runs only on the iteration and tensor that failed.
     """
 
-    def __init__(self, m, r, rtol, atol, history=None):
-        self.rtol, self.atol = rtol, atol
-        self.keys = [(stage, name) for stage, name, _, _ in _pairs(m, r)]
-        self.size = sum(np.size(rv) for _, _, _, rv in _pairs(m, r))  # elements per iteration
+    def __init__(self, m, r, rtol, atol, history=None, skip=()):
+        self.rtol, self.atol, self.skip = rtol, atol, skip
+        self.keys = [(stage, name) for stage, name, _, _ in _pairs(m, r, skip)]
+        self.size = sum(np.size(rv) for _, _, _, rv in _pairs(m, r, skip))  # elements per iteration
         self.history = history
         if history is not None:
             history.layout(self.keys)
@@ -436,7 +470,7 @@ class Checker:
         """True if every element of these iterations passes; then the largest differences (and
         the history) are updated. False decides nothing: the caller looks tensor by tensor."""
         n = len(steps)
-        pairs = [p for _, m, r in steps for p in _pairs(m, r)]
+        pairs = [p for _, m, r in steps for p in _pairs(m, r, self.skip)]
         try:
             a = np.concatenate([mv for _, _, mv, _ in pairs], axis=None, dtype=np.float64)
         except (ValueError, TypeError):
@@ -466,7 +500,7 @@ class Checker:
         """None if every element of the iteration is within tolerance, else the first Mismatch."""
         if self._all_within([(it, m, r)]):
             return None
-        pairs = list(_pairs(m, r))
+        pairs = list(_pairs(m, r, self.skip))
         passed = []
         for k, (stage, name, mv, rv) in enumerate(pairs):
             c = compare(mv, rv, self.rtol, self.atol)

@@ -17,21 +17,53 @@ Any real numeric dtype and plain Python lists (or numbers) are accepted and conv
 a missing required key, an unknown or missing tensor name, a wrong shape or a non-numeric value
 raises `ImplError` naming it (the command prints one line, exit code 2). An optional key left out
 is a stage "not reported": the lockstep shows it so and never counts it as passed.
+
+The lockstep talks to an implementation only through a `Guard` (one place for all of it):
+
+  * snapshots: results are compared a chunk of iterations later (the reference runs ahead), so
+    everything the implementation returns is copied when it returns (the Conformer's conversion
+    to float64 copies), and everything handed to it (the initial state, the twin's state and
+    optimizer state in resync mode, the batches x, y) is its own copy. Numpy code that updates
+    in place and returns its live arrays (or views, or the same dict every step), or keeps what
+    it was given, is judged on the values of the iteration, as if it copied.
+  * failures: any exception raised by the implementation's code, BaseException included
+    (SystemExit, KeyboardInterrupt raised by it), ends the run as a failure at stage "exception"
+    naming the call and the iteration (exit 1), but for an Exception raised by the factory, which
+    refuses the description (ImplError, exit 2); `torch_ref.interrupt.Interrupted` (a real
+    SIGINT/SIGTERM, raised by the command's signal handler) is re-raised, never reported as the
+    implementation's failure.
+  * time: each call (the factory, load_state_dict, train_step, load_optimizer_state) has
+    `timeout` seconds (default 300, `--step-timeout`; 0: no limit), enforced with SIGALRM in the
+    main thread only (elsewhere nothing is enforced); a call stuck inside one long C function is
+    interrupted when that function returns to Python.
+  * output: what the implementation prints goes to stderr (the command's stdout carries only its
+    own report, one JSON document with --json).
+
+The manual engine (`trusted`) is called without copies, time limit or redirection: its train_step
+returns new arrays at every step and never writes to one it handed out (manual/trainer.py; tested
+in tests/test_snapshots.py), and it copies what it is given.
 """
+import contextlib
 import copy
 import importlib
 import importlib.util
+import math
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 
+from .interrupt import Interrupted
 from .spec import SpecError
 
 REQUIRED = ("output", "loss", "grads", "state_dict")
 OPTIONAL = ("deltas", "optimizer_state")
 # the stage each optional key feeds, for "not reported"
 OPTIONAL_STAGE = {"deltas": "delta", "optimizer_state": "optim"}
+DEFAULT_STEP_TIMEOUT = 300.0  # seconds one call of the implementation may take (--step-timeout)
 
 
 class ImplError(SpecError):
@@ -60,18 +92,156 @@ def load(target):
     return obj
 
 
-def build(target, desc):
-    """Load TARGET's factory and call it with (a copy of) the description: the implementation."""
+def build(target, desc, timeout=None):
+    """Load TARGET's factory and call it with (a copy of) the description: the implementation, in
+    its `Guard`. A factory that raises an Exception refuses the description: ImplError (exit 2),
+    as a TARGET that cannot be loaded. One that exits, raises another BaseException or runs out
+    of time has failed: the Guard reports it as the implementation's failure at iteration 0, when
+    the lockstep first calls it (exit 1)."""
     factory = load(target) if isinstance(target, str) else target
+    guard = Guard(None, _name(target), timeout=timeout)
     try:
-        impl = factory(copy.deepcopy(desc))
-    except Exception as e:  # the user's code: one line, never its traceback
-        raise ImplError(f"the factory {_name(target)} raised {one_line(e)}") from None
+        impl = guard.call("factory(desc)", factory, copy.deepcopy(desc), label=f"the factory {_name(target)}")
+    except Failed as e:
+        if isinstance(e.cause, Exception):
+            raise ImplError(e.detail) from None
+        guard.failed = e
+        return guard
     for method in ("load_state_dict", "train_step"):
         if not callable(getattr(impl, method, None)):
             raise ImplError(f"the factory {_name(target)} returned a {type(impl).__name__} "
                             f"without a {method}() method")
-    return impl
+    guard.impl = impl
+    return guard
+
+
+def guard(impl, name=None, trusted=False, timeout=None):
+    """`impl` in a Guard (itself if it is one already; `timeout`, when given, replaces its own)."""
+    if isinstance(impl, Guard):
+        if timeout is not None:
+            impl.timeout = step_timeout(timeout)
+        return impl
+    return Guard(impl, name or type(impl).__qualname__, trusted=trusted, timeout=timeout)
+
+
+def step_timeout(value, field="--step-timeout"):
+    """The per-call time limit in seconds: DEFAULT_STEP_TIMEOUT for None, 0 for none at all;
+    SpecError naming `field` for a negative or non-finite value."""
+    if value is None:
+        return DEFAULT_STEP_TIMEOUT
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise SpecError(field, f"expected a number of seconds >= 0 (0: no limit), got {value!r}")
+    return seconds
+
+
+# --- the guard: the one way the lockstep calls an implementation ----------------------------------
+
+class Failed(Exception):
+    """The implementation's own code raised, or a call of it ran out of time: a failure of the
+    implementation (stage "exception", exit 1). `call` names the call, `detail` says what happened,
+    `cause` is what it raised (None when it ran out of time)."""
+
+    def __init__(self, call, detail, cause=None):
+        super().__init__(detail)
+        self.call, self.detail, self.cause = call, detail, cause
+
+
+class _OutOfTime(BaseException):
+    """Raised by the SIGALRM handler inside a call that exceeded its time."""
+
+
+class Guard:
+    """An implementation as the lockstep sees it: the same methods, with copies in and out,
+    failures turned into `Failed`, a time limit per call and prints sent to stderr (see the module
+    docstring). `trusted` (the manual engine): no copies, no time limit, and only an Exception is
+    its failure (a KeyboardInterrupt there is the user's Ctrl-C)."""
+
+    def __init__(self, impl, name="implementation", trusted=False, timeout=None):
+        self.impl, self.name, self.trusted = impl, name, trusted
+        self.timeout = step_timeout(timeout)
+        self.failed = None  # a Failed of the factory, raised at the first call
+
+    def load_state_dict(self, state, during=""):
+        if self.failed is not None:
+            raise self.failed
+        state = state if self.trusted else _copied(state)
+        return self.call("load_state_dict(state)", self.impl.load_state_dict, state, label=_label("load_state_dict(state)", during))
+
+    def train_step(self, x, y):
+        if self.failed is not None:
+            raise self.failed
+        if not self.trusted:  # its own batch: changing it in place cannot reach the twin
+            x, y = np.array(x, copy=True), np.array(y, copy=True)
+        return self.call("train_step(x, y)", self.impl.train_step, x, y)
+
+    def load_optimizer_state(self, flat, during=""):
+        """The twin's optimizer state, if the implementation has a load_optimizer_state (else nothing)."""
+        load = getattr(self.impl, "load_optimizer_state", None)
+        if load is None:
+            return None
+        flat = flat if self.trusted else _copied(flat)
+        return self.call("load_optimizer_state(state)", load, flat, label=_label("load_optimizer_state(state)", during))
+
+    def call(self, what, fn, *args, label=None):
+        """fn(*args), its failure raised as Failed(what, "LABEL raised ...")."""
+        label = label or what
+        if self.trusted:
+            try:
+                return fn(*args)
+            except Exception as e:
+                raise Failed(what, f"{label} raised {one_line(e)}", e) from None
+        try:
+            with _deadline(self.timeout), contextlib.redirect_stdout(sys.stderr):
+                return fn(*args)
+        except Interrupted:
+            raise
+        except _OutOfTime:
+            raise Failed(what, f"{label} did not return within {self.timeout:g} s "
+                               "(the per-call limit, --step-timeout)") from None
+        except BaseException as e:  # SystemExit and KeyboardInterrupt of its own making included
+            raise Failed(what, f"{label} raised {one_line(e)}", e) from None
+
+
+def _label(what, during):
+    return f"{what} ({during})" if during else what
+
+
+def _copied(tensors):
+    """A dict of new arrays with the same values: the implementation may keep and change them."""
+    return {k: v.copy() if isinstance(v, np.ndarray) else copy.deepcopy(v) for k, v in tensors.items()}
+
+
+@contextlib.contextmanager
+def _deadline(seconds):
+    """Raise _OutOfTime in the enclosed code after `seconds` (0: never), through SIGALRM, in the
+    main thread only (signals reach no other thread: elsewhere nothing is enforced). The previous
+    SIGALRM handler and any timer already running (less the time spent here) are restored."""
+    if not seconds or not hasattr(signal, "setitimer") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    armed = [True]
+
+    def out_of_time(signum, frame):
+        if armed[0]:  # not once the call has returned and the cleanup below has begun
+            raise _OutOfTime()
+
+    previous = signal.signal(signal.SIGALRM, out_of_time)
+    start = time.monotonic()
+    old_delay, old_interval = signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        armed[0] = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if previous is not None:  # None: a handler not set from Python, left as it was
+            signal.signal(signal.SIGALRM, previous)
+        if old_delay > 0:
+            signal.setitimer(signal.ITIMER_REAL, max(old_delay - (time.monotonic() - start), 1e-6), old_interval)
 
 
 def _import_file(path):
@@ -89,8 +259,12 @@ def _import_file(path):
     if folder not in sys.path:  # its sibling modules import, as under `python path/to/file.py`
         sys.path.insert(0, folder)
     try:
-        spec.loader.exec_module(module)
-    except Exception as e:
+        with contextlib.redirect_stdout(sys.stderr):
+            spec.loader.exec_module(module)
+    except Interrupted:
+        del sys.modules[name]
+        raise
+    except BaseException as e:  # SystemExit at import included: never a silent exit 0
         del sys.modules[name]
         raise ImplError(f"importing {str(path)!r} raised {one_line(e)}") from None
     return module
@@ -98,12 +272,15 @@ def _import_file(path):
 
 def _import_module(name):
     try:
-        return importlib.import_module(name)
+        with contextlib.redirect_stdout(sys.stderr):
+            return importlib.import_module(name)
+    except Interrupted:
+        raise
     except ModuleNotFoundError as e:
         if e.name and (name == e.name or name.startswith(e.name + ".")):
             raise ImplError(f"no module named {e.name!r}") from None
         raise ImplError(f"importing {name!r} raised {one_line(e)}") from None
-    except Exception as e:
+    except BaseException as e:
         raise ImplError(f"importing {name!r} raised {one_line(e)}") from None
 
 
@@ -123,8 +300,10 @@ class Conformer:
 
     The first result is checked in full (every key, name, dtype and shape, with a message naming
     the culprit); later results take a fast path that only confirms every value is already a float
-    array of the reference's shape, and fall back to the full check otherwise. `trusted` (the
-    manual engine) skips both.
+    array of the reference's shape, and fall back to the full check otherwise. Both return new
+    float64 arrays (a snapshot: the implementation may change its own in place at the next step,
+    before this one is compared). `trusted` (the manual engine, whose results are new arrays
+    already) skips all of it.
     """
 
     def __init__(self, trusted=False):
@@ -145,8 +324,17 @@ class Conformer:
                 self.reported = {k for k in OPTIONAL if k in result}
             return result
         if self.reported is not None and self._fast_ok(result, reference):
-            return result
+            return self._snapshot(result, reference)
         return self._full(it, result, reference)
+
+    def _snapshot(self, result, reference):
+        """The compared values of a result that passed the fast check, as new float64 arrays."""
+        out = {"loss": result["loss"]}
+        for key, ref in self._keys(reference):
+            value = result[key]
+            out[key] = (np.array(value, dtype=np.float64) if type(ref) is not dict
+                        else {name: np.array(value[name], dtype=np.float64) for name in ref})
+        return out
 
     def _keys(self, reference):
         """(key, reference value) for each tensor-valued key this implementation must give."""
@@ -228,7 +416,7 @@ def _array(value, shape, what, expected=""):
             raise ImplError(f"{what} with shape {a.shape}; expected a single number")
     elif a.shape != shape:
         raise ImplError(f"{what} with shape {a.shape}; expected {shape} {expected}".rstrip())
-    return a.astype(np.float64, copy=False)
+    return np.array(a, dtype=np.float64)  # a copy, always: the implementation's own array may change
 
 
 def _short(value):

@@ -12,7 +12,11 @@ From Python:
 Every file is written atomically: to a temporary file in the same directory, then renamed over the
 target (os.replace), so an interrupted run never leaves a half-written report and a file already
 there is replaced only by a complete one. `check_writable` refuses a path that cannot be written
-before any run starts.
+before any run starts, and `prepare` refuses --plot without matplotlib (the `plot` extra).
+
+The same description, run again, gives the same JSON report byte for byte: it records only what
+determines the run (no process-random seed, no clock). A report holds no timing; should one ever be
+added, it belongs under a single top-level "timing" key, the one part that may differ between runs.
 """
 import json
 import os
@@ -78,11 +82,24 @@ def prepare(report=None, markdown=None, plot=None):
     call before the run; pass the result to `write_all` after it."""
     outputs = {flag: path for flag, path in (("--report", report), ("--markdown", markdown),
                                              ("--plot", plot)) if path is not None}
+    if plot is not None:
+        require_matplotlib()
     if len({os.path.abspath(p) for p in outputs.values()}) < len(outputs):
         raise SpecError(next(iter(outputs)), "--report, --markdown and --plot must name different files")
     for flag, path in outputs.items():
         check_writable(path, flag)
     return outputs
+
+
+PLOT_EXTRA = "pip install 'backprop-check[plot]'"
+
+
+def require_matplotlib():
+    """SpecError naming --plot and the extra to install unless matplotlib can be imported."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise SpecError("--plot", f"needs matplotlib, which is not installed: {PLOT_EXTRA}") from None
 
 
 def write_all(outputs, result, desc, spec_path=None):
@@ -95,15 +112,16 @@ def write_all(outputs, result, desc, spec_path=None):
 # --- the content ----------------------------------------------------------------------------------
 
 def environment(desc):
-    """The numerical environment of the run: versions, device, dtype, TF32, determinism, seeds."""
+    """The numerical environment of the run: versions, device, dtype, TF32, determinism, seeds.
+    Only the description's seeds: torch's process seed (torch.initial_seed(), random per process)
+    plays no part in a run, whose every random draw comes from them."""
     import torch
     device = desc["run"]["device"]
     if device == "cuda" and torch.cuda.is_available():
         device_name = torch.cuda.get_device_name()
     else:
         device_name = platform.processor() or platform.machine() or "cpu"
-    seeds = {"init": desc["init"].get("seed"), "data": desc["data"].get("random", {}).get("seed"),
-             "torch_initial_seed": torch.initial_seed()}
+    seeds = {"init": desc["init"].get("seed"), "data": desc["data"].get("random", {}).get("seed")}
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
@@ -181,6 +199,7 @@ def build(result, desc, spec_path=None):
         "first_mismatch_text": str(first) if first else None,
         "not_reported": result.not_reported,
         "not_reached": result.not_reached,
+        "skipped": result.skipped,
         "fd": result.fd.to_json() if result.fd else None,
         "summary": result.stats,
         "final_loss": result.final_loss,
@@ -241,6 +260,8 @@ def markdown(result, desc, spec_path=None):
             lines.append(f"| {stage} | not reported | | (not checked) |")
         elif stage in result.not_reached:
             lines.append(f"| {stage} | not reached | | (the run stopped before it) |")
+        elif stage in result.skipped:
+            lines.append(f"| {stage} | skipped | | (--skip-stage: not checked) |")
     fl = result.final_loss
     lines += ["", f"Final loss: implementation {fl['manual']!r}, reference {fl['reference']!r}."]
     if result.first_mismatch:

@@ -40,17 +40,17 @@ class Start:
         self.state, self.optimizer_state, self.schedule = state, optimizer_state, schedule
 
 
-def step_pairs(m, r):
+def step_pairs(m, r, skip=()):
     """(stage, name, manual, reference) of one iteration, in the order of the lockstep's comparison."""
-    from .lockstep import _pairs  # (the lockstep imports this module lazily: no import circle at load)
-    return _pairs(m, r)
+    from .lockstep import _pairs  # (lockstep imports this module; this import runs at call time)
+    return _pairs(m, r, skip)
 
 
 class SecondOpinion:
     """Re-runs one training step from a given start to measure each element's rounding allowance."""
 
-    def __init__(self, desc):
-        self.desc = desc
+    def __init__(self, desc, skip=()):
+        self.desc, self.skip = desc, skip
         self.dtype = desc["run"]["dtype"]
         self.rtol, self.atol = tolerance(self.dtype)
         self.factor, self.magnitude, self.pairs = rounding_tolerance()
@@ -92,8 +92,9 @@ class SecondOpinion:
         from .lockstep import Mismatch
         truth, ensemble = self.steps(start, x, y)
         passed, self.used = [], 0.0
-        for (stage, name, mv, rv), (_, _, _, tv), *others in zip(step_pairs(m, r), step_pairs(m, truth),
-                                                                *(step_pairs(m, e) for e in ensemble)):
+        sk = self.skip
+        for (stage, name, mv, rv), (_, _, _, tv), *others in zip(step_pairs(m, r, sk), step_pairs(m, truth, sk),
+                                                                *(step_pairs(m, e, sk) for e in ensemble)):
             a, ref, tru = (np.asarray(v, dtype=np.float64) for v in (mv, rv, tv))
             if a.shape != tru.shape:
                 return None  # a shape error is the fixed comparison's to report
