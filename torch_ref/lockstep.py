@@ -29,7 +29,7 @@ import manual.trainer
 from .fdcheck import FDCheck
 from .model import Twin
 from .plugin import Conformer, one_line
-from .spec import SpecError
+from .spec import SpecError, check_fits
 from .testing import compare, tolerance
 
 _TINY = np.finfo(np.float64).tiny  # the relative difference's divisor when the reference is 0
@@ -162,6 +162,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     (`Result.history`, for reports and plots); `progress(it, steps)` is called before each iteration."""
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
+    check_fits(desc, record)  # before anything is allocated: the dtype's range, the memory (and history's)
     if mode == "shadow":  # float32 judged against a float64 shadow twin: torch_ref/shadow.py
         if record or fd_steps:
             raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
