@@ -12,6 +12,21 @@ of its torch counterpart (torch computes the same values recursively):
 warmup rises linearly from s·lr₀ to lr₀ over W = warmup_steps iterations and then stays at lr₀.
 """
 import math
+import sys
+
+_LOG_MAX = math.log(sys.float_info.max)
+
+
+def scaled_power(base, gamma, k):
+    """base · γ^k for base, γ >= 0, as torch's recursive lr · γ reaches it: inf where that leaves
+    the float range (Python's γ^k raises OverflowError instead, even where base · γ^k would fit)."""
+    try:
+        return base * gamma ** k
+    except OverflowError:  # γ > 1 and γ^k beyond the range: through logarithms
+        if base == 0:
+            return 0.0
+        log = math.log(base) + k * math.log(gamma)
+        return math.inf if log > _LOG_MAX else math.exp(log)
 
 
 class LRScheduler:
@@ -32,7 +47,7 @@ class StepLR(LRScheduler):
         super().__init__(optimizer)
 
     def lr_at(self, t):
-        return self.base_lr * self.gamma ** (t // self.step_size)
+        return scaled_power(self.base_lr, self.gamma, t // self.step_size)
 
 
 class ExponentialLR(LRScheduler):
@@ -41,7 +56,7 @@ class ExponentialLR(LRScheduler):
         super().__init__(optimizer)
 
     def lr_at(self, t):
-        return self.base_lr * self.gamma ** t
+        return scaled_power(self.base_lr, self.gamma, t)
 
 
 class CosineAnnealingLR(LRScheduler):

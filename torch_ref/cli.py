@@ -108,7 +108,7 @@ def _apply_overrides(desc, args):
         if value is not None:
             raw_run[key] = value
     desc["run"] = spec._run(raw_run)
-    return desc
+    return spec.check_fits(desc)  # the dtype's range and the memory, for the overridden run
 
 
 def cmd_example(args):

@@ -31,7 +31,7 @@ from .model import Twin
 from . import plugin
 from .plugin import Conformer
 from .rounding import SecondOpinion, Start
-from .spec import SpecError
+from .spec import SpecError, check_fits
 from .testing import compare, tolerance
 
 _TINY = np.finfo(np.float64).tiny  # the relative difference's divisor when the reference is 0
@@ -183,6 +183,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
     skip = skipped_stages(skip_stages)
+    check_fits(desc, record)  # before anything is allocated: the dtype's range, the memory (and history's)
     if mode == "shadow":  # float32 judged against a float64 shadow twin: torch_ref/shadow.py
         if record or fd_steps:
             raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"

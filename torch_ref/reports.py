@@ -103,10 +103,15 @@ def require_matplotlib():
 
 
 def write_all(outputs, result, desc, spec_path=None):
-    """Write every report `prepare` accepted, each atomically."""
+    """Write every report `prepare` accepted, each atomically. A write that fails (disk full, the
+    directory gone) raises SpecError naming the flag; the file already at that path is untouched."""
     writers = {"--report": write_json, "--markdown": write_markdown, "--plot": write_plot}
     for flag, path in outputs.items():
-        writers[flag](path, result, desc, spec_path=spec_path)
+        try:
+            writers[flag](path, result, desc, spec_path=spec_path)
+        except OSError as e:
+            raise SpecError(flag, f"cannot write {str(path)!r}: {e.strerror or e} (any file already there"
+                                  " is left as it was)") from None
 
 
 # --- the content ----------------------------------------------------------------------------------

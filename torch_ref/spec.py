@@ -6,6 +6,10 @@ is what every implementation's factory receives. This module imports neither tor
 """
 import json
 import math
+import os
+import re
+import stat
+import sys
 import tomllib
 from pathlib import Path
 
@@ -90,44 +94,104 @@ SECTIONS = {
 OPTIONAL_SECTIONS = ("run", "scheduler", "clip")
 RUN_DEFAULTS = {"steps": 100, "dtype": "float64", "device": "cpu"}
 
+# Limits on what a description may ask for, each refused with the field that asks (SpecError):
+MAX_FILE_BYTES = 16 << 20  # the description file is read up to this size (a larger one is refused)
+MAX_DEPTH = 32             # nesting of tables and lists (a valid description needs 4)
+MAX_INT = 2 ** 63 - 1      # counts, sizes and seeds: what numpy's and torch's int64 hold
+DTYPE_MAX = {"float64": sys.float_info.max, "float32": 3.4028234663852886e38}  # largest finite value
+# Memory, estimated before anything is allocated (measured on CPU: a lower bound, so that no run
+# that fits is refused): every parameter lives in ~16 float64 copies (both sides' parameters,
+# gradients, optimizer state, the initial state, the comparison's buffers), every sample in 2 (the
+# data set and its dtype copy), every activation of a batch in 8 (both sides' forward and backward).
+PARAM_COPIES, SAMPLE_COPIES, ACTIVATION_COPIES = 16, 2, 8
+
 
 class SpecError(ValueError):
     """A description that cannot be run; `field` is the dotted name of the culprit."""
 
     def __init__(self, field, message):
+        field, message = one_line(str(field)), one_line(str(message))
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
+
+
+def one_line(text):
+    """`text` with every unprintable character (newline, escape, ...) written as its escape, so a
+    message stays one line and the terminal shows what was given instead of obeying it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def show(value, limit=80):
+    """A user-supplied value as an error message shows it: its repr (quoted, escaped: one line),
+    cut to `limit` characters (a list of a million numbers is not echoed whole)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # nested too deep; an integer of more than 4300 digits
+        text = f"<a {type(value).__name__} too large to show>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+def _key(k):
+    """A key as part of a dotted field name: bare when plain, else quoted as TOML writes it
+    (network."bad key"), so a newline or an escape sequence in a key cannot break the line."""
+    return k if isinstance(k, str) and _PLAIN_KEY.match(k) else json.dumps(str(k))
 
 
 def load(path):
     """Parse and validate the description file at `path` (.toml, or .json)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise SpecError("SPEC", f"cannot read {str(path)!r}: {e.strerror or e}") from None
+    text = _read(path)
+    kind = "JSON" if path.suffix == ".json" else "TOML"
     try:
         raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:
-        kind = "JSON" if path.suffix == ".json" else "TOML"
-        raise SpecError("SPEC", f"{str(path)!r} is not valid {kind}: {e}") from None
+        raise SpecError("SPEC", f"{show(str(path))} is not valid {kind}: {e}") from None
+    except RecursionError:  # both parsers recurse once per level of nesting
+        raise SpecError("SPEC", f"{show(str(path))}: {kind} nested too deeply (more than a description"
+                                f" can have: {MAX_DEPTH} levels)") from None
     return parse(raw)
+
+
+def _read(path):
+    """The text of the description: a regular file (not a FIFO, a device or a directory, which
+    could block or never end) of at most MAX_FILE_BYTES, in UTF-8."""
+    name = show(str(path))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens without a writer
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise SpecError("SPEC", f"{name} is not a regular file")
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise SpecError("SPEC", f"cannot read {name}: {e.strerror or e}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SpecError("SPEC", f"{name} is larger than {MAX_FILE_BYTES >> 20} MiB: not a description")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError("SPEC", f"{name} is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start}") from None
 
 
 def parse(raw):
     """Validate a description given as nested dicts; return the normalised copy."""
     _table(raw, "description")
+    _check_depth(raw)
     for key in raw:
         if key not in SECTIONS:
-            raise SpecError(key, f"unknown section; expected one of {sorted(SECTIONS)}")
+            raise SpecError(_key(key), f"unknown section; expected one of {sorted(SECTIONS)}")
     for section, keys in SECTIONS.items():
         if section not in OPTIONAL_SECTIONS and section not in raw:
             raise SpecError(section, "missing section")
         for key in _table(raw.get(section, {}), section):
             if key not in keys:
-                raise SpecError(f"{section}.{key}", f"unknown field; expected one of {sorted(keys)}")
+                raise SpecError(f"{section}.{_key(key)}", f"unknown field; expected one of {sorted(keys)}")
     network = _network(raw["network"])
-    return {
+    return check_fits({
         "network": network,
         "init": _init(raw["init"], network),
         "optimizer": _optimizer(raw["optimizer"]),
@@ -135,20 +199,22 @@ def parse(raw):
         "clip": _clip(raw["clip"]) if "clip" in raw else None,
         "data": _data(raw["data"], network),
         "run": _run(raw.get("run", {})),
-    }
+    })
 
 
 def _network(t):
     sizes = _get(t, "network", "sizes")
     if not (isinstance(sizes, list) and len(sizes) >= 2 and all(_is_int(s) and s >= 1 for s in sizes)):
-        raise SpecError("network.sizes", f"expected a list of at least 2 positive integers, got {sizes!r}")
+        raise SpecError("network.sizes", f"expected a list of at least 2 positive integers, got {show(sizes)}")
+    for k, size in enumerate(sizes):
+        _integer(size, f"network.sizes[{k}]", 1)
     n_layers = len(sizes) - 1
     act = _get(t, "network", "activation")
     if isinstance(act, list):
         if len(act) != n_layers:
             raise SpecError("network.activation",
                             f"expected one item (a name, or a table with a name) for every layer, or a list"
-                            f" of {n_layers} items (one per layer), got {act!r}")
+                            f" of {n_layers} items (one per layer), got {show(act)}")
         items = [_named(a, ACTIVATION_ARGS, f"network.activation[{k}]") for k, a in enumerate(act)]
     else:
         items = [_named(act, ACTIVATION_ARGS, "network.activation")] * n_layers
@@ -175,12 +241,12 @@ def _named(item, table, field):
     else:
         name, given, name_field = item, {}, field
     if not isinstance(name, str) or name not in table:
-        raise SpecError(name_field, f"unknown value {name!r}; expected one of {list(table)}")
+        raise SpecError(name_field, f"unknown value {show(name)}; expected one of {list(table)}")
     defaults = table[name]
     for key in given:
         if key not in defaults:
             expected = f"expected one of {sorted(defaults)}" if defaults else "it takes none"
-            raise SpecError(f"{field}.{key}", f"not an argument of {name}; {expected}")
+            raise SpecError(f"{field}.{_key(key)}", f"not an argument of {name}; {expected}")
     return name, {key: _argument(name, key, given.get(key, default), f"{field}.{key}")
                   for key, default in defaults.items()}
 
@@ -208,12 +274,11 @@ def _init(t, network):
     if "seed" in t:
         if "weights" in t or "biases" in t:
             raise SpecError("init", "give either explicit weights (and biases) or a seed, not both")
-        if not (_is_int(t["seed"]) and t["seed"] >= 0):
-            raise SpecError("init.seed", f"expected a non-negative integer, got {t['seed']!r}")
+        _integer(t["seed"], "init.seed", 0)
         return {"seed": t["seed"], **_init_scheme(t)}
     for key in t:
         if key not in ("weights", "biases"):
-            raise SpecError(f"init.{key}", "only with init.seed (explicit weights need no scheme)")
+            raise SpecError(f"init.{_key(key)}", "only with init.seed (explicit weights need no scheme)")
     if "weights" not in t:
         raise SpecError("init", "missing: give init.weights (and init.biases) or init.seed")
     weights = t["weights"]
@@ -242,12 +307,12 @@ def _init(t, network):
 def _init_scheme(t):
     """The drawn initialisation: scheme, its arguments (defaults filled in) and the biases' rule."""
     scheme = t.get("scheme", "linear-default")
-    scheme = INIT_ALIASES.get(scheme, scheme)
+    scheme = INIT_ALIASES.get(scheme, scheme) if isinstance(scheme, str) else scheme
     _choice(scheme, tuple(INIT_SCHEMES) + tuple(INIT_ALIASES), "init.scheme")
     args = INIT_SCHEMES[scheme]
     for key in t:
         if key not in ("seed", "scheme", "bias") and key not in args:
-            raise SpecError(f"init.{key}", f"not an argument of {scheme}; expected one of {sorted(args)}")
+            raise SpecError(f"init.{_key(key)}", f"not an argument of {scheme}; expected one of {sorted(args)}")
     out = {"scheme": scheme, "bias": _choice(t.get("bias", "linear-default"), INIT_BIASES, "init.bias")}
     if scheme.startswith("xavier"):
         if "gain" in t and "nonlinearity" in t:
@@ -272,7 +337,7 @@ def _scheduler(t):
     name = _choice(_get(t, "scheduler", "name"), tuple(SCHEDULERS), "scheduler.name")
     for key in t:
         if key != "name" and key not in SCHEDULERS[name]:
-            raise SpecError(f"scheduler.{key}", f"not an argument of {name}; expected one of {sorted(SCHEDULERS[name])}")
+            raise SpecError(f"scheduler.{_key(key)}", f"not an argument of {name}; expected one of {sorted(SCHEDULERS[name])}")
     args = {}
     for arg, default in SCHEDULERS[name].items():
         field = f"scheduler.{arg}"
@@ -280,8 +345,7 @@ def _scheduler(t):
             raise SpecError(field, f"missing (required by {name})")
         value = t.get(arg, default)
         if arg in INTEGER_ARGS:
-            if not (_is_int(value) and value >= 1):
-                raise SpecError(field, f"expected a positive integer, got {value!r}")
+            _integer(value, field, 1)
         else:
             value = _number(value, field)
             if value < 0:
@@ -322,17 +386,17 @@ def _optimizer(t):
     name = _choice(_get(t, "optimizer", "name"), tuple(OPTIMIZERS), "optimizer.name")
     for key in t:
         if key != "name" and key not in OPTIMIZERS[name]:
-            raise SpecError(f"optimizer.{key}",
+            raise SpecError(f"optimizer.{_key(key)}",
                             f"not an argument of {name}; expected one of {sorted(OPTIMIZERS[name])}")
     args = {}
     for arg, default in OPTIMIZERS[name].items():
         value, field = t.get(arg, default), f"optimizer.{arg}"
         if isinstance(default, bool):
             if not isinstance(value, bool):
-                raise SpecError(field, f"expected true or false, got {value!r}")
+                raise SpecError(field, f"expected true or false, got {show(value)}")
         elif arg == "betas":
             if not (isinstance(value, list) and len(value) == 2):
-                raise SpecError(field, f"expected a list of 2 numbers, got {value!r}")
+                raise SpecError(field, f"expected a list of 2 numbers, got {show(value)}")
             value = [_number(b, f"{field}[{i}]") for i, b in enumerate(value)]
             for i, b in enumerate(value):
                 if not 0.0 <= b < 1.0:  # torch: "Invalid beta parameter at index i"
@@ -354,15 +418,13 @@ def _data(t, network):
              "drop_last": t.get("drop_last", False)}
     for key in ("shuffle", "drop_last"):
         if not isinstance(order[key], bool):
-            raise SpecError(f"data.{key}", f"expected true or false, got {order[key]!r}")
-    if not (_is_int(order["shuffle_seed"]) and order["shuffle_seed"] >= 0):
-        raise SpecError("data.shuffle_seed", f"expected a non-negative integer, got {order['shuffle_seed']!r}")
+            raise SpecError(f"data.{key}", f"expected true or false, got {show(order[key])}")
+    _integer(order["shuffle_seed"], "data.shuffle_seed", 0)
     if "toy" in t:
         if "x" in t or "y" in t or "random" in t:
             raise SpecError("data", "give one of explicit x and y, random, or toy")
         data = {"toy": _toy(t["toy"], network), "batch_size": t.get("batch_size", 1)}
-        if not (_is_int(data["batch_size"]) and data["batch_size"] >= 1):
-            raise SpecError("data.batch_size", f"expected a positive integer, got {data['batch_size']!r}")
+        _integer(data["batch_size"], "data.batch_size", 1)
     else:
         data = _samples({k: v for k, v in t.items() if k not in order}, network)
     n = data["toy"]["n"] if "toy" in data else data["random"]["n"] if "random" in data else len(data["x"])
@@ -377,20 +439,18 @@ def _toy(t, network):
     _table(t, "data.toy")
     for key in t:
         if key not in ("name", "n", "noise", "seed"):
-            raise SpecError(f"data.toy.{key}", "unknown field; expected name, n, noise, seed")
+            raise SpecError(f"data.toy.{_key(key)}", "unknown field; expected name, n, noise, seed")
     name = _choice(_get(t, "data.toy", "name"), TOY_SETS, "data.toy.name")
     n, seed, noise = t.get("n", 200), t.get("seed", 0), t.get("noise", 0.1)
-    if not (_is_int(n) and n >= 1):
-        raise SpecError("data.toy.n", f"expected a positive integer, got {n!r}")
-    if not (_is_int(seed) and seed >= 0):
-        raise SpecError("data.toy.seed", f"expected a non-negative integer, got {seed!r}")
+    _integer(n, "data.toy.n", 1)
+    _integer(seed, "data.toy.seed", 0)
     noise = _number(noise, "data.toy.noise")
     if noise < 0:
         raise SpecError("data.toy.noise", f"must be >= 0, got {noise}")
     sizes, loss = network["sizes"], network["loss"]
     if name == "linear":
         if loss in ("nll", "cross_entropy", "bce", "bce_with_logits"):
-            raise SpecError("data.toy.name", f"linear is a regression (real targets); network.loss = {loss!r} needs classes")
+            raise SpecError("data.toy.name", f"linear is a regression (real targets); network.loss = {show(loss)} needs classes")
     else:
         if sizes[0] != 2:
             raise SpecError("data.toy.name", f"{name} has 2 inputs; network.sizes[0] = {sizes[0]}")
@@ -402,20 +462,17 @@ def _toy(t, network):
 def _samples(t, network):
     sizes = network["sizes"]
     batch_size = t.get("batch_size", 1)
-    if not (_is_int(batch_size) and batch_size >= 1):
-        raise SpecError("data.batch_size", f"expected a positive integer, got {batch_size!r}")
+    _integer(batch_size, "data.batch_size", 1)
     if "random" in t:
         if "x" in t or "y" in t:
             raise SpecError("data", "give either explicit x and y or random, not both")
         r = _table(t["random"], "data.random")
         for key in r:
             if key not in ("n", "seed"):
-                raise SpecError(f"data.random.{key}", "unknown field; expected n and seed")
+                raise SpecError(f"data.random.{_key(key)}", "unknown field; expected n and seed")
         n, seed = _get(r, "data.random", "n"), r.get("seed", 0)
-        if not (_is_int(n) and n >= 1):
-            raise SpecError("data.random.n", f"expected a positive integer, got {n!r}")
-        if not (_is_int(seed) and seed >= 0):
-            raise SpecError("data.random.seed", f"expected a non-negative integer, got {seed!r}")
+        _integer(n, "data.random.n", 1)
+        _integer(seed, "data.random.seed", 0)
         return {"random": {"n": n, "seed": seed}, "batch_size": batch_size}
     x, y = _get(t, "data", "x"), _get(t, "data", "y")
     if not isinstance(x, list) or not x:
@@ -439,10 +496,10 @@ def _targets(y, n, network, field):
         hint = (' (for probability rows, write network.loss = {name = "cross_entropy", target = "probability"})'
                 if loss == "cross_entropy" else "")
         if not isinstance(y, list) or len(y) != n:
-            raise SpecError(field, f"{loss} takes class indices: expected a list of {n} integers{hint}, got {y!r}")
+            raise SpecError(field, f"{loss} takes class indices: expected a list of {n} integers{hint}, got {show(y)}")
         for i, c in enumerate(y):
             if not _is_int(c):
-                raise SpecError(f"{field}[{i}]", f"{loss} takes class indices: expected an integer{hint}, got {c!r}")
+                raise SpecError(f"{field}[{i}]", f"{loss} takes class indices: expected an integer{hint}, got {show(c)}")
             if not 0 <= c < width:  # torch: "Target 3 is out of bounds."
                 raise SpecError(f"{field}[{i}]", f"class index {c} is out of bounds for {width} outputs"
                                 f" (0 <= index < {width})")
@@ -452,17 +509,181 @@ def _targets(y, n, network, field):
         for i, row in enumerate(y):
             for j, v in enumerate(row):
                 if not 0.0 <= v <= 1.0:
-                    raise SpecError(f"{field}[{i}][{j}]", f"bce targets must be between 0 and 1, got {v!r}")
+                    raise SpecError(f"{field}[{i}][{j}]", f"bce targets must be between 0 and 1, got {show(v)}")
 
 
 def _run(t):
     run = {**RUN_DEFAULTS, **t}
-    if not (_is_int(run["steps"]) and run["steps"] >= 1):
-        raise SpecError("run.steps", f"expected a positive integer, got {run['steps']!r}")
+    _integer(run["steps"], "run.steps", 1)
     _choice(run["dtype"], DTYPES, "run.dtype")
     _choice(run["device"], DEVICES, "run.device")
     return run
 
+
+
+# --- what the run asks of the numbers and of the machine ----------------------------------------
+
+def check_fits(desc, record=False):
+    """The checks that depend on run.dtype and run.steps (call again after overriding them): every
+    number fits the dtype, the drawn weights and the learning-rate schedule stay finite in it, and
+    the run fits in the memory available (with `record`, the per-iteration history of a report
+    too). Returns `desc`."""
+    dtype = desc["run"]["dtype"]
+    if DTYPE_MAX[dtype] < sys.float_info.max:  # every number is a finite float64 already
+        for field, value in _hyper_numbers(desc):
+            _fits(value, dtype, field)
+    _check_init_scale(desc["init"], desc["network"]["sizes"], dtype)
+    if desc.get("scheduler"):
+        _check_schedule(desc["scheduler"], desc["optimizer"]["lr"], desc["run"]["steps"], dtype)
+    check_memory(desc, record)
+    return desc
+
+
+def _fits(value, dtype, field):
+    """Refuse a number, or the first of nested lists of numbers, beyond the dtype's range."""
+    limit = DTYPE_MAX[dtype]
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if not isinstance(v, list) and abs(v) <= limit:
+                continue
+            _fits(v, dtype, f"{field}[{i}]")
+        return
+    if abs(value) > limit:
+        raise SpecError(field, f"{show(value, 40)} does not fit {dtype} (largest finite value {limit:.4g});"
+                               f" run.dtype = {dtype!r}")
+
+
+def _hyper_numbers(desc):
+    """(field, number) for every real number of a normalised description that the run converts to
+    its dtype: hyper-parameters, activation and loss arguments, explicit weights, biases and data."""
+    net, init, data = desc["network"], desc["init"], desc["data"]
+    one = all(a == net["activation_args"][0] for a in net["activation_args"])
+    for k, args in enumerate(net["activation_args"]):
+        for arg, v in args.items():
+            if not isinstance(v, str):
+                yield (f"network.activation.{arg}" if one else f"network.activation[{k}].{arg}"), v
+    yield from ((f"network.loss.{arg}", v) for arg, v in net["loss_args"].items() if not isinstance(v, str))
+    for section in ("optimizer", "scheduler", "clip"):
+        for arg, v in (desc.get(section) or {}).items():
+            if arg == "betas":
+                yield from ((f"optimizer.betas[{i}]", b) for i, b in enumerate(v))
+            elif isinstance(v, float) and math.isfinite(v):  # clip.norm_type may be inf
+                yield f"{section}.{arg}", v
+    yield from ((f"init.{arg}", init[arg]) for arg in ("gain", "a", "param") if init.get(arg) is not None)
+    yield "init.weights", init.get("weights", [])  # nested lists: _fits names the element
+    yield "init.biases", init.get("biases", [])
+    if "toy" in data:
+        yield "data.toy.noise", data["toy"]["noise"]
+    elif "x" in data:
+        yield "data.x", data["x"]
+        if not class_index_targets(net):
+            yield "data.y", data["y"]
+
+
+def _check_init_scale(init, sizes, dtype):
+    """Refuse an initialisation whose weights would not be finite in `dtype`: torch.nn.init's
+    calculate_gain squares a leaky_relu slope (OverflowError beyond 1.3e154), and xavier's bound
+    gain·√(6 / (fan_in + fan_out)) must fit (a normal draw's σ is smaller; 10σ is asked to fit)."""
+    if "seed" not in init:
+        return
+    for arg in ("a", "param"):
+        if init.get(arg) is not None and init.get("nonlinearity") == "leaky_relu" and math.isinf(init[arg] * init[arg]):
+            raise SpecError(f"init.{arg}", f"{show(init[arg], 40)}: calculate_gain squares the leaky_relu slope,"
+                                           " which overflows")
+    if "gain" in init and "nonlinearity" not in init:
+        fans = min(a + b for a, b in zip(sizes, sizes[1:]))
+        factor = math.sqrt(6.0 / fans) if init["scheme"] == "xavier_uniform" else 10 * math.sqrt(2.0 / fans)
+        bound = abs(init["gain"]) * factor
+        if bound > DTYPE_MAX[dtype]:
+            raise SpecError("init.gain", f"{show(init['gain'], 40)} draws weights up to {bound:.4g}, beyond"
+                                         f" {dtype}'s largest finite value {DTYPE_MAX[dtype]:.4g}")
+
+
+def _check_schedule(sched, lr, steps, dtype):
+    """Refuse a schedule whose learning rate grows beyond the dtype within run.steps (step and
+    exponential with gamma > 1): torch's float32 optimizers refuse such a rate, and in float64 it
+    becomes inf."""
+    if sched["name"] not in ("step", "exponential") or sched["gamma"] <= 1 or lr == 0:
+        return
+    k = steps - 1 if sched["name"] == "exponential" else (steps - 1) // sched["step_size"]
+    log_lr = math.log(lr) + k * math.log(sched["gamma"])
+    if log_lr > math.log(DTYPE_MAX[dtype]):
+        raise SpecError("scheduler.gamma", f"{show(sched['gamma'], 40)}: the learning rate reaches"
+                                           f" {show(lr, 20)} · {show(sched['gamma'], 20)}^{k} = 10^{log_lr / math.log(10):.0f}"
+                                           f" within run.steps = {steps}, beyond {dtype}'s largest finite value")
+
+
+def memory_estimate(desc, record=False):
+    """{field: bytes}: the memory a lockstep run of `desc` holds, by the field that decides each
+    part (a lower bound; see PARAM_COPIES): network.sizes the parameters, data.* the samples,
+    data.batch_size a batch's activations, run.steps the per-iteration history (with `record`)."""
+    sizes, data = desc["network"]["sizes"], desc["data"]
+    n_params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    if "toy" in data:
+        n, where = data["toy"]["n"], "data.toy.n"
+    elif "random" in data:
+        n, where = data["random"]["n"], "data.random.n"
+    else:
+        n, where = len(data["x"]), "data.x"
+    parts = {"network.sizes": 8 * PARAM_COPIES * n_params,
+             where: 8 * SAMPLE_COPIES * n * (sizes[0] + sizes[-1]),
+             "data.batch_size": 8 * ACTIVATION_COPIES * min(data["batch_size"], n) * sum(sizes)}
+    if record:  # History: both losses, and per compared tensor two numbers, per iteration
+        tensors = 2 + 2 * (len(sizes) - 1)  # weight and bias per layer
+        compared = 2 + (len(sizes) - 1) + tensors * 4  # output, loss, deltas; grad, param, ≤ 2 optim states
+        parts["run.steps"] = 8 * desc["run"]["steps"] * (2 + 2 * compared)
+    return parts
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (MemAvailable of /proc/meminfo, else the free
+    physical pages), or None where neither can be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(desc, record=False):
+    """Refuse a run whose estimated memory exceeds what the machine has available, naming the
+    field behind the largest part."""
+    parts = memory_estimate(desc, record)
+    need, have = sum(parts.values()), available_memory()
+    if have is None or need <= have:
+        return
+    field = max(parts, key=parts.get)
+    detail = ", ".join(f"{f} {_size(b)}" for f, b in sorted(parts.items(), key=lambda p: -p[1]) if b)
+    raise SpecError(field, f"the run needs at least {_size(need)} of memory ({detail}); this machine has"
+                           f" {_size(have)} available")
+
+
+def _size(n):
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:.3g} {unit}" if unit != "bytes" else f"{n} bytes"
+        n /= 1024
+
+
+def _check_depth(raw):
+    """Refuse tables and lists nested deeper than MAX_DEPTH (a valid description needs 4), before
+    anything recurses through them; walked without recursion."""
+    stack = [(raw, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_DEPTH:
+            field = "".join(f"[{p}]" if isinstance(p, int) else f".{_key(p)}" for p in path[:3]).lstrip(".")
+            raise SpecError(field, f"nested more than {MAX_DEPTH} levels deep (a description needs 4)")
+        if isinstance(value, dict):
+            stack.extend((v, path + (k,)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, path + (i,)) for i, v in enumerate(value))
 
 # --- small checkers, each raising SpecError with the field's name -------------------------------
 
@@ -480,7 +701,7 @@ def _get(t, section, key):
 
 def _choice(value, choices, field):
     if value not in choices:
-        raise SpecError(field, f"unknown value {value!r}; expected one of {list(choices)}")
+        raise SpecError(field, f"unknown value {show(value)}; expected one of {list(choices)}")
     return value
 
 
@@ -488,17 +709,30 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _integer(v, field, minimum):
+    """An integer >= minimum (0 or 1) that fits int64, as numpy and torch hold counts and seeds."""
+    if not (_is_int(v) and v >= minimum):
+        raise SpecError(field, f"expected a {'positive' if minimum else 'non-negative'} integer, got {show(v)}")
+    if v > MAX_INT:
+        raise SpecError(field, f"{show(v, 40)} does not fit a 64-bit integer (at most 2**63 - 1)")
+    return v
+
+
 def _number(v, field, what="a number"):
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise SpecError(field, f"expected {what}, got {v!r}")
-    if not math.isfinite(v):
-        raise SpecError(field, f"must be finite, got {v!r}")
-    return float(v)
+        raise SpecError(field, f"expected {what}, got {show(v)}")
+    try:
+        value = float(v)
+    except OverflowError:  # an integer of more than 309 digits
+        raise SpecError(field, f"{show(v, 40)} is beyond the float range (|x| <= {sys.float_info.max:.4g})") from None
+    if not math.isfinite(value):
+        raise SpecError(field, f"must be finite, got {show(v)}")
+    return value
 
 
 def _vector(v, n, field):
     if not isinstance(v, list) or len(v) != n:
-        raise SpecError(field, f"expected a list of {n} numbers, got {v!r}")
+        raise SpecError(field, f"expected a list of {n} numbers, got {show(v)}")
     for i, e in enumerate(v):
         _number(e, f"{field}[{i}]")
 
