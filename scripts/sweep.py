@@ -4,6 +4,9 @@ must still be caught in float32.
     python scripts/sweep.py                 the full sweep (by hand: about 15 minutes on 2 cores)
     python scripts/sweep.py --quick         a few seeds and steps (seconds; the test suite runs it)
     python scripts/sweep.py --json          one JSON document instead of the table
+    python scripts/sweep.py --docs          also write the table into docs/verdicts.md (between its
+                                            sweep markers), with the versions it ran on
+    python scripts/sweep.py --from-json F   the table of an earlier --json run (nothing is run)
 
 Three parts, each printing its count:
 
@@ -16,10 +19,13 @@ Three parts, each printing its count:
 """
 import argparse
 import json
+import os
+import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from importlib import resources
+from pathlib import Path
 
 SEEDS, STEPS32, STEPS64 = 50, 2000, 20000
 QUICK_SEEDS, QUICK_STEPS32, QUICK_STEPS64 = 2, 300, 2000
@@ -157,10 +163,30 @@ def table(rows, zoo_rows):
     return "\n".join(lines)
 
 
+DOC = Path(__file__).resolve().parents[1] / "docs" / "verdicts.md"
+BEGIN, END = "<!-- sweep: written by scripts/sweep.py --docs -->", "<!-- /sweep -->"
+
+
+def write_docs(text, seeds, s32, s64):
+    """Put the table between the markers of docs/verdicts.md (written whole, then renamed)."""
+    import numpy
+    import torch
+    doc = DOC.read_text()
+    head = (f"`python scripts/sweep.py` ({seeds} seeds, {s32} float32 steps, {s64} float64 steps;"
+            f" torch {torch.__version__}, numpy {numpy.__version__}, {platform.machine()}):")
+    block = f"{BEGIN}\n{head}\n\n```\n{text}\n```\n{END}"
+    i, j = doc.index(BEGIN), doc.index(END) + len(END)
+    tmp = DOC.with_suffix(".tmp")
+    tmp.write_text(doc[:i] + block + doc[j:])
+    os.replace(tmp, DOC)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="a few seeds and steps")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--docs", action="store_true", help="write the table into docs/verdicts.md")
+    p.add_argument("--from-json", metavar="FILE", help="the table of an earlier --json run")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seeds", type=int, help="override the number of seeds")
     p.add_argument("--steps", type=int, help="override the float32 steps")
@@ -168,13 +194,22 @@ def main(argv=None):
     a = p.parse_args(argv)
     seeds, s32, s64 = (QUICK_SEEDS, QUICK_STEPS32, QUICK_STEPS64) if a.quick else (SEEDS, STEPS32, STEPS64)
     seeds, s32, s64 = a.seeds or seeds, a.steps or s32, a.steps64 or s64
-    rows, zoo_rows = sweep(seeds, s32, s64, a.workers)
+    if a.from_json:
+        done = json.loads(Path(a.from_json).read_text())
+        rows, zoo_rows = done["rows"], done["zoo"]
+        seeds = max(r["seed"] for r in rows if r["kind"] == "float32") + 1
+        s32 = max(r["steps"] for r in rows if r["kind"] == "float32")
+        s64 = max(r["steps"] for r in rows if r["kind"] == "float64")
+    else:
+        rows, zoo_rows = sweep(seeds, s32, s64, a.workers)
     alarms, missed = sum(not r["ok"] for r in rows), sum(not z["ok"] for z in zoo_rows)
     if a.json:
         print(json.dumps({"false_alarms": alarms, "runs": len(rows), "zoo_missed": missed,
                           "zoo_runs": len(zoo_rows), "rows": rows, "zoo": zoo_rows}, indent=1))
     else:
         print(table(rows, zoo_rows))
+    if a.docs:
+        write_docs(table(rows, zoo_rows), seeds, s32, s64)
     return 0 if alarms == 0 and missed == 0 else 1
 
 

@@ -206,3 +206,18 @@ def test_the_sweep_in_small(name, mode):
     """A corner of scripts/sweep.py (the full sweep runs by hand): one seed, 60 steps."""
     row = _sweep()._one(("float32", name, mode, 7, 60))
     assert row["ok"], row
+
+
+def test_the_docs_quote_a_full_sweep_of_the_current_script():
+    """docs/verdicts.md's table is written by `scripts/sweep.py --docs`: it must be a full run of the
+    script as it is now (every description, the full counts) and show no false alarm, no miss."""
+    import re
+    sweep = _sweep()
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "verdicts.md").read_text()
+    block = doc[doc.index(sweep.BEGIN):doc.index(sweep.END)]
+    assert f"({sweep.SEEDS} seeds, {sweep.STEPS32} float32 steps, {sweep.STEPS64} float64 steps;" in block
+    for name in [*sweep.FLOAT32, *sweep._shipped_float64()]:
+        assert name in block
+    assert re.search(r"^false alarms: 0 in \d+ runs of correct code$", block, re.M)
+    caught = re.search(r"caught where they first act: (\d+) / (\d+)", block)
+    assert caught and caught[1] == caught[2] == str(2 * len(zoo.ENTRIES))

@@ -16,10 +16,10 @@ reported, per stage, over the whole run.
 
 d_twin is the float32 twin's largest distance on that tensor up to this iteration: free-running
 float32 drift only accumulates, and a one-element tensor (a bias, the loss) where the twin lands on
-the shadow by luck at one iteration must not fail a correct implementation. Measured over the
-first 2000 iterations of the adam run of tests/test_shadow.py (moons, 3 tanh layers; 1000 with SGD
-and with RMSprop): the factor a correct implementation needs never exceeds 1.7 with this floor (3.7
-with no floor at all); the table's factor is 4, and all 5000 iterations pass with it.
+the shadow by luck at one iteration must not fail a correct implementation. A tensor this rule
+rejects gets the second opinion of torch_ref/rounding.py, from the implementation's own start of
+that iteration: within the measured rounding allowance, the three runs had parted by rounding, and
+both twins continue from the implementation's state (counted in Result.rounding).
 """
 import math
 
