@@ -17,10 +17,7 @@ worst index, both values and the tolerance. Two modes:
             against the float32 twin's own distance (torch_ref/shadow.py; long float32 runs).
 """
 import math
-from dataclasses import asdict, dataclass, field
-
 import numpy as np
-import torch
 
 import manual.data
 import manual.init
@@ -30,140 +27,15 @@ from .fdcheck import FDCheck
 from .model import Twin
 from . import plugin
 from .plugin import Conformer
-from .rounding import SecondOpinion, Start
+from .rounding import SecondOpinion, Start, start_of
 from .spec import SpecError, check_fits
 from .testing import compare, tolerance
+from .verdict import (STAGES, Mismatch, Result, Rounding, diverged, pairs, prepare_device, raised,  # noqa: F401
+                      skipped_stages)
 
 _TINY = np.finfo(np.float64).tiny  # the relative difference's divisor when the reference is 0
 
-STAGES = ("output", "loss", "delta", "grad", "optim", "param")
 MODES = ("free", "resync", "shadow")
-
-
-@dataclass
-class Mismatch:
-    iteration: int
-    stage: str
-    name: str
-    index: tuple
-    manual: float
-    reference: float
-    abs_err: float
-    rel_err: float
-    atol: float
-    rtol: float
-    n_bad: int = 1
-    numel: int = 1
-    detail: str = ""
-    passed_before: list = field(default_factory=list)
-    note: str = ""
-
-    def __str__(self):
-        where = f"index {self.index}" if self.index else "the value"
-        lines = [
-            f"lockstep mismatch at iteration {self.iteration}, stage {self.stage!r}, tensor {self.name!r}",
-        ]
-        if self.stage == "exception":  # the implementation raised; there are no values to show
-            lines = [f"the implementation failed at iteration {self.iteration}: {self.detail}"]
-            return "\n".join(lines)
-        if self.detail:
-            lines.append(f"  {self.detail}")
-        else:
-            lines += [
-                f"  worst element at {where}: manual = {self.manual!r}, reference = {self.reference!r}",
-                f"  absolute difference {self.abs_err:.3e}, relative difference {self.rel_err:.3e}"
-                f" (allowed: atol {self.atol:g} + rtol {self.rtol:g} * |reference|)",
-                f"  mismatched elements: {self.n_bad} / {self.numel}"
-                f" ({100.0 * self.n_bad / max(self.numel, 1):.1f}%)",
-            ]
-        if self.note:
-            lines.append(f"  {self.note}")
-        passed = ", ".join(self.passed_before) if self.passed_before else "nothing yet"
-        lines.append(f"  passed just before, at this iteration: {passed}")
-        return "\n".join(lines)
-
-    def to_json(self):
-        d = asdict(self)
-        d["index"] = list(self.index)
-        return d
-
-
-@dataclass
-class Result:
-    ok: bool
-    steps_checked: int
-    first_mismatch: Mismatch | None
-    stats: dict        # stage -> {"max_abs_err", "max_rel_err", "worst_tensor"}
-    dtype: str
-    device: str
-    mode: str
-    final_loss: dict   # {"manual": float, "reference": float}
-    not_reported: list = field(default_factory=list)  # stages the implementation does not report
-    fd: FDCheck | None = None                         # the finite-difference third opinion (--fd)
-    impl: str = "manual"                              # which implementation was checked
-    not_reached: list = field(default_factory=list)   # stages never compared (stopped before them)
-    history: "History | None" = None                  # per-iteration record (record=True)
-    rounding: dict = field(default_factory=dict)      # what the second opinion excused (Rounding.to_json)
-    skipped: list = field(default_factory=list)       # stages left out on request (--skip-stage)
-
-    def to_json(self):
-        return {
-            "ok": self.ok,
-            "steps_checked": self.steps_checked,
-            "first_mismatch": self.first_mismatch.to_json() if self.first_mismatch else None,
-            "max_abs_err": {s: v["max_abs_err"] for s, v in self.stats.items()},
-            "max_rel_err": {s: v["max_rel_err"] for s, v in self.stats.items()},
-            "stats": self.stats,
-            "dtype": self.dtype,
-            "device": self.device,
-            "mode": self.mode,
-            "final_loss": self.final_loss,
-            "impl": self.impl,
-            "not_reported": self.not_reported,
-            "not_reached": self.not_reached,
-            "skipped": self.skipped,
-            "fd": self.fd.to_json() if self.fd else None,
-            "rounding": self.rounding,
-        }
-
-    def summary(self):
-        head = (f"{'PASS' if self.ok else 'FAIL'}: {self.steps_checked} iteration(s) checked in lockstep"
-                f" ({self.dtype}, {self.device}, {self.mode})")
-        lines = [head, f"  {'stage':<7} {'max abs err':>12} {'max rel err':>12}  worst tensor"]
-        if self.mode == "shadow":  # both sides' largest distance from the float64 shadow
-            lines[1] = f"  {'stage':<7} {'manual→f64':>12} {'twin32→f64':>12}  worst tensor (nearest its allowance)"
-        for s, v in self.stats.items():
-            second = v["twin_abs_err"] if self.mode == "shadow" else v["max_rel_err"]
-            lines.append(f"  {s:<7} {v['max_abs_err']:12.3e} {second:12.3e}  {v['worst_tensor']}")
-        for s in self.not_reached:
-            lines.append(f"  {s:<7} {'not reached':>12} {'':>12}  (the run stopped before comparing it)")
-        for s in self.not_reported:
-            lines.append(f"  {s:<7} {'not reported':>12} {'':>12}  (the implementation does not return it: not checked)")
-        n = self.rounding.get("iterations", 0)
-        if n:
-            lines.append(f"  rounding: {n} iteration(s) outside the fixed tolerance were within the measured"
-                         f" rounding allowance (first at iteration {self.rounding['first'][0]}); the twin was"
-                         f" re-anchored on the implementation's state {self.rounding['reanchored']} time(s)")
-        for s in self.skipped:
-            lines.append(f"  {s:<7} {'skipped':>12} {'':>12}  (--skip-stage: not checked)")
-        side = "manual" if self.impl == "manual" else "implementation"
-        lines.append(f"  final loss: {side} {self.final_loss['manual']!r}, reference {self.final_loss['reference']!r}")
-        if self.impl != "manual":
-            lines.insert(1, f"  implementation: {self.impl}")
-        if self.first_mismatch:
-            lines.append(str(self.first_mismatch))
-        if self.fd:
-            lines.append(self.fd.summary())
-        return "\n".join(lines)
-
-
-def prepare_device(device):
-    """Check the device exists; on CUDA switch TF32 off so float32 means float32."""
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise SpecError("run.device", "cuda requested but torch.cuda.is_available() is False")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
 
 
 def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=False, progress=None,
@@ -196,7 +68,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     rtol, atol = tolerance(dtype)
     impl_name = impl_name or ("manual" if impl is None else type(impl).__qualname__)
     conform = Conformer(trusted=impl is None)  # the manual engine needs no conversion
-    impl = guarded(desc, impl, impl_name, step_timeout)
+    impl = plugin.guarded(desc, impl, impl_name, step_timeout)
     state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
     twin = Twin(desc, state)
     batches = manual.data.batches(desc, dtype)
@@ -211,7 +83,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     try:
         impl.load_state_dict(state)
     except plugin.Failed as e:
-        first = _raised(0, e, rtol, atol)
+        first = raised(0, e, rtol, atol)
     while first is None and done < steps:
         # The reference runs ahead through a chunk of iterations; the implementation follows it
         # through the same ones, and the chunk is compared in one vectorised pass. The twin never
@@ -233,10 +105,10 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
             try:  # a plug-in gets its own copy of the batch (the guard's): it cannot reach the twin
                 m = impl.train_step(x, y)
             except plugin.Failed as e:
-                stop = _raised(it, e, rtol, atol)
+                stop = raised(it, e, rtol, atol)
                 break
             if not math.isfinite(r["loss"]):
-                stop = _diverged(it, r["loss"], rtol, atol)
+                stop = diverged(it, r["loss"], rtol, atol)
                 break
             m = conform(it, m, r)
             if before is not None:
@@ -250,7 +122,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
                     impl.load_state_dict(r["state_dict"], during="resync")
                     impl.load_optimizer_state(r.get("optimizer_state", {}), during="resync")
                 except plugin.Failed as e:
-                    stop = _raised(it + 1, e, rtol, atol)
+                    stop = raised(it + 1, e, rtol, atol)
                     break
         first = _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl)
         if first is not None:  # a mismatch comes before whatever stopped the chunk
@@ -283,7 +155,7 @@ def _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl):
             return None
         j = next(k for k in range(i, len(pending)) if pending[k][0] == first.iteration)
         it, x, y, m, r = pending[j]
-        start = _start(mode, start0, pending[j - 1] if j > 0 else prev, impl)
+        start = start_of(mode, start0, pending[j - 1] if j > 0 else prev, impl)
         if start is None:
             first.note = ("(a free run's difference can be told from rounding only from the implementation's"
                           " optimizer state: report optimizer_state, or use --mode resync)")
@@ -301,69 +173,6 @@ def _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl):
                 pending[k] = (itk, xk, yk, mk, twin.train_step(xk, yk))
         i = j + 1
     return None
-
-
-def _start(mode, start0, prev, impl):
-    """Where the implementation started the iteration after `prev` ((it, x, y, m, r), None for
-    iteration 0): the twin's state in resync mode, the implementation's own in free mode. None
-    when that cannot be known (a stateful optimizer whose state the implementation does not report)."""
-    if prev is None:
-        return start0
-    _, _, _, m, r = prev
-    twin_opt = r.get("optimizer_state", {})
-    if mode == "resync":
-        state = r["state_dict"]
-        opt = twin_opt if hasattr(getattr(impl, "impl", impl), "load_optimizer_state") else m.get("optimizer_state")
-    else:
-        state, opt = m["state_dict"], m.get("optimizer_state")
-    if opt is None:
-        opt = {} if not twin_opt else None
-    return None if opt is None else Start(state, opt, r.get("schedule"))
-
-
-class Rounding:
-    """What the second opinion excused in a run: iterations outside the fixed tolerance but within
-    the measured rounding allowance, and (free mode) where the twin was re-anchored."""
-
-    KEEP = 20  # iterations listed; the counts are exact
-
-    def __init__(self):
-        self.n_excused, self.first_excused, self.n_reanchored, self.used = 0, [], 0, 0.0
-
-    def excused(self, it, used):
-        self.n_excused += 1
-        self.used = max(self.used, used)
-        if len(self.first_excused) < self.KEEP:
-            self.first_excused.append(it)
-
-    def reanchored(self, it):
-        self.n_reanchored += 1
-
-    def to_json(self):
-        return {"iterations": self.n_excused, "first": list(self.first_excused), "reanchored": self.n_reanchored,
-                "largest_fraction_of_allowance": self.used}
-
-
-def skipped_stages(stages):
-    """The set of stages to leave out (--skip-stage), each checked; SpecError naming --skip-stage
-    for an unknown stage, or for all of them (a run that compares nothing certifies nothing)."""
-    if isinstance(stages, str):
-        stages = [stages]
-    skip = set()
-    for stage in stages or ():
-        if stage not in STAGES:
-            raise SpecError("--skip-stage", f"unknown stage {stage!r}; expected one of {list(STAGES)}")
-        skip.add(stage)
-    if skip >= set(STAGES):
-        raise SpecError("--skip-stage", "every stage skipped: nothing would be compared")
-    return skip
-
-
-def guarded(desc, impl, impl_name, step_timeout=None):
-    """The implementation in its guard (torch_ref/plugin.py); the manual engine, trusted, for None."""
-    if impl is None:
-        return plugin.Guard(manual.trainer.build(desc), "manual", trusted=True)
-    return plugin.guard(impl, impl_name, timeout=step_timeout)
 
 
 
@@ -393,41 +202,6 @@ class History:
         self.rel = np.full((len(self.loss), len(keys)), np.nan)
 
 
-def _diverged(it, loss, rtol, atol):
-    """The reference itself left the finite numbers: NaN = NaN would "agree" from here on, and
-    such agreement certifies nothing, so the run stops as a failure."""
-    nan = float("nan")
-    return Mismatch(it, "loss", "loss", (), nan, loss, nan, nan, atol, rtol, 1, 1,
-                    f"the reference (torch) loss is {loss} at iteration {it}: the run diverged and nothing"
-                    " after it can be checked (lower optimizer.lr, or fewer run.steps)")
-
-
-def _raised(it, failed, rtol, atol):
-    """The implementation's own code raised, or ran out of time (a plugin.Failed): a failure of
-    the implementation, reported in one line naming the call."""
-    nan = float("nan")
-    return Mismatch(it, "exception", failed.call, (), nan, nan, nan, nan, atol, rtol, 0, 0, failed.detail)
-
-
-def _pairs(m, r, skip=()):
-    """(stage, name, manual value, reference value) in the order the computation makes them:
-    deltas and gradients from the last layer back to the first, as backprop produces them, so the
-    first mismatch is nearest to its cause. Stages in `skip` (--skip-stage) are left out."""
-    if skip:
-        yield from (p for p in _pairs(m, r) if p[0] not in skip)
-        return
-    yield "output", "output", m["output"], r["output"]
-    yield "loss", "loss", m["loss"], r["loss"]
-    for name, ref in reversed(r["deltas"].items() if "deltas" in m else ()):  # optional for a plug-in
-        yield "delta", name, m["deltas"][name], ref
-    for name, ref in reversed(r["grads"].items()):
-        yield "grad", name, m["grads"][name], ref
-    for name, ref in r.get("optimizer_state", {}).items() if "optimizer_state" in m else ():
-        yield "optim", name, m["optimizer_state"][name], ref
-    for name, ref in r["state_dict"].items():
-        yield "param", name, m["state_dict"][name], ref
-
-
 class Checker:
     """Compares one iteration's results through a single flattened buffer per side.
 
@@ -440,8 +214,8 @@ class Checker:
 
     def __init__(self, m, r, rtol, atol, history=None, skip=()):
         self.rtol, self.atol, self.skip = rtol, atol, skip
-        self.keys = [(stage, name) for stage, name, _, _ in _pairs(m, r, skip)]
-        self.size = sum(np.size(rv) for _, _, _, rv in _pairs(m, r, skip))  # elements per iteration
+        self.keys = [(stage, name) for stage, name, _, _ in pairs(m, r, skip)]
+        self.size = sum(np.size(rv) for _, _, _, rv in pairs(m, r, skip))  # elements per iteration
         self.history = history
         if history is not None:
             history.layout(self.keys)
@@ -471,15 +245,15 @@ class Checker:
         """True if every element of these iterations passes; then the largest differences (and
         the history) are updated. False decides nothing: the caller looks tensor by tensor."""
         n = len(steps)
-        pairs = [p for _, m, r in steps for p in _pairs(m, r, self.skip)]
+        items = [p for _, m, r in steps for p in pairs(m, r, self.skip)]
         try:
-            a = np.concatenate([mv for _, _, mv, _ in pairs], axis=None, dtype=np.float64)
+            a = np.concatenate([mv for _, _, mv, _ in items], axis=None, dtype=np.float64)
         except (ValueError, TypeError):
             return False  # a wrongly shaped tensor
-        e = np.concatenate([rv for _, _, _, rv in pairs], axis=None, dtype=np.float64)
+        e = np.concatenate([rv for _, _, _, rv in items], axis=None, dtype=np.float64)
         if a.shape != e.shape or e.size % n:
             return False
-        lay = self.layouts.get(e.size // n) or self._layout(e.size // n, pairs[:len(pairs) // n])
+        lay = self.layouts.get(e.size // n) or self._layout(e.size // n, items[:len(items) // n])
         with np.errstate(invalid="ignore", over="ignore"):
             diff = np.abs(np.subtract(a, e, out=a), out=a)  # |manual − reference|, in a's buffer
             scale = np.abs(e, out=e)                        # |reference|, in e's buffer
@@ -501,9 +275,8 @@ class Checker:
         """None if every element of the iteration is within tolerance, else the first Mismatch."""
         if self._all_within([(it, m, r)]):
             return None
-        pairs = list(_pairs(m, r, self.skip))
         passed = []
-        for k, (stage, name, mv, rv) in enumerate(pairs):
+        for k, (stage, name, mv, rv) in enumerate(pairs(m, r, self.skip)):
             c = compare(mv, rv, self.rtol, self.atol)
             self.compared[k] = True
             self.max_abs[k] = max(self.max_abs[k], c.max_abs_err)
@@ -521,7 +294,7 @@ class Checker:
     def absorb(self, it, m, r):
         """Fold every tensor of an iteration the second opinion passed into the run's largest
         differences (and the history), without judging it."""
-        for k, (stage, name, mv, rv) in enumerate(_pairs(m, r)):
+        for k, (stage, name, mv, rv) in enumerate(pairs(m, r, self.skip)):
             c = compare(mv, rv, self.rtol, self.atol)
             self.compared[k] = True
             self.max_abs[k] = max(self.max_abs[k], c.max_abs_err)
@@ -529,9 +302,9 @@ class Checker:
             if self.history is not None and k < self.history.abs.shape[1]:
                 self.history.abs[it, k], self.history.rel[it, k] = c.max_abs_err, c.max_rel_err
 
-    def _layout(self, size, pairs):
-        """The _Layout of one iteration of `size` elements, its tensors as in `pairs`."""
-        sizes = [np.size(rv) for _, _, _, rv in pairs]
+    def _layout(self, size, items):
+        """The _Layout of one iteration of `size` elements, its tensors as in `items` (pairs())."""
+        sizes = [np.size(rv) for _, _, _, rv in items]
         lay = self.layouts[size] = _Layout(size, np.cumsum([0] + sizes[:-1]))
         return lay
 

@@ -31,6 +31,7 @@ import torch
 
 from .model import Twin
 from .testing import rounding_tolerance, tolerance
+from .verdict import Mismatch, pairs
 
 
 class Start:
@@ -41,10 +42,24 @@ class Start:
         self.state, self.optimizer_state, self.schedule = state, optimizer_state, schedule
 
 
-def step_pairs(m, r, skip=()):
-    """(stage, name, manual, reference) of one iteration, in the order of the lockstep's comparison."""
-    from .lockstep import _pairs  # (lockstep imports this module; this import runs at call time)
-    return _pairs(m, r, skip)
+def start_of(mode, start0, prev, impl):
+    """Where the implementation started the iteration after `prev` ((it, x, y, m, r), None for
+    iteration 0): the twin's state in resync mode, the implementation's own in free mode. None
+    when that cannot be known (a stateful optimizer whose state the implementation does not report)."""
+    if prev is None:
+        return start0
+    _, _, _, m, r = prev
+    twin_opt = r.get("optimizer_state", {})
+    if mode == "resync":
+        state = r["state_dict"]
+        opt = twin_opt if hasattr(getattr(impl, "impl", impl), "load_optimizer_state") else m.get("optimizer_state")
+    else:
+        state, opt = m["state_dict"], m.get("optimizer_state")
+    if opt is None:
+        opt = {} if not twin_opt else None
+    return None if opt is None else Start(state, opt, r.get("schedule"))
+
+
 
 
 class SecondOpinion:
@@ -92,12 +107,11 @@ class SecondOpinion:
         """None if every element of iteration `it` is within tolerance of the lockstep reference `r`
         or within the measured rounding allowance of torch's step from `start`; else a Mismatch.
         `self.used` is then the largest fraction of its allowance an element needed (≤ 1 on a pass)."""
-        from .lockstep import Mismatch
         truth, ensemble = self.steps(start, x, y)
         passed, self.used = [], 0.0
         sk = self.skip
-        for (stage, name, mv, rv), (_, _, _, tv), *others in zip(step_pairs(m, r, sk), step_pairs(m, truth, sk),
-                                                                *(step_pairs(m, e, sk) for e in ensemble)):
+        for (stage, name, mv, rv), (_, _, _, tv), *others in zip(pairs(m, r, sk), pairs(m, truth, sk),
+                                                                *(pairs(m, e, sk) for e in ensemble)):
             a, ref, tru = (np.asarray(v, dtype=np.float64) for v in (mv, rv, tv))
             if a.shape != tru.shape:
                 return None  # a shape error is the fixed comparison's to report

@@ -30,7 +30,9 @@ import manual.init
 import manual.trainer
 
 from .model import Twin
-from .rounding import SecondOpinion, Start
+from .plugin import Conformer, Failed, guarded
+from .rounding import SecondOpinion, Start, start_of
+from .verdict import STAGES, Mismatch, Result, Rounding, diverged, pairs, prepare_device, raised
 from .spec import SpecError
 from .testing import shadow_tolerance
 
@@ -41,9 +43,6 @@ def shadow_lockstep(desc, impl=None, impl_name=None, progress=None, skip=(), ste
     As the plain lockstep: the implementation is called through its guard, its failure (or a call
     out of time) ends the run at stage "exception", a non-finite reference loss ends it as
     diverged, and stages in `skip` are not compared."""
-    from .lockstep import (STAGES, Mismatch, Result, Rounding, _diverged, _pairs, _raised, _start, guarded,
-                           prepare_device)
-    from .plugin import Conformer, Failed
     run = desc["run"]
     if run["dtype"] != "float32":
         raise SpecError("mode", f"shadow mode checks float32 against a float64 shadow; run.dtype is {run['dtype']!r}")
@@ -64,7 +63,7 @@ def shadow_lockstep(desc, impl=None, impl_name=None, progress=None, skip=(), ste
     try:
         impl.load_state_dict(state32)
     except Failed as e:
-        first = _raised(0, e, rtol, atol)
+        first = raised(0, e, rtol, atol)
     for it in range(run["steps"] if first is None else 0):
         if progress is not None:
             progress(it, run["steps"])
@@ -74,13 +73,13 @@ def shadow_lockstep(desc, impl=None, impl_name=None, progress=None, skip=(), ste
         try:
             m_raw = impl.train_step(x, y)
         except Failed as e:
-            first = _raised(it, e, rtol, atol)
+            first = raised(it, e, rtol, atol)
             break
         if not math.isfinite(r["loss"]):
-            first = _diverged(it, r["loss"], rtol, atol)
+            first = diverged(it, r["loss"], rtol, atol)
             break
         m = conform(it, m_raw, r)
-        triples = [(st, name, mv, rv, s_value(s, st, name)) for st, name, mv, rv in _pairs(m, r, skip)]
+        triples = [(st, name, mv, rv, s_value(s, st, name)) for st, name, mv, rv in pairs(m, r, skip)]
         if keys is None:
             keys = [(st, name) for st, name, *_ in triples]
             d_man, d_twin, scale = (np.zeros(len(keys)) for _ in range(3))
@@ -96,7 +95,7 @@ def shadow_lockstep(desc, impl=None, impl_name=None, progress=None, skip=(), ste
         np.fmax(d_man, dm, out=d_man)
         np.fmax(scale, sc, out=scale)
         if not ok.all():  # the second opinion (torch_ref/rounding.py), from the implementation's start
-            start = _start("free", start0, prev, impl)
+            start = start_of("free", start0, prev, impl)
             second = None if start is None else opinion.judge(it, start, x, y, m, r)
             if start is None or second is not None:
                 k = int(np.argmin(ok))
