@@ -33,9 +33,8 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
           call out of time ends the run as the implementation's failure.
     """
     desc = spec.load(desc) if isinstance(desc, (str, Path)) else _parsed(desc)
-    overrides = {k: v for k, v in (("steps", steps), ("dtype", dtype), ("device", device)) if v is not None}
-    if overrides:
-        desc["run"] = spec._run({**desc["run"], **overrides})
+    if (steps, dtype, device) != (None, None, None):
+        desc = spec.override(desc, steps, dtype, device)
     from . import reports
     skipped_stages(skip_stages)  # bad arguments are refused before the factory runs
     outputs = reports.prepare(report, markdown, plot)

@@ -24,7 +24,6 @@ Exit codes:
          matplotlib for --plot: refused before the run starts);
     130  interrupted by SIGINT (Ctrl-C), 143 by SIGTERM.
 """
-import argparse
 import contextlib
 import json
 import os
@@ -32,6 +31,7 @@ import sys
 
 from . import interrupt
 from .spec import DEVICES, DTYPES, SpecError
+from .usage import OneLineParser
 
 PROG = "backprop-check"
 FD_STEPS = 3  # iterations checked by --fd unless --fd-steps says otherwise
@@ -39,15 +39,10 @@ EXIT_CODES = ("exit codes: 0 every check passed; 1 a mismatch, or the implementa
               "2 usage, bad input, or the environment; 130/143 interrupted (SIGINT/SIGTERM)")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line and exit 2, as for every other bad input
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def _parser():
-    p = _Parser(prog=PROG, description="Cross-check hand-written backprop against torch autograd.",
-                epilog=EXIT_CODES)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = OneLineParser(prog=PROG, description="Cross-check hand-written backprop against torch autograd.",
+                      epilog=EXIT_CODES)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     ex = sub.add_parser("example", help="the seed's worked example, figure by figure", epilog=EXIT_CODES)
     ex.add_argument("--json", action="store_true", help="print one JSON object")
     zoo = sub.add_parser("zoo", help="run the zoo of classic backprop mistakes; show where each is caught", epilog=EXIT_CODES)
@@ -102,13 +97,7 @@ def _parser():
 
 def _apply_overrides(desc, args):
     from . import spec
-    raw_run = {**desc["run"]}
-    for key in ("steps", "dtype", "device"):
-        value = getattr(args, key)
-        if value is not None:
-            raw_run[key] = value
-    desc["run"] = spec._run(raw_run)
-    return spec.check_fits(desc)  # the dtype's range and the memory, for the overridden run
+    return spec.override(desc, args.steps, args.dtype, args.device)
 
 
 def cmd_example(args):

@@ -898,9 +898,9 @@ def _arguments(parser):
 def main(argv=None):
     """One rank under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from the
     environment); rank 0 prints the report and exits 0 (pass), 1 (mismatch) or 2 (bad input)."""
-    from .cli import _Parser, _apply_overrides
     from . import spec
-    p = _Parser(prog="python -m torch_ref.distributed", description=main.__doc__)
+    from .usage import OneLineParser
+    p = OneLineParser(prog="python -m torch_ref.distributed", description=main.__doc__)
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--json", action="store_true")
     p.add_argument("--steps", type=int)
@@ -914,7 +914,7 @@ def main(argv=None):
             raise SpecError("WORLD_SIZE", "not set: start this module with torchrun"
                                           " (or use backprop-check run SPEC --ranks R)")
         world, local = int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0))
-        desc = _apply_overrides(spec.load(args.spec), args)
+        desc = spec.override(spec.load(args.spec), args.steps, args.dtype, args.device)
         case = Case(desc, args.accumulate, Setup(as_written=args.ddp_as_written))
         reduction = validate(case, world)
         torch.set_num_threads(1)

@@ -7,7 +7,6 @@ Names: w1..w8 are parameter entries (weight is (out_features, in_features), no t
     w5, w6 = layers.1.weight[0, :]    w7, w8 = layers.1.weight[1, :]
 """
 from decimal import ROUND_HALF_EVEN, Decimal
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -57,7 +56,7 @@ SELF_DISAGREEMENTS = [
 
 
 def spec_path():
-    return Path(__file__).parent / "specs" / "worked_example.toml"
+    return spec.bundled_path("worked_example")
 
 
 def load_spec():

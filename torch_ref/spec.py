@@ -512,6 +512,22 @@ def _targets(y, n, network, field):
                     raise SpecError(f"{field}[{i}][{j}]", f"bce targets must be between 0 and 1, got {show(v)}")
 
 
+def override(desc, steps=None, dtype=None, device=None):
+    """`desc` with [run] values replaced (None keeps the description's), checked as the file's are,
+    then against the dtype's range and the machine's memory (the command's --steps/--dtype/--device,
+    the Python API's keywords)."""
+    raw = {**desc["run"], **{k: v for k, v in (("steps", steps), ("dtype", dtype), ("device", device))
+                             if v is not None}}
+    desc["run"] = _run(raw)
+    return check_fits(desc)
+
+
+def bundled_path(name):
+    """The path of a description shipped in torch_ref/specs (e.g. "worked_example")."""
+    from importlib import resources
+    return Path(str(resources.files("torch_ref") / "specs" / f"{name}.toml"))
+
+
 def _run(t):
     run = {**RUN_DEFAULTS, **t}
     _integer(run["steps"], "run.steps", 1)

@@ -320,8 +320,7 @@ class BiasGradAveragedOverBatch(Faulty):
 
 def worked(steps=3):
     """the worked example: 2-2-2 sigmoid, shared frozen biases, ½·SSE, SGD 0.5"""
-    from .example import load_spec
-    desc = load_spec()
+    desc = spec.load(spec.bundled_path("worked_example"))
     desc["run"] = {**desc["run"], "steps": steps}
     return desc
 
