@@ -14,6 +14,14 @@ torch.set_num_threads(1)
 SPECS = Path(__file__).resolve().parent.parent / "torch_ref" / "specs"
 
 
+@pytest.fixture(scope="session")
+def worked_report():
+    """torch_ref.example.report(), computed once: the 10000 iterations and the errata attributions
+    take seconds, and several tests read the same report."""
+    from torch_ref import example
+    return example.report()
+
+
 @pytest.fixture
 def worked():
     """The worked example's parsed description (a fresh copy per test)."""

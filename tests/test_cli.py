@@ -110,11 +110,11 @@ def test_cuda_unavailable_is_bad_input(capsys):
     assert "run.device" in capsys.readouterr().err
 
 
-def test_example_json_keys():
-    p = subprocess.run([sys.executable, "-m", "torch_ref.cli", "example", "--json"],
-                       capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    rep = json.loads(p.stdout, parse_constant=lambda token: pytest.fail(f"not strict JSON: {token}"))
+def test_example_json_keys(worked_report, monkeypatch, capsys):
+    from torch_ref import example
+    monkeypatch.setattr(example, "report", lambda: worked_report)  # computed once for the session
+    assert cli.main(["example", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out, parse_constant=lambda token: pytest.fail(f"not strict JSON: {token}"))
     for key in ("forward", "E_total", "grads", "updated", "E_after_1", "E_after_10000",
                 "outputs_after_10000", "seed", "errata"):
         assert key in rep

@@ -48,8 +48,8 @@ def scalar_walkthrough():
 
 
 @pytest.fixture(scope="module")
-def report():
-    return example.report()
+def report(worked_report):
+    return worked_report
 
 
 def test_every_figure_confirmed_by_autograd(report):
