@@ -1,0 +1,93 @@
+"""Central finite differences in float64: a third source of gradients that uses the forward pass only.
+
+(Not torch.autograd.gradcheck, which compares a function's autograd Jacobian with finite differences
+and returns a bool: this computes the differences of the description's loss and returns them.)
+
+    dE/dp ≈ (E(p + h) − E(p − h)) / (2h)       one parameter element at a time, all others fixed
+
+E is the description's network and loss evaluated by the manual forward pass (`MLP.forward`,
+`loss.forward`); no backward pass is involved, so a mistake in backprop cannot leak into these
+numbers. Cost: 2 forward passes over the batch per parameter element.
+
+Step size, per element: h = eps^(1/3) · max(1, |p|) (eps = 2.2e-16, so h ≈ 6e-6 for |p| ≤ 1), the
+step that balances the truncation error of the central difference, h²·|E'''|/6, against the
+rounding error of the two evaluations, eps·|E|/h; both are then about eps^(2/3) ≈ 4e-11 times the
+scale of E and its third derivative. The step actually taken is (p + h) − p, exactly representable.
+"""
+import numpy as np
+
+from .losses import make_loss
+from .modules import MLP
+
+EPS = np.finfo(np.float64).eps
+
+
+def step_size(p):
+    """h = eps^(1/3) · max(1, |p|): central differences' best step for a parameter of size |p|."""
+    return EPS ** (1.0 / 3.0) * max(1.0, abs(p))
+
+
+class NetworkLoss:
+    """E(state) for one batch: the description's network and loss, forward only, in float64."""
+
+    def __init__(self, desc):
+        net = desc["network"]
+        self.model = MLP(net["sizes"], net["activation"], net["bias"], np.float64, net.get("activation_args"))
+        self.loss_fn = make_loss(net["loss"], net.get("loss_args"))
+        self.params = {name: p.data for name, p in self.model.named_parameters()}  # views, perturbed in place
+
+    def load_state_dict(self, state):
+        for name, data in self.params.items():
+            data[...] = state[name]
+
+    def __call__(self, x, y):
+        return float(self.loss_fn.forward(self.model.forward(x), y))
+
+
+def central_differences(desc, state, x, y, names):
+    """{name: dE/d(name)} by central differences at `state` on the batch (x, y), for the parameters
+    `names`, in float64. Also returns the number of forward passes it took.
+
+    With the description's gradient clipping ([clip]), the differences are clipped the same way,
+    since the gradients they are compared with are the clipped ones."""
+    loss = NetworkLoss(desc)
+    loss.load_state_dict(state)
+    x, y = np.asarray(x, np.float64), np.asarray(y)
+    if y.dtype.kind == "f":  # class-index targets stay integers
+        y = y.astype(np.float64)
+    grads, passes = {}, 0
+    for name in names:
+        p = loss.params[name]
+        g = np.empty_like(p)
+        flat, gflat = p.reshape(-1), g.reshape(-1)  # views (p is contiguous)
+        for i in range(flat.size):
+            p0 = flat[i]
+            h = step_size(p0)
+            flat[i] = p0 + h
+            h_plus = flat[i] - p0  # the step actually taken, exact in floating point
+            e_plus = loss(x, y)
+            flat[i] = p0 - h
+            h_minus = p0 - flat[i]
+            e_minus = loss(x, y)
+            flat[i] = p0
+            gflat[i] = (e_plus - e_minus) / (h_plus + h_minus)
+            passes += 2
+        grads[name] = g
+    if desc.get("clip"):
+        clip(grads, desc["clip"])
+    return grads, passes
+
+
+class _Grad:
+    def __init__(self, grad):
+        self.grad = grad
+
+
+def clip(grads, how):
+    """Clip {name: gradient} in place as the description's [clip] says (manual/clip_grad.py)."""
+    from . import clip_grad
+    params = [_Grad(g) for g in grads.values()]
+    if "clip_value" in how:
+        clip_grad.clip_grad_value_(params, how["clip_value"])
+    else:
+        clip_grad.clip_grad_norm_(params, how["max_norm"], how.get("norm_type", 2.0))
