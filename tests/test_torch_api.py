@@ -16,6 +16,7 @@ from torch import nn
 
 import manual.clip_grad
 import manual.functional
+import manual.init
 import manual.losses
 import manual.lr_scheduler
 import manual.modules
@@ -266,7 +267,15 @@ SIGNATURES = [
     (manual.lr_scheduler.LinearLR, torch.optim.lr_scheduler.LinearLR),
     (manual.clip_grad.clip_grad_norm_, nn.utils.clip_grad_norm_),
     (manual.clip_grad.clip_grad_value_, nn.utils.clip_grad_value_),
+    (manual.init.calculate_gain, nn.init.calculate_gain),
 ]
+
+
+@pytest.mark.parametrize("name,param", [("linear", None), ("conv2d", None), ("conv_transpose1d", None),
+                                        ("sigmoid", None), ("tanh", None), ("relu", None),
+                                        ("leaky_relu", None), ("leaky_relu", 0.2), ("selu", None)])
+def test_calculate_gain_is_torchs(name, param):
+    assert manual.init.calculate_gain(name, param) == pytest.approx(nn.init.calculate_gain(name, param), rel=1e-15)
 
 
 @pytest.mark.parametrize("ours,theirs", SIGNATURES, ids=[getattr(o, "__qualname__", str(o)) for o, _ in SIGNATURES])
