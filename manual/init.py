@@ -22,16 +22,20 @@ def linear_default(sizes, bias, seed):
     return state
 
 
+GAIN_ONE = ("linear", "identity", "sigmoid", "conv1d", "conv2d", "conv3d",
+            "conv_transpose1d", "conv_transpose2d", "conv_transpose3d")
+
+
 def calculate_gain(nonlinearity, param=None):
     """torch.nn.init.calculate_gain: the factor that keeps activations' variance through a layer.
 
-        linear, identity, sigmoid   1
+        linear, identity, sigmoid   1     (and torch's conv and conv_transpose names, 1 too)
         tanh                        5/3
         relu                        √2
         leaky_relu                  √(2 / (1 + slope²)),  slope = param (0.01 when None)
         selu                        3/4
     """
-    if nonlinearity in ("linear", "identity", "sigmoid"):
+    if nonlinearity in GAIN_ONE:
         return 1.0
     if nonlinearity == "tanh":
         return 5.0 / 3

@@ -4,10 +4,16 @@
 `reduction` is torch's: "mean" averages the per-element (or, for cross_entropy and nll, the
 per-sample) losses, "sum" adds them; the seed's `half-sse` is Σ ½(t − o)², always summed.
 Targets are (N, C) arrays, except the class indices of cross_entropy and nll: (N,) integers.
+
+Arguments are keyword-only where torch's constructor has deprecated or unsupported arguments before
+them (`MSELoss(size_average, reduce, reduction)`): `MSELoss("sum")` would mean something else in
+torch, so here it is a TypeError rather than a silent difference. torch's `weight`,
+`ignore_index` and `pos_weight` are not supported. A loss is called as torch's, `loss(input,
+target)` (the same as `forward`), and `backward()` gives dE/dinput.
 """
 import numpy as np
 
-from .modules import sigmoid
+from .functional import log1p_exp, log_softmax, sigmoid
 
 
 def _reduce(loss, reduction):
@@ -20,11 +26,32 @@ def _norm(count, reduction):
     return 1.0 / count if reduction == "mean" else 1.0
 
 
-class HalfSSELoss:
+REDUCTIONS = ("mean", "sum")
+
+
+class Loss:
+    """What every loss shares: `loss(input, target)` calls `forward`, and torch's reductions
+    ("none", which gives the per-element losses, is not supported: the lockstep needs a scalar)."""
+
+    def __init__(self, reduction="mean"):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+
+    def __call__(self, input, target):
+        return self.forward(input, target)
+
+
+class HalfSSELoss(Loss):
     """The seed's error: E = Σ ½(target − out)², summed over outputs and over the batch.
 
         grad_input = out − target          (N, C)
+
+    Not torch's (there it is 0.5 · MSELoss(reduction="sum")); it takes no arguments.
     """
+
+    def __init__(self):
+        super().__init__("sum")
 
     def forward(self, input, target):
         self.diff = input - target  # (N, C)
@@ -34,14 +61,14 @@ class HalfSSELoss:
         return self.diff
 
 
-class MSELoss:
+class MSELoss(Loss):
     """torch.nn.MSELoss: E = reduce((out − target)²) over all N·C elements.
 
         grad_input = 2 (out − target) · norm     norm = 1/(N·C) for "mean", 1 for "sum"     (N, C)
     """
 
-    def __init__(self, reduction="mean"):
-        self.reduction = reduction
+    def __init__(self, *, reduction="mean"):
+        super().__init__(reduction)
 
     def forward(self, input, target):
         self.diff = input - target  # (N, C)
@@ -51,11 +78,11 @@ class MSELoss:
         return (2.0 * _norm(self.diff.size, self.reduction)) * self.diff
 
 
-class L1Loss:
+class L1Loss(Loss):
     """torch.nn.L1Loss: E = reduce(|out − target|);  grad_input = sign(out − target) · norm  (0 where equal)."""
 
-    def __init__(self, reduction="mean"):
-        self.reduction = reduction
+    def __init__(self, *, reduction="mean"):
+        super().__init__(reduction)
 
     def forward(self, input, target):
         self.diff = input - target  # (N, C)
@@ -65,7 +92,7 @@ class L1Loss:
         return np.sign(self.diff) * _norm(self.diff.size, self.reduction)
 
 
-class SmoothL1Loss:
+class SmoothL1Loss(Loss):
     """torch.nn.SmoothL1Loss(beta): with d = out − target,
 
         e = ½ d² / beta      where |d| < beta          grad = d / beta · norm
@@ -74,8 +101,9 @@ class SmoothL1Loss:
     beta = 0 is L1Loss (torch switches to l1_loss there, so the gradient at d = 0 is 0).
     """
 
-    def __init__(self, reduction="mean", beta=1.0):
-        self.reduction, self.beta = reduction, beta
+    def __init__(self, *, reduction="mean", beta=1.0):
+        super().__init__(reduction)
+        self.beta = beta
 
     def forward(self, input, target):
         self.diff = d = input - target  # (N, C)
@@ -91,15 +119,16 @@ class SmoothL1Loss:
         return np.where(d <= -self.beta, -norm, np.where(d >= self.beta, norm, d * (norm / self.beta)))
 
 
-class HuberLoss:
+class HuberLoss(Loss):
     """torch.nn.HuberLoss(delta): with d = out − target,
 
         e = ½ d²                   where |d| < delta      grad = d · norm
         e = delta (|d| − ½ delta)  elsewhere              grad = ±delta · norm
     """
 
-    def __init__(self, reduction="mean", delta=1.0):
-        self.reduction, self.delta = reduction, delta
+    def __init__(self, reduction="mean", delta=1.0):  # torch's order, positional there too
+        super().__init__(reduction)
+        self.delta = delta
 
     def forward(self, input, target):
         self.diff = d = input - target  # (N, C)
@@ -111,15 +140,9 @@ class HuberLoss:
         return np.clip(d, -self.delta, self.delta) * norm
 
 
-def log_softmax(x):
-    """log softmax over dim 1 through a stable log-sum-exp: (x − m) − log Σ exp(x − m), m = max."""
-    z = x - x.max(axis=1, keepdims=True)  # (N, C)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-class CrossEntropyLoss:
+class CrossEntropyLoss(Loss):
     """torch.nn.CrossEntropyLoss from logits x (N, C), with class-index targets (N,) or probability
-    targets (N, C) (`target` = "index" | "probability"), and label_smoothing ε:
+    targets (N, C) — told apart as torch does, by the target's shape — and label_smoothing ε:
 
         log p = log_softmax(x)                                   stable log-sum-exp      (N, C)
         t     = one_hot(target) or target;  t ← (1 − ε) t + ε / C                        (N, C)
@@ -130,13 +153,14 @@ class CrossEntropyLoss:
     to sum to 1, and neither does this.)
     """
 
-    def __init__(self, reduction="mean", label_smoothing=0.0, target="index"):
-        self.reduction, self.label_smoothing, self.target_kind = reduction, label_smoothing, target
+    def __init__(self, *, reduction="mean", label_smoothing=0.0):
+        super().__init__(reduction)
+        self.label_smoothing = label_smoothing
 
     def forward(self, input, target):
         n, c = input.shape
         logp = log_softmax(input)  # (N, C)
-        if self.target_kind == "index":
+        if target.shape != input.shape:  # class indices (N,); probabilities have the input's shape
             t = np.zeros_like(input)
             t[np.arange(n), target] = 1.0  # one-hot, (N, C)
         else:
@@ -151,14 +175,14 @@ class CrossEntropyLoss:
         return (self.p * self.t.sum(axis=1, keepdims=True) - self.t) * norm
 
 
-class NLLLoss:
+class NLLLoss(Loss):
     """torch.nn.NLLLoss on log-probabilities x (N, C) with class-index targets y (N,):
 
         E = reduce(−x[n, y_n]) over the N samples;   grad_input = −one_hot(y) · norm    (N, C)
     """
 
-    def __init__(self, reduction="mean"):
-        self.reduction = reduction
+    def __init__(self, *, reduction="mean"):
+        super().__init__(reduction)
 
     def forward(self, input, target):
         self.shape, self.dtype, self.target = input.shape, input.dtype, target
@@ -170,7 +194,7 @@ class NLLLoss:
         return grad
 
 
-class BCELoss:
+class BCELoss(Loss):
     """torch.nn.BCELoss on probabilities x in [0, 1] (N, C), targets t in [0, 1] (N, C):
 
         e = −(t · max(log x, −100) + (1 − t) · max(log(1 − x), −100))     torch's clamp of the logs
@@ -182,8 +206,8 @@ class BCELoss:
 
     EPSILON = float(np.float32(1e-12))
 
-    def __init__(self, reduction="mean"):
-        self.reduction = reduction
+    def __init__(self, *, reduction="mean"):
+        super().__init__(reduction)
 
     def forward(self, input, target):
         self.input, self.target = input, target
@@ -197,24 +221,31 @@ class BCELoss:
         return (x - self.target) / np.maximum(x * (1.0 - x), self.EPSILON) * norm
 
 
-class BCEWithLogitsLoss:
+class BCEWithLogitsLoss(Loss):
     """torch.nn.BCEWithLogitsLoss on logits x (N, C), targets t (N, C): bce(σ(x), t) without the
     clamp, stable for any x:
 
-        e = (1 − t) x + softplus(−x),   softplus(−x) = max(−x, 0) + log1p(exp(−|x|))
+        e = (1 − t) x + log(1 + exp(−x))       log1p_exp(−x) = max(−x, 0) + log1p(exp(−|x|))
         grad_input = (σ(x) − t) · norm
     """
 
-    def __init__(self, reduction="mean"):
-        self.reduction = reduction
+    def __init__(self, *, reduction="mean"):
+        super().__init__(reduction)
 
     def forward(self, input, target):
         self.input, self.target = input, target
-        softplus_neg = np.maximum(-input, 0.0) + np.log1p(np.exp(-np.abs(input)))
-        return _reduce((1.0 - target) * input + softplus_neg, self.reduction)
+        return _reduce((1.0 - target) * input + log1p_exp(-input), self.reduction)
 
     def backward(self):
         return (sigmoid(self.input) - self.target) * _norm(self.input.size, self.reduction)
+
+
+def make_loss(name, args=None):
+    """The loss module for the description's `network.loss` and `network.loss_args`. The
+    description's `target` ("index" | "probability") is not an argument of torch's loss (torch, and
+    CrossEntropyLoss here, tell them apart by the target's shape): it is dropped, as
+    torch_ref.model.loss_function drops it."""
+    return LOSSES[name](**{k: v for k, v in (args or {}).items() if k != "target"})
 
 
 # name in the description -> class; the classes take torch's argument names (spec.LOSS_ARGS)

@@ -4,12 +4,15 @@ A schedule sets `optimizer.lr` from the base rate lr₀ (the optimizer's `lr` wh
 made) and the number of steps t taken so far (0 for the first iteration). Each is the closed form
 of its torch counterpart (torch computes the same values recursively):
 
-    step         lr_t = lr₀ · γ^⌊t / step_size⌋                          StepLR(step_size, gamma=0.1)
-    exponential  lr_t = lr₀ · γ^t                                          ExponentialLR(gamma)
-    cosine       lr_t = η_min + (lr₀ − η_min) · (1 + cos(π t / T_max)) / 2   CosineAnnealingLR(T_max, eta_min=0)
-    warmup       lr_t = lr₀ · (s + (1 − s) · min(t, W) / W)                 LinearLR(start_factor=s, total_iters=W)
+    StepLR(step_size, gamma=0.1)             lr_t = lr₀ · γ^⌊t / step_size⌋
+    ExponentialLR(gamma)                     lr_t = lr₀ · γ^t
+    CosineAnnealingLR(T_max, eta_min=0)      lr_t = η_min + (lr₀ − η_min) · (1 + cos(π t / T_max)) / 2
+    LinearLR(start_factor=1/3, end_factor=1, total_iters=5)
+                                             lr_t = lr₀ · (s + (e − s) · min(t, T) / T)    s, e, T the arguments
 
-warmup rises linearly from s·lr₀ to lr₀ over W = warmup_steps iterations and then stays at lr₀.
+The description's names are the keys of SCHEDULERS; its `warmup` (warmup_steps W, start_factor s)
+is LinearLR(s, end_factor=1, total_iters=W): rising linearly from s·lr₀ to lr₀ over W iterations,
+then staying at lr₀. torch's `last_epoch` argument (resuming a schedule) is not taken.
 """
 import math
 import sys
@@ -40,6 +43,10 @@ class LRScheduler:
         self.last_epoch += 1
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
+    def get_last_lr(self):
+        """[the rate set last], as torch's (one list entry per parameter group; one group here)."""
+        return [self.optimizer.lr]
+
 
 class StepLR(LRScheduler):
     def __init__(self, optimizer, step_size, gamma=0.1):
@@ -68,14 +75,32 @@ class CosineAnnealingLR(LRScheduler):
         return self.eta_min + (self.base_lr - self.eta_min) * (1 + math.cos(math.pi * t / self.T_max)) / 2
 
 
-class LinearWarmup(LRScheduler):
-    def __init__(self, optimizer, warmup_steps=5, start_factor=1.0 / 3):
-        self.warmup_steps, self.start_factor = warmup_steps, start_factor
+class LinearLR(LRScheduler):
+    """torch.optim.lr_scheduler.LinearLR: the factor goes linearly from start_factor to end_factor
+    over total_iters steps, then stays at end_factor (either may be the larger):
+
+        lr_t = lr₀ · (s + (e − s) · min(t, T) / T)      s = start_factor, e = end_factor, T = total_iters
+
+    torch's own rules for the factors: 0 < start_factor <= 1 and 0 <= end_factor <= 1.
+    """
+
+    def __init__(self, optimizer, start_factor=1.0 / 3, end_factor=1.0, total_iters=5):
+        if not 0 < start_factor <= 1:
+            raise ValueError(f"start_factor must be in (0, 1], got {start_factor!r}")
+        if not 0 <= end_factor <= 1:
+            raise ValueError(f"end_factor must be in [0, 1], got {end_factor!r}")
+        self.start_factor, self.end_factor, self.total_iters = start_factor, end_factor, total_iters
         super().__init__(optimizer)
 
     def lr_at(self, t):
-        s = self.start_factor
-        return self.base_lr * (s + (1 - s) * min(t, self.warmup_steps) / self.warmup_steps)
+        s, e, total = self.start_factor, self.end_factor, self.total_iters
+        return self.base_lr * (s + (e - s) * min(t, total) / total)
 
 
-SCHEDULERS = {"step": StepLR, "exponential": ExponentialLR, "cosine": CosineAnnealingLR, "warmup": LinearWarmup}
+def warmup(optimizer, warmup_steps=5, start_factor=1.0 / 3):
+    """The description's "warmup" schedule: LinearLR(start_factor, end_factor=1, total_iters=warmup_steps)."""
+    return LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup_steps)
+
+
+# name in the description -> a schedule taking the description's arguments (spec.SCHEDULERS)
+SCHEDULERS = {"step": StepLR, "exponential": ExponentialLR, "cosine": CosineAnnealingLR, "warmup": warmup}

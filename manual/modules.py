@@ -5,15 +5,21 @@ Every module has `forward(x)`, which caches exactly what its backward needs, and
 gradients into `Parameter.grad` with `+=` (so `zero_grad()` means what it means in torch).
 All arrays are batched: the first axis is the batch, N.
 
+Modules are called as torch's are, `module(x)` (the same as `module.forward(x)`); constructors
+take torch's arguments, in torch's order, with torch's defaults (the differences are listed in each
+class). The one general difference: arrays default to float64 (numpy's), where torch's default
+dtype is float32.
+
 Activations are numerically stable where torch's are: sigmoid, silu, softplus, softmax and
 log_softmax never evaluate exp of a large positive number, so inputs of ±1000 give finite values
-and no numpy warning (an exp that underflows to 0 is the correctly rounded result, as in torch;
-numpy's default error state ignores underflow).
+and no numpy warning (the stable formulas live in functional.py).
 """
 import math
 import sys
 
 import numpy as np
+
+from .functional import log_softmax, sigmoid, softplus
 
 
 class Parameter:
@@ -30,10 +36,14 @@ class Parameter:
         self.grad = None
         self._released = None  # the last gradient zero_grad() let go of (its storage may be reused)
 
-    def zero_grad(self):
-        if self.grad is not None:
-            self._released = self.grad
-        self.grad = None
+    def zero_grad(self, set_to_none=True):
+        """grad ← None (torch's default), or grad ← 0 in place with set_to_none=False."""
+        if self.grad is None:
+            return
+        if set_to_none:
+            self._released, self.grad = self.grad, None
+        else:
+            self.grad[...] = 0
 
     def accumulate(self, grad):
         """grad ← grad + g, as autograd's AccumulateGrad does it: the first g is kept as it is;
@@ -63,27 +73,50 @@ class Parameter:
         self.grad = np.matmul(a, b, out=spare if reusable else None)
 
 
-class Linear:
-    """A fully connected layer, as torch.nn.Linear.
+class Module:
+    """What every module shares with torch.nn.Module: `module(x)` calls `forward(x)`, and
+    `parameters()` lists the trained parameters of `named_parameters()`."""
 
-        y = x @ W.T + b          x: (N, in)  W: (out, in)  b: (out,), () or none  y: (N, out)
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def named_parameters(self):
+        return iter(())
+
+    def parameters(self):
+        """The trained parameters (requires_grad), the ones an optimizer gets. A frozen Parameter
+        stands in for what torch keeps as a buffer (SharedBiasLinear's bias), so it is left out,
+        as torch's parameters() leaves out buffers."""
+        return [p for _, p in self.named_parameters() if p.requires_grad]
+
+
+def _check_device(device):
+    if device not in (None, "cpu"):
+        raise ValueError(f"manual arrays live in numpy on the CPU: device must be None or 'cpu', got {device!r}")
+
+
+class Linear(Module):
+    """A fully connected layer, torch.nn.Linear(in_features, out_features, bias=True, device=None, dtype=None).
+
+        y = x @ W.T + b          x: (N, in)  W: (out, in)  b: (out,)  y: (N, out)
         grad_W = grad_y.T @ x    (out, in)
-        grad_b = grad_y.sum(0)   (out,)     per-neuron bias only
+        grad_b = grad_y.sum(0)   (out,)
         grad_x = grad_y @ W      (N, in)
 
-    bias: "per-neuron" (torch's, trained), "shared-frozen" (the seed's: one scalar added to
-    every neuron of the layer, never updated, so it has no gradient), or "none".
+    bias: a bool, as torch's (False: no bias, `self.bias` is None). dtype: None is float64
+    (torch's default is float32). The parameters start at zero (torch draws them at random):
+    manual.init or load_state_dict sets them. Inputs are batched, (N, in).
     """
 
-    def __init__(self, in_features, out_features, bias="per-neuron", dtype=np.float64):
-        self.in_features, self.out_features, self.bias_mode = in_features, out_features, bias
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        if isinstance(bias, str):
+            raise TypeError(f"Linear's bias is a bool, as torch's, got {bias!r} (the seed's shared frozen "
+                            "bias is SharedBiasLinear; MLP takes the description's bias mode)")
+        _check_device(device)
+        dtype = np.float64 if dtype is None else dtype
+        self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(np.zeros((out_features, in_features), dtype))
-        if bias == "per-neuron":
-            self.bias = Parameter(np.zeros(out_features, dtype))
-        elif bias == "shared-frozen":
-            self.bias = Parameter(np.zeros((), dtype), requires_grad=False)
-        else:
-            self.bias = None
+        self.bias = Parameter(np.zeros(out_features, dtype)) if bias else None
 
     def forward(self, x):
         self.x = x  # (N, in)
@@ -93,8 +126,9 @@ class Linear:
         return y
 
     def backward(self, grad_output, input_grad=True):
-        """Accumulates grad_W (and grad_b); returns grad_x, or None when `input_grad` is False
-        (the network's input needs none, and it would cost a third of the layer's work)."""
+        """Accumulates grad_W (and grad_b when the bias is trained); returns grad_x, or None when
+        `input_grad` is False (the network's input needs none, and it would cost a third of the
+        layer's work)."""
         self.weight.accumulate_matmul(grad_output.T, self.x)  # (out, in)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(grad_output.sum(axis=0))  # (out,)
@@ -106,11 +140,20 @@ class Linear:
             yield "bias", self.bias
 
 
-def sigmoid(x):
-    """1 / (1 + exp(-x)), torch's formula. For x < -709, exp(-x) overflows to inf and the quotient
-    is exactly 0, the correct limit: that overflow is harmless, so its warning is silenced."""
-    with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
+class SharedBiasLinear(Linear):
+    """The seed's layer, as torch_ref.model.SharedBiasLinear(in_features, out_features, device, dtype):
+
+        y = x @ W.T + b          W: (out, in)  b: ()  one scalar added to every neuron of the layer
+
+    b is never trained: it has no gradient (grad_W and grad_x as Linear's). torch keeps it as a
+    buffer; here it is a frozen Parameter (requires_grad=False), so that it is in
+    named_parameters() — the state dict: `weight` (out, in) and a 0-d `bias` — and not in
+    parameters(), the trained ones.
+    """
+
+    def __init__(self, in_features, out_features, device=None, dtype=None):
+        super().__init__(in_features, out_features, bias=False, device=device, dtype=dtype)
+        self.bias = Parameter(np.zeros((), self.weight.data.dtype), requires_grad=False)
 
 
 def erf(x):
@@ -139,7 +182,7 @@ def erf(x):
     return np.copysign(np.where(small, series, 1.0 - erfc), x).astype(dtype, copy=False)
 
 
-class Sigmoid:
+class Sigmoid(Module):
     """out = 1 / (1 + exp(-x));  grad_x = grad_out * out * (1 - out).  Saves its output.
 
     Finite, without warnings, for any finite x (see `sigmoid`).
@@ -153,7 +196,7 @@ class Sigmoid:
         return grad_output * self.out * (1.0 - self.out)
 
 
-class Tanh:
+class Tanh(Module):
     """out = tanh(x);  grad_x = grad_out * (1 - out²).  Saves its output."""
 
     def forward(self, x):
@@ -164,7 +207,7 @@ class Tanh:
         return grad_output * (1.0 - self.out * self.out)
 
 
-class ReLU:
+class ReLU(Module):
     """out = max(x, 0);  grad_x = grad_out * [x > 0]  (torch's subgradient at 0 is 0).
 
     Written as a maximum and a product with the mask, not np.where, which is several times
@@ -180,7 +223,7 @@ class ReLU:
         return grad_output * self.mask
 
 
-class Identity:
+class Identity(Module):
     """out = x;  grad_x = grad_out."""
 
     def forward(self, x):
@@ -190,7 +233,7 @@ class Identity:
         return grad_output
 
 
-class LeakyReLU:
+class LeakyReLU(Module):
     """out = x if x > 0 else negative_slope · x;  grad_x = grad_out · (1 if x > 0 else negative_slope).
 
     As torch.nn.LeakyReLU: the slope at x = 0 is negative_slope.   x, out: (N, features)
@@ -207,7 +250,7 @@ class LeakyReLU:
         return np.where(self.mask, grad_output, grad_output * self.negative_slope)
 
 
-class ELU:
+class ELU(Module):
     """out = x if x > 0 else alpha · (exp(x) − 1);  grad_x = grad_out · (1 if x > 0 else alpha · exp(x)).
 
     As torch.nn.ELU: expm1 for the negative branch, and the derivative alpha · exp(x) (not out + alpha,
@@ -227,7 +270,7 @@ class ELU:
         return np.where(self.mask, grad_output, grad_output * self.neg_slope)
 
 
-class GELU:
+class GELU(Module):
     """Gaussian error linear unit, as torch.nn.GELU(approximate).
 
     approximate = "none":  out = x · Φ(x),  Φ(x) = ½ (1 + erf(x / √2)),   φ(x) = exp(−x²/2) / √(2π)
@@ -261,7 +304,7 @@ class GELU:
         return grad_output * (self.cdf + x * pdf)
 
 
-class SiLU:
+class SiLU(Module):
     """out = x · σ(x);  grad_x = grad_out · σ(x) · (1 + x · (1 − σ(x))).   x, out: (N, features)"""
 
     def forward(self, x):
@@ -272,11 +315,12 @@ class SiLU:
         return grad_output * self.s * (1.0 + self.x * (1.0 - self.s))
 
 
-class Softplus:
-    """out = log(1 + exp(beta · x)) / beta, or x where beta · x > threshold (torch's rule);
-    grad_x = grad_out · σ(beta · x), or grad_out where beta · x > threshold.
+class Softplus(Module):
+    """torch.nn.Softplus(beta=1.0, threshold=20.0):
 
-    log(1 + exp(z)) is evaluated as max(z, 0) + log1p(exp(−|z|)), finite for any z.   x, out: (N, features)
+        out = log(1 + exp(beta · x)) / beta, or x where beta · x > threshold     (functional.softplus)
+        grad_x = grad_out · σ(beta · x), or grad_out where beta · x > threshold
+    x, out: (N, features)
     """
 
     def __init__(self, beta=1.0, threshold=20.0):
@@ -286,43 +330,58 @@ class Softplus:
         z = x * self.beta
         self.linear = z > self.threshold
         self.s = sigmoid(z)
-        soft = (np.maximum(z, 0.0) + np.log1p(np.exp(-np.abs(z)))) / self.beta
-        return np.where(self.linear, x, soft)
+        return softplus(x, self.beta, self.threshold)
 
     def backward(self, grad_output):
         return np.where(self.linear, grad_output, grad_output * self.s)
 
 
-class Softmax:
-    """Softmax over the feature dimension (torch's dim=1):
+def _softmax_dim(dim, ndim):
+    """torch's dimension for Softmax(dim): dim=None takes torch's legacy rule (0 for 0-, 1- and
+    3-dimensional inputs, else 1), which is 1, the features, for the batched (N, C) arrays here."""
+    if dim is not None:
+        return dim
+    return 0 if ndim in (0, 1, 3) else 1
+
+
+class Softmax(Module):
+    """torch.nn.Softmax(dim=None), over `dim` (the features, 1, for (N, C) inputs):
 
         out_i = exp(x_i − m) / Σ_j exp(x_j − m),   m = max_j x_j        (N, C)
         grad_x = out · (grad_out − Σ_j grad_out_j · out_j)               (N, C)   saves its output
     """
 
+    def __init__(self, dim=None):
+        self.dim = dim
+
     def forward(self, x):
-        e = np.exp(x - x.max(axis=1, keepdims=True))  # (N, C), every entry in (0, 1]
-        self.out = e / e.sum(axis=1, keepdims=True)
+        self.axis = axis = _softmax_dim(self.dim, x.ndim)
+        e = np.exp(x - x.max(axis=axis, keepdims=True))  # (N, C), every entry in (0, 1]
+        self.out = e / e.sum(axis=axis, keepdims=True)
         return self.out
 
     def backward(self, grad_output):
-        return self.out * (grad_output - (grad_output * self.out).sum(axis=1, keepdims=True))
+        return self.out * (grad_output - (grad_output * self.out).sum(axis=self.axis, keepdims=True))
 
 
-class LogSoftmax:
-    """Log-softmax over the feature dimension (torch's dim=1), through a stable log-sum-exp:
+class LogSoftmax(Module):
+    """torch.nn.LogSoftmax(dim=None), over `dim` (the features, 1, for (N, C) inputs), through a
+    stable log-sum-exp (functional.log_softmax):
 
         out_i = (x_i − m) − log Σ_j exp(x_j − m),   m = max_j x_j        (N, C)
         grad_x = grad_out − exp(out) · Σ_j grad_out_j                    (N, C)   saves its output
     """
 
+    def __init__(self, dim=None):
+        self.dim = dim
+
     def forward(self, x):
-        z = x - x.max(axis=1, keepdims=True)  # (N, C), max 0
-        self.out = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        self.axis = _softmax_dim(self.dim, x.ndim)
+        self.out = log_softmax(x, self.axis)
         return self.out
 
     def backward(self, grad_output):
-        return grad_output - np.exp(self.out) * grad_output.sum(axis=1, keepdims=True)
+        return grad_output - np.exp(self.out) * grad_output.sum(axis=self.axis, keepdims=True)
 
 
 # name in the description -> class; the classes take torch's argument names (spec.ACTIVATION_ARGS)
@@ -331,7 +390,24 @@ ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Ident
                "softmax": Softmax, "log_softmax": LogSoftmax}
 
 
-class MLP:
+BIAS_MODES = ("per-neuron", "shared-frozen", "none")
+
+
+def linear_layer(in_features, out_features, bias="per-neuron", dtype=np.float64):
+    """The layer for the description's `network.bias` mode:
+
+        "per-neuron"     Linear(in, out, bias=True)      torch's, b: (out,), trained
+        "shared-frozen"  SharedBiasLinear(in, out)        the seed's, b: (), never trained
+        "none"           Linear(in, out, bias=False)
+    """
+    if bias == "shared-frozen":
+        return SharedBiasLinear(in_features, out_features, dtype=dtype)
+    if bias not in BIAS_MODES:
+        raise ValueError(f"bias mode must be one of {BIAS_MODES}, got {bias!r}")
+    return Linear(in_features, out_features, bias=bias == "per-neuron", dtype=dtype)
+
+
+class MLP(Module):
     """Linear → activation, repeated: layer k maps sizes[k] to sizes[k+1].
 
         net_k = a_{k-1} @ W_k.T + b_k      (N, sizes[k+1])     a_{-1} = x
@@ -339,10 +415,11 @@ class MLP:
         delta_k = dE/dnet_k = f_k'(net_k) * (delta_{k+1} @ W_{k+1})   chain rule, (N, sizes[k+1])
 
     Parameter names are torch's state_dict keys: `layers.{k}.weight`, `layers.{k}.bias`.
+    `bias` is the description's mode (see `linear_layer`), as torch_ref.model.MLP's.
     """
 
     def __init__(self, sizes, activations, bias="per-neuron", dtype=np.float64, activation_args=None):
-        self.layers = [Linear(i, o, bias, dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+        self.layers = [linear_layer(i, o, bias, dtype) for i, o in zip(sizes[:-1], sizes[1:])]
         activation_args = activation_args or [{} for _ in activations]
         self.activations = [ACTIVATIONS[name](**args) for name, args in zip(activations, activation_args)]
         self.deltas = [None] * len(self.layers)
@@ -365,10 +442,6 @@ class MLP:
             for name, p in layer.named_parameters():
                 yield f"layers.{k}.{name}", p
 
-    def parameters(self):
-        """The trained parameters, the ones an optimizer gets."""
-        return [p for _, p in self.named_parameters() if p.requires_grad]
-
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
         for p in self.parameters():
-            p.zero_grad()
+            p.zero_grad(set_to_none)

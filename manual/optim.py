@@ -3,7 +3,11 @@
 An optimizer holds `Parameter`s and updates `p.data` in place from `p.grad`. Its per-parameter
 state is `state[i]`, a dict named as torch's state keys (`momentum_buffer`, `exp_avg`,
 `exp_avg_sq`, `max_exp_avg_sq`, `square_avg`, `grad_avg`, `sum`, and the integer `step`), created
-lazily as torch creates it. `lr` is a plain attribute, so a learning-rate schedule can set it.
+lazily as torch creates it. `lr` is a plain attribute, so a learning-rate schedule can set it
+(torch keeps it in `param_groups[0]["lr"]`; there is one group here). The constructors take torch's
+arguments in torch's order with torch's defaults; `maximize` is keyword-only, as torch's (in
+torch's RMSprop and Adagrad other arguments stand before it), and torch's implementation switches
+(foreach, fused, capturable, differentiable) are not taken.
 
 Notation for every rule below (t counts steps from 1; all element-wise):
 
@@ -41,9 +45,10 @@ class Optimizer:
         self.params, self.lr, self.maximize = list(params), lr, maximize
         self.state = [{} for _ in self.params]
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """torch's: every grad to None, or to 0 in place with set_to_none=False."""
         for p in self.params:
-            p.zero_grad()
+            p.zero_grad(set_to_none)
 
     def _grads(self, weight_decay=0.0):
         """(i, p, state, g) per parameter: g = ±grad (+ λθ for coupled weight decay), a new array."""
@@ -67,7 +72,7 @@ class SGD(Optimizer):
     """
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                 nesterov=False, maximize=False):
+                 nesterov=False, *, maximize=False):
         super().__init__(params, lr, maximize)
         self.momentum, self.dampening, self.weight_decay = momentum, dampening, weight_decay
         self.nesterov = nesterov
@@ -101,7 +106,7 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 amsgrad=False, maximize=False):
+                 amsgrad=False, *, maximize=False):
         super().__init__(params, lr, maximize)
         self.betas, self.eps, self.weight_decay, self.amsgrad = tuple(betas), eps, weight_decay, amsgrad
 
@@ -135,8 +140,8 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 amsgrad=False, maximize=False):
-        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
+                 amsgrad=False, *, maximize=False):
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
 
 
 class RMSprop(Optimizer):
@@ -151,7 +156,7 @@ class RMSprop(Optimizer):
     """
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
-                 centered=False, maximize=False):
+                 centered=False, *, maximize=False):
         super().__init__(params, lr, maximize)
         self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
         self.momentum, self.centered = momentum, centered
@@ -194,7 +199,7 @@ class Adagrad(Optimizer):
     """
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
-                 eps=1e-10, maximize=False):
+                 eps=1e-10, *, maximize=False):
         super().__init__(params, lr, maximize)
         self.lr_decay, self.weight_decay, self.eps = lr_decay, weight_decay, eps
         for p, state in zip(self.params, self.state):  # torch creates Adagrad's state eagerly

@@ -10,7 +10,7 @@
 import numpy as np
 
 from .clip_grad import clip_grad_norm_, clip_grad_value_
-from .losses import LOSSES
+from .losses import make_loss
 from .lr_scheduler import SCHEDULERS
 from .modules import MLP
 from .optim import OPTIMIZERS
@@ -23,7 +23,7 @@ class Trainer:
         net, opt = desc["network"], dict(desc["optimizer"])
         self.dtype = np.dtype(desc["run"]["dtype"])
         self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, net.get("activation_args"))
-        self.loss_fn = LOSSES[net["loss"]](**net.get("loss_args", {}))
+        self.loss_fn = make_loss(net["loss"], net.get("loss_args"))
         self.params = dict(self.model.named_parameters())
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
         self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]

@@ -1,4 +1,4 @@
-"""--fd: central finite differences (manual/gradcheck.py, numpy, float64) as a third opinion on the
+"""--fd: central finite differences (manual/finite_differences.py, numpy, float64) as a third opinion on the
 gradients, and the three-way verdict per parameter tensor."""
 import json
 
@@ -7,7 +7,7 @@ import pytest
 
 import manual.data
 import manual.init
-from manual.gradcheck import central_differences
+from manual.finite_differences import central_differences
 from torch_ref import check, cli, spec
 from torch_ref.model import Twin
 from torch_ref.testing import TOLERANCES

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from manual.losses import LOSSES
+from manual.losses import LOSSES, make_loss
 from manual.modules import ACTIVATIONS
 from torch_ref import spec
 from torch_ref.testing import compare, tolerance
@@ -232,7 +232,7 @@ def check_loss(name, args, input_kind, target_kind, reference, reduction, seed, 
         x = np.where(rng.random(x.shape) < 0.5, -1000.0, 1000.0) if input_kind in ("logits", "real") else x
     y = loss_target(target_kind, rng, n, c)
     x, y = x.astype(dtype), (y if target_kind == "index" else y.astype(dtype))
-    loss_fn = LOSSES[name](**args)
+    loss_fn = make_loss(name, args)  # the description's arguments
     with warnings.catch_warnings(), np.errstate(over="raise", divide="raise", invalid="raise"):
         warnings.simplefilter("error")
         loss = loss_fn.forward(x.copy(), y.copy())

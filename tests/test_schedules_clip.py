@@ -136,7 +136,7 @@ BREAKS = [
      0, "param", "layers.0.weight"),
     (manual.lr_scheduler.StepLR, "lr_at", step_lr_one_step_late, {"scheduler": {"name": "step", "step_size": 3}},
      3, "param", "layers.0.weight"),
-    (manual.lr_scheduler.LinearWarmup, "lr_at", no_warmup, {"scheduler": {"name": "warmup"}},
+    (manual.lr_scheduler.LinearLR, "lr_at", no_warmup, {"scheduler": {"name": "warmup"}},
      0, "param", "layers.0.weight"),
     (manual.trainer, "clip_grad_norm_", clip_norm_without_epsilon, {"clip": {"max_norm": 0.05}},
      0, "grad", "layers.1.bias"),

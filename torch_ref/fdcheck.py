@@ -1,4 +1,4 @@
-"""The third opinion: gradients by central finite differences (manual/gradcheck.py, numpy, float64)
+"""The third opinion: gradients by central finite differences (manual/finite_differences.py, numpy, float64)
 beside the implementation's and autograd's, for the first few iterations of a lockstep run.
 
 For each parameter tensor, three comparisons: implementation vs autograd (the dtype's tolerance),
@@ -16,7 +16,7 @@ tolerance, torch_ref/testing.py). Their pattern is the verdict:
 """
 import numpy as np
 
-from manual.gradcheck import central_differences
+from manual.finite_differences import central_differences
 
 from .testing import compare, fd_tolerance, tolerance
 

@@ -12,7 +12,7 @@ import numpy as np
 TOLERANCES = {
     "float64": {"rtol": 1e-12, "atol": 1e-14},
     "float32": {"rtol": 1e-4, "atol": 1e-6},
-    # Central finite differences (manual/gradcheck.py, float64) against an analytic gradient: with
+    # Central finite differences (manual/finite_differences.py, float64) against an analytic gradient: with
     # h = eps^(1/3)·max(1, |p|) a difference is off by about eps^(2/3) ≈ 4e-11 times the scale of E
     # and its derivatives (measured: ≤ 1e-11 absolute on the specs here), so atol is multiplied by
     # max(1, |E|); a real backprop mistake is off by the size of the gradient itself.

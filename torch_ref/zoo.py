@@ -81,6 +81,8 @@ def _replace_activations(model, name, cls):
 
 
 def _replace_linears(model, cls, first=0):
+    """Layers k >= first become `cls` (a faulty Linear): the same data and parameters, faulty
+    methods. A SharedBiasLinear keeps its frozen 0-d bias: cls's backward trains no frozen bias."""
     for k in range(first, len(model.layers)):
         old = model.layers[k]
         old.__class__ = cls  # same data and parameters, faulty methods
@@ -179,7 +181,7 @@ class HiddenErrorThroughUpdatedWeights(Faulty):
         pass  # done layer by layer in backward
 
 
-class SharedBiasTrained(manual.modules.Linear):
+class SharedBiasTrained(manual.modules.SharedBiasLinear):
     def backward(self, grad_output, input_grad=True):
         self.weight.accumulate(grad_output.T @ self.x)
         self.bias.accumulate(grad_output.sum())  # one scalar added to every neuron: Σ over batch and neurons

@@ -1,5 +1,8 @@
 """Central finite differences in float64: a third source of gradients that uses the forward pass only.
 
+(Not torch.autograd.gradcheck, which compares a function's autograd Jacobian with finite differences
+and returns a bool: this computes the differences of the description's loss and returns them.)
+
     dE/dp ≈ (E(p + h) − E(p − h)) / (2h)       one parameter element at a time, all others fixed
 
 E is the description's network and loss evaluated by the manual forward pass (`MLP.forward`,
@@ -13,7 +16,7 @@ scale of E and its third derivative. The step actually taken is (p + h) − p, e
 """
 import numpy as np
 
-from .losses import LOSSES
+from .losses import make_loss
 from .modules import MLP
 
 EPS = np.finfo(np.float64).eps
@@ -30,7 +33,7 @@ class NetworkLoss:
     def __init__(self, desc):
         net = desc["network"]
         self.model = MLP(net["sizes"], net["activation"], net["bias"], np.float64, net.get("activation_args"))
-        self.loss_fn = LOSSES[net["loss"]](**net.get("loss_args", {}))
+        self.loss_fn = make_loss(net["loss"], net.get("loss_args"))
         self.params = {name: p.data for name, p in self.model.named_parameters()}  # views, perturbed in place
 
     def load_state_dict(self, state):
