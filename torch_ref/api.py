@@ -20,7 +20,8 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
           report=None, markdown=None, plot=None, skip_stages=(), step_timeout=None):
     """Run the lockstep of `impl` against the torch twin and return the Result.
 
-    desc: a path to a description file (.toml / .json), or a description as a dict (parsed or not).
+    desc: a path to a description file (.toml / .json), the name of a bundled description
+          ("worked_example": `backprop-check specs` lists them), or a description as a dict (parsed or not).
     impl: an object with load_state_dict/train_step; a factory (a class, say) called with the parsed
           description; a TARGET string "package.module:factory" or "path/to/file.py:factory"; None for manual.
     steps, dtype, device: override the description's [run] values.

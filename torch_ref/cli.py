@@ -9,6 +9,12 @@
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
                                                     data-parallel: DDP on R processes (torch_ref/distributed.py)
     backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
+    backprop-check specs [--json]                   the bundled descriptions: each name, its first comment line
+    backprop-check --version                        prints `backprop-check X.Y.Z`
+
+SPEC is a description file, or where no file of that name exists, the name of a bundled description
+(`backprop-check run worked_example`; torch_ref/spec.py's locate). `python -m torch_ref ...` is the
+same command, with the same exit codes.
 
 With --json, stdout carries exactly one strict JSON document (NaN and infinities as null):
 whatever the implementation prints, from Python, C or a subprocess, goes to stderr.
@@ -29,7 +35,7 @@ import json
 import os
 import sys
 
-from . import interrupt
+from . import interrupt, version
 from .spec import DEVICES, DTYPES, SpecError
 from .usage import OneLineParser
 
@@ -42,13 +48,20 @@ EXIT_CODES = ("exit codes: 0 every check passed; 1 a mismatch, or the implementa
 def _parser():
     p = OneLineParser(prog=PROG, description="Cross-check hand-written backprop against torch autograd.",
                       epilog=EXIT_CODES)
+    p.add_argument("--version", action="version", version=f"{PROG} {version()}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     ex = sub.add_parser("example", help="the seed's worked example, figure by figure", epilog=EXIT_CODES)
     ex.add_argument("--json", action="store_true", help="print one JSON object")
     zoo = sub.add_parser("zoo", help="run the zoo of classic backprop mistakes; show where each is caught", epilog=EXIT_CODES)
     zoo.add_argument("--json", action="store_true", help="print one JSON object")
+    specs = sub.add_parser("specs", epilog=EXIT_CODES,
+                           help="list the bundled descriptions: each name (a SPEC for `run`) and its first comment "
+                                "line (called specs, not list: it lists SPECs, and the zoo is a list too)")
+    specs.add_argument("--json", action="store_true", help="print one JSON object")
     run = sub.add_parser("run", help="lockstep cross-check of a description file", epilog=EXIT_CODES)
-    run.add_argument("spec", metavar="SPEC", help="network description (.toml or .json)")
+    run.add_argument("spec", metavar="SPEC",
+                     help="network description (.toml or .json), or the name of a bundled one (see `specs`); "
+                          "a file that exists wins over a name")
     run.add_argument("--json", action="store_true", help="print one JSON object")
     run.add_argument("--steps", type=int, help="override run.steps")
     run.add_argument("--dtype", help=f"override run.dtype {list(DTYPES)}")
@@ -126,6 +139,19 @@ def cmd_zoo(args):
         else:
             emit(zoo.table(outcomes))
         return 0 if ok else 1
+
+
+def cmd_specs(args):
+    """`specs`: the bundled descriptions, by name, with their first comment line."""
+    from . import spec
+    rows = [(name, spec.first_comment(item.read_text(encoding="utf-8"))) for name, item in spec.bundled().items()]
+    with _json_stdout(args.json) as emit:
+        if args.json:
+            emit(_dumps({"specs": [{"name": name, "summary": summary} for name, summary in rows]}))
+        else:
+            width = max((len(name) for name, _ in rows), default=0)
+            emit("\n".join(f"{name:<{width}}  {summary}".rstrip() for name, summary in rows))
+    return 0
 
 
 def cmd_run(args):
@@ -267,7 +293,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     with interrupt.handled():  # SIGINT, SIGTERM -> Interrupted, wherever the run is
         try:
-            return {"example": cmd_example, "run": cmd_run, "zoo": cmd_zoo}[args.command](args)
+            return {"example": cmd_example, "run": cmd_run, "zoo": cmd_zoo, "specs": cmd_specs}[args.command](args)
         except SpecError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2

@@ -143,18 +143,64 @@ def _key(k):
 
 
 def load(path):
-    """Parse and validate the description file at `path` (.toml, or .json)."""
-    path = Path(path)
-    text = _read(path)
-    kind = "JSON" if path.suffix == ".json" else "TOML"
+    """Parse and validate the description at `path` (.toml, or .json): a file, or where no file of
+    that name exists, a bundled description named with or without its suffix (`locate`)."""
+    path = locate(path)
+    text = _read(path) if isinstance(path, Path) else _read_bundled(path)
+    kind = "JSON" if path.name.endswith(".json") else "TOML"
     try:
-        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        raw = json.loads(text) if kind == "JSON" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as e:
         raise SpecError("SPEC", f"{show(str(path))} is not valid {kind}: {e}") from None
     except RecursionError:  # both parsers recurse once per level of nesting
         raise SpecError("SPEC", f"{show(str(path))}: {kind} nested too deeply (more than a description"
                                 f" can have: {MAX_DEPTH} levels)") from None
     return parse(raw)
+
+
+BUNDLED_SUFFIXES = (".toml", ".json")
+
+
+def bundled():
+    """{name: resource} of the descriptions shipped in torch_ref/specs (package data, read through
+    importlib.resources so that an installed wheel finds them), the name being the file's stem."""
+    from importlib import resources
+    found = {}
+    for item in resources.files(__package__).joinpath("specs").iterdir():
+        stem, dot, suffix = item.name.rpartition(".")
+        if dot and "." + suffix in BUNDLED_SUFFIXES and item.is_file():
+            found.setdefault(stem, item)
+    return dict(sorted(found.items()))
+
+
+def locate(spec):
+    """Where the description SPEC is: the file at that path where one exists (a path that exists
+    wins, whatever it holds), else the bundled description of that name (with or without its
+    suffix); SpecError naming SPEC and listing the bundled names otherwise. Returns a Path, or the
+    importlib.resources Traversable of a bundled file (a Path too, unless installed zipped)."""
+    path = Path(spec)
+    if os.path.lexists(path):
+        return path
+    text = str(spec)
+    found = bundled()
+    for name, item in found.items():
+        if text in (name, item.name):
+            return item
+    raise SpecError("SPEC", f"cannot read {show(text)}: no such file, and no bundled description of that name"
+                            f" (bundled: {', '.join(found) or 'none'})")
+
+
+def first_comment(text):
+    """The first comment line of a description (its `#` and the spaces after it stripped), or ""."""
+    for line in text.splitlines():
+        if line.lstrip().startswith("#"):
+            return line.lstrip().lstrip("#").strip()
+    return ""
+
+
+def _read_bundled(item):
+    """The text of a bundled description that is not a plain file (a zipped install)."""
+    return item.read_bytes().decode("utf-8")
 
 
 def _read(path):
