@@ -1,6 +1,6 @@
 """The seed's own per-neuron network, ported faithfully, behind the plug-in interface.
 
-    backprop-check run torch_ref/specs/worked_example.toml --impl scripts/seed_port.py:build
+    backprop-check run worked_example --impl scripts/seed_port.py:build
     python scripts/seed_port.py                 # the seed's own driver and printout (10000 lines)
     python scripts/seed_port.py --every 1000    # the same, every 1000th line
 

@@ -90,12 +90,14 @@ COMMANDS = {
     "pip install /path/to/backprop-check": "tests/test_conventions.py (slow: installs the wheel elsewhere)",
     "bash scripts/setup.sh && .venv/bin/backprop-check example": "here (the command) and CI (the set-up)",
     "bash scripts/setup.sh && .venv/bin/python -m pytest": "CI (.ci/run)",
-    "backprop-check run torch_ref/specs/three_layer_minibatch.toml --fd --steps 10": "scripts/docs.py (output block)",
-    "backprop-check run torch_ref/specs/worked_example.toml --impl scripts/seed_port.py:build":
+    "backprop-check run three_layer_minibatch --fd --steps 10": "scripts/docs.py (output block)",
+    "backprop-check run worked_example --impl scripts/seed_port.py:build":
         "scripts/docs.py (output block)",
     "python scripts/bench.py": "by hand (minutes); tests/test_bench.py checks its counts",
     "python scripts/bench.py --json": "by hand; tests/test_bench.py",
     "python scripts/bench.py --quick": "by hand; tests/test_bench.py",
+    "HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py":
+        "by hand (the long profile); the suite runs the default profile",
     "torchrun --nnodes M --nproc-per-node R --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\":
         "tests/test_distributed.py::test_torchrun_two_nodes_on_loopback",
 }
@@ -106,7 +108,7 @@ def command_lines():
     found = {}
     for page in PAGES:
         for line in text(page).splitlines():
-            m = re.match(r"    ((?:backprop-check|python|bash|pip|torchrun) .*?)\s*(?:#.*)?$", line)
+            m = re.match(r"    ((?:[A-Z_]+=\S+ )?(?:backprop-check|python|bash|pip|torchrun) .*?)\s*(?:#.*)?$", line)
             if m:
                 found.setdefault(m.group(1), page.name)
     return found
