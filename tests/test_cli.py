@@ -87,11 +87,22 @@ def test_bad_description_is_one_line_naming_the_field(tmp_path, raw, capsys, pat
     (["run", str(SPECS / "worked_example.toml"), "--mode", "lazy"], "mode"),
     (["frobnicate"], "invalid choice"),
 ])
-def test_bad_arguments_exit_2_in_a_real_process(args, needle):
-    p = subprocess.run([sys.executable, "-m", "torch_ref.cli", *args], capture_output=True, text=True)
+def test_bad_arguments_exit_2(args, needle, capsys):
+    try:
+        code = cli.main(args)
+    except SystemExit as e:  # argparse's own refusals end the process with the code
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err and "Traceback" not in err
+
+
+def test_bad_arguments_exit_2_in_a_real_process():
+    """The same, once, through a real interpreter: exit status and stderr as a shell sees them."""
+    p = subprocess.run([sys.executable, "-m", "torch_ref.cli", "run", "missing.toml"], capture_output=True, text=True)
     assert p.returncode == 2, p.stderr
-    assert len(p.stderr.strip().splitlines()) == 1, p.stderr
-    assert needle in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "SPEC: cannot read" in p.stderr, p.stderr
 
 
 def test_invalid_toml_is_one_line(tmp_path, capsys):

@@ -407,6 +407,7 @@ def test_module_outside_torchrun_says_how_to_start_it(monkeypatch, capsys):
 
 # --- torchrun, two "machines" on loopback ------------------------------------------------------
 
+@pytest.mark.slow  # a process-launching test of a kind the default profile already has (ranks)
 def test_torchrun_two_nodes_on_loopback():
     """The README's multi-machine command, with both "machines" on 127.0.0.1: two torchrun agents,
     --nnodes 2, one process each, meeting at one rendezvous endpoint."""

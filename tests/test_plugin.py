@@ -1,8 +1,6 @@
 """Plug-in implementations: loading --impl TARGET, the contract of train_step's result (conversions,
 clear errors naming the key, exit 2), stages not reported, exceptions raised by the implementation."""
 import json
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
@@ -278,7 +276,7 @@ def test_exception_in_load_state_dict(tmp_path, capsys):
     assert "load_state_dict(state) raised KeyError: 'layers.7.weight'" in text
 
 
-def test_broken_contract_from_the_command_is_one_line_exit_2(tmp_path):
+def test_broken_contract_from_the_command_is_one_line_exit_2(tmp_path, capsys):
     f = write(tmp_path, """
         import manual.trainer
         def build(desc):
@@ -291,10 +289,10 @@ def test_broken_contract_from_the_command_is_one_line_exit_2(tmp_path):
                     return r
             return Impl()
     """)
-    p = subprocess.run([sys.executable, "-m", "torch_ref.cli", "run", WORKED, "--impl", f"{f}:build"],
-                       capture_output=True, text=True)
-    assert p.returncode == 2 and p.stdout == ""
-    assert p.stderr.strip() == ("backprop-check: error: --impl: train_step(x, y) at iteration 0 returned "
+    code = cli.main(["run", WORKED, "--impl", f"{f}:build"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert err.strip() == ("backprop-check: error: --impl: train_step(x, y) at iteration 0 returned "
                                 "grads['layers.1.weight'] with shape (1, 2); expected (2, 2)")
 
 

@@ -72,6 +72,7 @@ def test_sigterm_to_the_parent_of_a_data_parallel_run_stops_every_rank_and_remov
     assert _left_in(tmp) == []
 
 
+@pytest.mark.slow  # the SIGTERM case runs in the default profile
 def test_sigkill_to_the_parent_of_a_data_parallel_run_takes_the_ranks_and_the_forkserver_with_it(tmp_path):
     """No handler sees SIGKILL: the ranks and the forkserver must go by themselves (the kernel's
     parent-death signal). The only thing left is Python's own multiprocessing directory (pymp-*,
@@ -109,7 +110,8 @@ def _read_until(fd, proc, pattern, deadline=120):
     return text
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("signum,code", [pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow),
+                                         (signal.SIGTERM, 143)])
 def test_an_interrupted_run_says_where_exits_128_plus_the_signal_and_leaves_the_report_untouched(
         tmp_path, signum, code):
     """A plain lockstep run, its progress line on a terminal (a pty): once the line shows the
