@@ -70,6 +70,10 @@ class SecondOpinion:
         # binary cross-entropy takes probabilities: the network's output stays within [0, 1]
         last = len(desc["network"]["sizes"]) - 2
         self.keep = {f"act{last}"} if desc["network"]["loss"] == "bce" else set()
+        net = desc["network"]
+        args = net.get("activation_args") or [{} for _ in net["activation"]]
+        self.slope_terms = [_slope_terms(a, g) for a, g in zip(net["activation"], args)]
+        self.value_terms = [_value_terms(a, g) for a, g in zip(net["activation"], args)]
         self.dtype = desc["run"]["dtype"]
         self.rtol, self.atol = tolerance(self.dtype)
         self.factor, self.magnitude, self.pairs = rounding_tolerance()
@@ -96,7 +100,7 @@ class SecondOpinion:
                 eps = sign * self.magnitude * self.u
                 s = _perturbed(start, eps, rng, noise, self.dtype)
                 twin = self._twin(self.dtype, s)
-                twin.model.perturb = _InPlace(eps, rng, noise, self.keep)
+                twin.model.perturb = _InPlace(eps, rng, noise, self.keep, self.slope_terms, self.value_terms)
                 try:
                     ensemble.append(twin.train_step(x, y))  # the batch is data, the same on both sides
                 finally:
@@ -171,20 +175,48 @@ def _perturb(a, eps, rng, noise, key):
     return a.astype(np.float64) * (1.0 + eps * noise[key])
 
 
+def _value_terms(name, args):
+    """terms(z, a): the size of the largest term in the usual formula for the activation's value
+    a = f(z): |a| (relative rounding) in general; |z| more for the forms z·g(z) (gelu's ½z(1 + erf),
+    ½z(1 + tanh v), silu's zσ(z)), whose value in the tails is a difference of terms of size |z|;
+    α more for elu's α(eᶻ − 1)."""
+    if name in ("gelu", "silu"):
+        return lambda z, a: a.abs() + z.abs()
+    if name == "elu":
+        alpha = args.get("alpha", 1.0)
+        return lambda z, a: a.abs() + abs(alpha)
+    return lambda z, a: a.abs()
+
+
+def _slope_terms(name, args):
+    """terms(z): the size of the largest term in the usual formula for the activation's slope f'(z),
+    to which its rounding is proportional: 1 + |z| in general (σ + zσ(1 − σ) for silu, eˣ for elu,
+    1 − tanh², Φ + zφ), and for gelu's tanh form ½(1 + tanh v) + ½ z (1 − tanh² v) v'(z), whose
+    second term grows like |z|³ while the slope itself tends to 0 or 1."""
+    if name == "gelu" and args.get("approximate") == "tanh":
+        c = (2.0 / np.pi) ** 0.5
+        return lambda z: 1.0 + 0.5 * z.abs() * c * (1.0 + 3 * 0.044715 * z * z)
+    return lambda z: 1.0 + z.abs()
+
+
 class _InPlace:
     """The noise a perturbed twin puts into its forward pass (MLP.perturb):
 
-    - every pre-activation and activation is scaled in place, through .data, so that what autograd
+    - every pre-activation is scaled, and every activation moved by ± magnitude·u·terms (the size of
+      the terms of its formula, _value_terms), in place, through .data, so that what autograd
       saved for the backward pass carries the noise too (tanh's and sigmoid's derivatives are taken
       from their output, 1 − a², a(1 − a): near saturation those are differences of nearly equal
       numbers, whose rounding perturbing the parameters alone does not move);
-    - every activation's slope f'(z) gets an absolute ± magnitude·u: a derivative made of terms of
-      order 1 (1 − tanh², Φ(z) + z·φ(z) from ½(1 + erf), eˣ − 1) is only ever computed to a few
-      units of rounding in absolute terms, however small it is in the tails.
+    - every activation's slope f'(z) gets an absolute ± magnitude·u·terms(z), terms(z) the size of
+      the largest term of its usual formula (_slope_terms): a slope is only ever computed to a few
+      units of rounding of its terms, however small it is in the tails (1 − tanh², Φ(z) + z·φ(z)
+      from ½(1 + erf), the tanh form of gelu).
     """
 
-    def __init__(self, eps, rng, noise, keep=()):
+    def __init__(self, eps, rng, noise, keep=(), slope_terms=(), value_terms=()):
         self.eps, self.rng, self.noise, self.keep = eps, rng, noise, keep
+        self.slope_terms, self.value_terms = slope_terms, value_terms
+        self.net = None  # the pre-activation of the layer being perturbed (its value terms need it)
 
     def _xi(self, t, key):
         if key not in self.noise:
@@ -194,10 +226,18 @@ class _InPlace:
     def __call__(self, t, key):
         if key in self.keep:
             return
-        t.data.mul_(1.0 + self.eps * self._xi(t, key))
+        if key.startswith("net"):
+            self.net = t.detach().clone()
+            t.data.mul_(1.0 + self.eps * self._xi(t, key))
+            return
+        k = int(key[len("act"):])
+        terms = self.value_terms[k](self.net, t.detach()) if k < len(self.value_terms) else t.detach().abs()
+        t.data.add_(self.eps * self._xi(t, key) * terms)  # a + ε·ξ·terms: the value's own rounding
 
     def slope(self, net, key):
-        return self.eps * self._xi(net, key)
+        k = int(key[len("slope"):])
+        terms = self.slope_terms[k](net.detach()) if k < len(self.slope_terms) else 1.0
+        return self.eps * self._xi(net, key) * terms
 
 
 def _perturbed(start, eps, rng, noise, dtype):
