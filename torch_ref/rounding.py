@@ -60,8 +60,6 @@ def start_of(mode, start0, prev, impl):
     return None if opt is None else Start(state, opt, r.get("schedule"))
 
 
-
-
 class SecondOpinion:
     """Re-runs one training step from a given start to measure each element's rounding allowance."""
 
@@ -117,8 +115,11 @@ class SecondOpinion:
         for (stage, name, mv, rv), (_, _, _, tv), *others in zip(pairs(m, r, sk), pairs(m, truth, sk),
                                                                 *(pairs(m, e, sk) for e in ensemble)):
             a, ref, tru = (np.asarray(v, dtype=np.float64) for v in (mv, rv, tv))
-            if a.shape != tru.shape:
-                return None  # a shape error is the fixed comparison's to report
+            if a.shape != tru.shape:  # (the contract check refuses this first; never excused)
+                return Mismatch(it, stage, name, (), float("nan"), float("nan"), float("inf"), float("inf"),
+                                self.atol, self.rtol, int(tru.size), int(tru.size),
+                                f"shape {a.shape} where the reference has {tru.shape}",
+                                [s for s in passed if s != stage])
             with np.errstate(invalid="ignore", over="ignore"):
                 spread = np.zeros(tru.shape)
                 for (_, _, _, ev) in others:
