@@ -323,6 +323,7 @@ def _is_rank(pid):
     return b"forkserver" in cmd or b"spawn_main" in cmd
 
 
+@pytest.mark.slow  # the default profile has a rank that exits (test_a_failing_rank_is_named...) and SIGTERM to the parent
 def test_a_rank_killed_mid_run_is_reported_and_nothing_is_left_behind():
     """SIGKILL one rank of `backprop-check run --ranks 2` while it trains: the command must stop the
     other rank, name the killed one (by its pid) and the signal, exit non-zero, and leave no process."""
