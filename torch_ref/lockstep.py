@@ -28,6 +28,7 @@ from .model import Twin
 from . import plugin
 from .plugin import Conformer
 from .rounding import SecondOpinion, Start, start_of
+from .shadow import ShadowRule, ShadowTwins
 from .spec import SpecError, check_fits
 from .testing import compare, tolerance
 from .verdict import (STAGES, Mismatch, Result, Rounding, diverged, pairs, prepare_device, raised,  # noqa: F401
@@ -56,12 +57,13 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
     skip = skipped_stages(skip_stages)
     check_fits(desc, record)  # before anything is allocated: the dtype's range, the memory (and history's)
-    if mode == "shadow":  # float32 judged against a float64 shadow twin: torch_ref/shadow.py
-        if record or fd_steps:
-            raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
-                                    " (--report, --markdown, --plot, --fd): use free or resync for those")
-        from .shadow import shadow_lockstep
-        return shadow_lockstep(desc, impl, impl_name, progress, skip, step_timeout)
+    shadow = mode == "shadow"  # float32 judged against a float64 shadow twin: torch_ref/shadow.py
+    if shadow and desc["run"]["dtype"] != "float32":
+        raise SpecError("mode", f"shadow mode checks float32 against a float64 shadow; run.dtype is "
+                                f"{desc['run']['dtype']!r}")
+    if shadow and (record or fd_steps):
+        raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
+                                " (--report, --markdown, --plot, --fd): use free or resync for those")
     run = desc["run"]
     prepare_device(run["device"])
     dtype = np.dtype(run["dtype"])
@@ -70,7 +72,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     conform = Conformer(trusted=impl is None)  # the manual engine needs no conversion
     impl = plugin.guarded(desc, impl, impl_name, step_timeout)
     state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
-    twin = Twin(desc, state)
+    twin = ShadowTwins(desc, state) if shadow else Twin(desc, state)
     batches = manual.data.batches(desc, dtype)
     fd = FDCheck(desc, fd_steps) if fd_steps > 0 else None
 
@@ -114,7 +116,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
             if before is not None:
                 fd.add(it, before, x, y, m, r)
             if checker is None:
-                checker = Checker(m, r, rtol, atol, history, skip)
+                checker = ShadowRule(m, r, skip) if shadow else Checker(m, r, rtol, atol, history, skip)
                 chunk = _chunk(checker)
             pending.append((it, x, y, m, r))
             if mode == "resync":
@@ -137,6 +139,8 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     steps = done if first is None else first.iteration
     nan = float("nan")
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
+    if shadow:
+        losses["shadow"] = float(r["shadow"]["loss"]) if r else nan
     return Result(first is None, steps, first, checker.stats() if checker else {}, str(dtype),
                   run["device"], mode, losses, [s for s in conform.not_reported(r or {}) if s not in skip], fd,
                   impl_name, history=history, not_reached=checker.not_reached() if checker else [],
@@ -144,10 +148,11 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
 
 
 def _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl):
-    """The first mismatch of a chunk of iterations, or None. An iteration the fixed tolerance
-    rejects gets the second opinion (torch_ref/rounding.py): within the measured rounding
-    allowance, it passes; in free mode the twin then continues from the implementation's state
-    (the two runs had parted by rounding), and the rest of the chunk is compared against it."""
+    """The first mismatch of a chunk of iterations, or None. An iteration the rule (`checker`: the
+    fixed tolerance, or the shadow's) rejects gets the second opinion (torch_ref/rounding.py):
+    within the measured rounding allowance, it passes; in free and shadow mode the reference then
+    continues from the implementation's state (the runs had parted by rounding), and the rest of
+    the chunk is compared against it."""
     i = 0
     while i < len(pending):
         first = checker.check_many([(it, m, r) for it, _, _, m, r in pending[i:]])
@@ -162,10 +167,10 @@ def _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl):
             return first
         second = opinion.judge(it, start, x, y, m, r)
         if second is not None:
-            return second
+            return checker.explain(first, second)
         checker.absorb(it, m, r)
         rounding.excused(it, opinion.used)
-        if mode == "free" and ("optimizer_state" in m or not r.get("optimizer_state")):
+        if mode != "resync" and ("optimizer_state" in m or not r.get("optimizer_state")):
             twin.restore(m["state_dict"], m.get("optimizer_state", {}), r.get("schedule"))
             rounding.reanchored(it)
             for k in range(j + 1, len(pending)):
@@ -290,6 +295,12 @@ class Checker:
             if not passed or passed[-1] != stage:
                 passed.append(stage)
         return None
+
+    @staticmethod
+    def explain(first, second):
+        """The mismatch to report when the second opinion rejects too: its own (the step from the
+        implementation's start, with the measured allowance)."""
+        return second
 
     def absorb(self, it, m, r):
         """Fold every tensor of an iteration the second opinion passed into the run's largest

@@ -20,123 +20,109 @@ the shadow by luck at one iteration must not fail a correct implementation. A te
 rejects gets the second opinion of torch_ref/rounding.py, from the implementation's own start of
 that iteration: within the measured rounding allowance, the three runs had parted by rounding, and
 both twins continue from the implementation's state (counted in Result.rounding).
-"""
-import math
 
+This module holds what is particular to the mode, the reference (ShadowTwins) and the rule
+(ShadowRule); the loop is the lockstep's own (torch_ref/lockstep.py), as for free and resync.
+"""
 import numpy as np
 
-import manual.data
-import manual.init
-import manual.trainer
-
 from .model import Twin
-from .plugin import Conformer, Failed, guarded
-from .rounding import SecondOpinion, Start, start_of
-from .verdict import STAGES, Mismatch, Result, Rounding, diverged, pairs, prepare_device, raised
-from .spec import SpecError
 from .testing import shadow_tolerance
+from .verdict import STAGES, Mismatch, pairs
 
 
-def shadow_lockstep(desc, impl=None, impl_name=None, progress=None, skip=(), step_timeout=None):
-    """Run the implementation and the float32 twin against a float64 shadow; returns a lockstep Result.
+class ShadowTwins:
+    """The reference of shadow mode: the float32 twin, and the float64 shadow twin stepping beside
+    it on the same batches (widened); train_step gives the twin's result with the shadow's under
+    "shadow". restore() re-anchors both (torch_ref/rounding.py's second opinion)."""
 
-    As the plain lockstep: the implementation is called through its guard, its failure (or a call
-    out of time) ends the run at stage "exception", a non-finite reference loss ends it as
-    diverged, and stages in `skip` are not compared."""
-    run = desc["run"]
-    if run["dtype"] != "float32":
-        raise SpecError("mode", f"shadow mode checks float32 against a float64 shadow; run.dtype is {run['dtype']!r}")
-    prepare_device(run["device"])
-    factor, rtol, atol = shadow_tolerance()
-    impl_name = impl_name or ("manual" if impl is None else type(impl).__qualname__)
-    conform = Conformer(trusted=impl is None)
-    impl = guarded(desc, impl, impl_name, step_timeout)
-    state32 = {k: v.astype(np.float32) for k, v in manual.init.initial_state(desc).items()}
-    twin = Twin(desc, state32)
-    shadow = Twin(desc, {k: v.astype(np.float64) for k, v in state32.items()}, dtype="float64")
-    batches = manual.data.batches(desc, np.float32)
-    opinion, rounding = SecondOpinion(desc, skip), Rounding()
-    start0, prev = Start(state32, twin.optimizer_state(), twin.schedule_state()), None
+    def __init__(self, desc, state32):
+        self.twin = Twin(desc, state32)
+        self.shadow = Twin(desc, {k: np.asarray(v, dtype=np.float64) for k, v in state32.items()}, dtype="float64")
 
-    keys, starts, first, m, r, s = None, None, None, None, None, None
-    d_man = d_twin = scale = None
-    try:
-        impl.load_state_dict(state32)
-    except Failed as e:
-        first = raised(0, e, rtol, atol)
-    for it in range(run["steps"] if first is None else 0):
-        if progress is not None:
-            progress(it, run["steps"])
-        x, y = next(batches)
-        r = twin.train_step(x, y)
-        s = shadow.train_step(x.astype(np.float64), y if y.dtype.kind == "i" else y.astype(np.float64))
-        try:
-            m_raw = impl.train_step(x, y)
-        except Failed as e:
-            first = raised(it, e, rtol, atol)
-            break
-        if not math.isfinite(r["loss"]):
-            first = diverged(it, r["loss"], rtol, atol)
-            break
-        m = conform(it, m_raw, r)
-        triples = [(st, name, mv, rv, s_value(s, st, name)) for st, name, mv, rv in pairs(m, r, skip)]
-        if keys is None:
-            keys = [(st, name) for st, name, *_ in triples]
-            d_man, d_twin, scale = (np.zeros(len(keys)) for _ in range(3))
-        flat = [np.concatenate([np.ravel(t[i]) for t in triples]).astype(np.float64) for i in (2, 3, 4)]
-        sizes = [np.size(t[4]) for t in triples]
-        starts = np.cumsum([0] + sizes[:-1])
-        with np.errstate(invalid="ignore", over="ignore"):
-            dm = np.maximum.reduceat(np.abs(flat[0] - flat[2]), starts)
-            dt = np.maximum.reduceat(np.abs(flat[1] - flat[2]), starts)
-            sc = np.maximum.reduceat(np.abs(flat[2]), starts)
-            np.fmax(d_twin, dt, out=d_twin)  # the twin's drift so far, this iteration included
-            ok = dm <= factor * d_twin + atol + rtol * sc  # False for NaN
-        np.fmax(d_man, dm, out=d_man)
-        np.fmax(scale, sc, out=scale)
-        if not ok.all():  # the second opinion (torch_ref/rounding.py), from the implementation's start
-            start = start_of("free", start0, prev, impl)
-            second = None if start is None else opinion.judge(it, start, x, y, m, r)
-            if start is None or second is not None:
+    def train_step(self, x, y):
+        r = self.twin.train_step(x, y)
+        r["shadow"] = self.shadow.train_step(x.astype(np.float64), y if y.dtype.kind == "i" else y.astype(np.float64))
+        return r
+
+    def restore(self, state, optimizer_state, schedule):
+        self.twin.restore(state, optimizer_state, schedule)
+        self.shadow.restore(state, optimizer_state, schedule)
+
+    def state_dict(self):
+        return self.twin.state_dict()
+
+    def optimizer_state(self):
+        return self.twin.optimizer_state()
+
+    def schedule_state(self):
+        return self.twin.schedule_state()
+
+
+class ShadowRule:
+    """The shadow criterion (the module docstring) over consecutive iterations, as the lockstep's
+    Checker applies the fixed one: check_many, absorb, explain, stats, not_reached."""
+
+    def __init__(self, m, r, skip=()):
+        self.factor, self.rtol, self.atol = shadow_tolerance()
+        self.skip = skip
+        self.keys = [(st, name) for st, name, _, _ in pairs(m, r, skip)]
+        self.size = 2 * sum(np.size(rv) for _, _, _, rv in pairs(m, r, skip))  # three sides held, as 2 of float64
+        self.d_man, self.d_twin, self.scale = (np.zeros(len(self.keys)) for _ in range(3))
+
+    def check_many(self, steps):
+        """None if every tensor of these iterations passes, else the first Mismatch; the distances
+        of every iteration compared are folded into the run's (d_twin before the judgement)."""
+        for it, m, r in steps:
+            s = r["shadow"]
+            triples = [(st, name, mv, rv, s_value(s, st, name)) for st, name, mv, rv in pairs(m, r, self.skip)]
+            flat = [np.concatenate([np.ravel(t[i]) for t in triples]).astype(np.float64) for i in (2, 3, 4)]
+            starts = np.cumsum([0] + [np.size(t[4]) for t in triples][:-1])
+            with np.errstate(invalid="ignore", over="ignore"):
+                dm = np.maximum.reduceat(np.abs(flat[0] - flat[2]), starts)
+                dt = np.maximum.reduceat(np.abs(flat[1] - flat[2]), starts)
+                sc = np.maximum.reduceat(np.abs(flat[2]), starts)
+                np.fmax(self.d_twin, dt, out=self.d_twin)  # the twin's drift so far, this iteration included
+                ok = dm <= self.factor * self.d_twin + self.atol + self.rtol * sc  # False for NaN
+            np.fmax(self.d_man, dm, out=self.d_man)
+            np.fmax(self.scale, sc, out=self.scale)
+            if not ok.all():
                 k = int(np.argmin(ok))
                 stage, name, mv, rv, sv = triples[k]
-                first = _mismatch(Mismatch, it, stage, name, mv, rv, sv, dm[k], d_twin[k], sc[k], factor, rtol,
-                                  atol, [st for st in dict.fromkeys(st for st, *_ in triples[:k]) if st != stage])
-                if start is None:
-                    first.note = ("(a free run's difference can be told from rounding only from the implementation's"
-                                  " optimizer state: report optimizer_state)")
-                elif (second.stage, second.name) == (stage, name):
-                    first.note = ("outside the measured rounding allowance of torch's step from the same start too"
-                                  f" (largest difference {second.abs_err:.3e} at index {second.index})")
-                else:  # the shadow's first failure was drift; the step's own error is elsewhere
-                    first = second
-                break
-            # within the rounding allowance: the three runs had parted by rounding, and both twins
-            # continue from the implementation's state
-            rounding.excused(it, opinion.used)
-            if "optimizer_state" in m or not r.get("optimizer_state"):
-                opt = m.get("optimizer_state", {})
-                twin.restore(m["state_dict"], opt, r.get("schedule"))
-                shadow.restore(m["state_dict"], opt, r.get("schedule"))
-                rounding.reanchored(it)
-        prev = (it, x, y, m, r)
-    steps = run["steps"] if first is None else first.iteration
-    stats = {}
-    for stage in STAGES:
-        ks = [k for k, (st, _) in enumerate(keys or []) if st == stage]
-        if ks:
-            worst = max(ks, key=lambda k: d_man[k] / max(factor * d_twin[k] + atol + rtol * scale[k], 1e-300))
-            stats[stage] = {"max_abs_err": float(d_man[ks].max()),
-                            "max_rel_err": float(max(d_man[k] / max(scale[k], 1e-300) for k in ks)),
-                            "worst_tensor": keys[worst][1],
-                            "twin_abs_err": float(d_twin[ks].max()),
-                            "twin_rel_err": float(max(d_twin[k] / max(scale[k], 1e-300) for k in ks))}
-    nan = float("nan")
-    losses = {"manual": float(m["loss"]) if m else nan, "reference": r["loss"] if r else nan,
-              "shadow": float(s["loss"]) if s else nan}
-    return Result(first is None, steps, first, stats, "float32", run["device"], "shadow", losses,
-                  not_reported=[st for st in conform.not_reported(r or {}) if st not in skip], impl=impl_name,
-                  skipped=[st for st in STAGES if st in skip], rounding=rounding.to_json())
+                return _mismatch(it, stage, name, mv, rv, sv, dm[k], self.d_twin[k], sc[k], self.factor,
+                                 self.rtol, self.atol,
+                                 [st for st in dict.fromkeys(st for st, *_ in triples[:k]) if st != stage])
+        return None
+
+    def absorb(self, it, m, r):
+        """(An iteration the second opinion passed: its distances are folded already.)"""
+
+    @staticmethod
+    def explain(first, second):
+        """The mismatch to report when the second opinion rejects too: the shadow's own words where
+        both name the same tensor, else the step's (the shadow's first failure was drift)."""
+        if (second.stage, second.name) != (first.stage, first.name):
+            return second
+        first.note = ("outside the measured rounding allowance of torch's step from the same start too"
+                      f" (largest difference {second.abs_err:.3e} at index {second.index})")
+        return first
+
+    def stats(self):
+        f, rtol, atol = self.factor, self.rtol, self.atol
+        d_man, d_twin, scale, out = self.d_man, self.d_twin, self.scale, {}
+        for stage in STAGES:
+            ks = [k for k, (st, _) in enumerate(self.keys) if st == stage]
+            if ks:
+                worst = max(ks, key=lambda k: d_man[k] / max(f * d_twin[k] + atol + rtol * scale[k], 1e-300))
+                out[stage] = {"max_abs_err": float(d_man[ks].max()),
+                              "max_rel_err": float(max(d_man[k] / max(scale[k], 1e-300) for k in ks)),
+                              "worst_tensor": self.keys[worst][1],
+                              "twin_abs_err": float(d_twin[ks].max()),
+                              "twin_rel_err": float(max(d_twin[k] / max(scale[k], 1e-300) for k in ks))}
+        return out
+
+    def not_reached(self):
+        return []
 
 
 def s_value(s, stage, name):
@@ -147,7 +133,7 @@ def s_value(s, stage, name):
     return s[part][name]
 
 
-def _mismatch(Mismatch, it, stage, name, mv, rv, sv, dm, dt, sc, factor, rtol, atol, passed):
+def _mismatch(it, stage, name, mv, rv, sv, dm, dt, sc, factor, rtol, atol, passed):
     mv, rv, sv = (np.asarray(v, dtype=np.float64) for v in (mv, rv, sv))
     with np.errstate(invalid="ignore"):
         err = np.abs(mv - sv)
