@@ -17,7 +17,8 @@ from .lockstep import lockstep, skipped_stages
 
 
 def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0,
-          report=None, markdown=None, plot=None, skip_stages=(), step_timeout=None):
+          report=None, markdown=None, plot=None, skip_stages=(), step_timeout=None, progress=None,
+          spec_path=None):
     """Run the lockstep of `impl` against the torch twin and return the Result.
 
     desc: a path to a description file (.toml / .json), the name of a bundled description
@@ -32,7 +33,12 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
           than the one it descends), listed in Result.skipped.
     step_timeout: seconds each call of the implementation may take (default 300; 0: no limit); a
           call out of time ends the run as the implementation's failure.
+    progress: progress(it, steps), called before each iteration (the command's progress line).
+    spec_path: the description's path, recorded in the reports (`desc` itself when it is a path).
+    The `backprop-check run` command is this function behind its flags.
     """
+    if spec_path is None and isinstance(desc, (str, Path)):
+        spec_path = desc
     desc = spec.load(desc) if isinstance(desc, (str, Path)) else _parsed(desc)
     if (steps, dtype, device) != (None, None, None):
         desc = spec.override(desc, steps, dtype, device)
@@ -45,8 +51,9 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     if name is None and impl is not None:
         name = impl.name if isinstance(impl, plugin.Guard) else type(impl).__qualname__
     result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=bool(outputs),
-                      skip_stages=skip_stages, step_timeout=plugin.step_timeout(step_timeout, "step_timeout"))
-    reports.write_all(outputs, result, desc)
+                      progress=progress, skip_stages=skip_stages,
+                      step_timeout=plugin.step_timeout(step_timeout, "step_timeout"))
+    reports.write_all(outputs, result, desc, spec_path=spec_path)
     return result
 
 

@@ -161,9 +161,8 @@ def cmd_run(args):
 
 def _cmd_run(args, emit):
     from . import plugin, spec
-    from .lockstep import lockstep, skipped_stages
     desc = _apply_overrides(spec.load(args.spec), args)
-    outputs = _check_outputs(args)  # an unwritable report path is refused before the run starts
+    _check_outputs(args)  # an unwritable report path is refused before the run starts (and before --ranks)
     for flag, given in (("--impl", args.impl is not None), ("--fd", args.fd or args.fd_steps is not None),
                         ("--skip-stage", args.skip_stage is not None),
                         ("--step-timeout", args.step_timeout is not None)):
@@ -176,21 +175,16 @@ def _cmd_run(args, emit):
         solo = train_alone(desc, args.only)
         emit(_dumps(solo.to_json()) if args.json else solo.summary())
         return 0
-    fd_steps = _fd_steps(args)
-    skip = skipped_stages(args.skip_stage)
-    step_timeout = plugin.step_timeout(args.step_timeout)
-    impl = None
-    if args.impl is not None:
-        impl = plugin.build(args.impl, desc, step_timeout)
-    from . import reports
+    from . import api, reports
+    step_timeout = plugin.step_timeout(args.step_timeout)  # (refused here, naming the flag)
     progress = interrupt.track(reports.for_terminal(args.quiet))  # the iteration, for an interruption
     try:
-        result = lockstep(desc, impl=impl, mode=args.mode, fd_steps=fd_steps, impl_name=args.impl,
-                          record=bool(outputs), progress=progress, skip_stages=skip, step_timeout=step_timeout)
+        result = api.check(desc, args.impl, mode=args.mode, fd_steps=_fd_steps(args), report=args.report,
+                           markdown=args.markdown, plot=args.plot, skip_stages=args.skip_stage or (),
+                           step_timeout=step_timeout, progress=progress, spec_path=args.spec)
     finally:
         if progress is not None:
             progress.done()
-    reports.write_all(outputs, result, desc, spec_path=args.spec)
     emit(_dumps(result.to_json()) if args.json else result.summary())
     return 0 if result.ok and (result.fd is None or result.fd.ok) else 1
 
