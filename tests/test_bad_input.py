@@ -16,7 +16,7 @@ import pytest
 import manual.data
 import manual.init
 from manual.lr_scheduler import ExponentialLR, StepLR
-from torch_ref import cli, lockstep as lockstep_module, reports, spec
+from torch_ref import cli, fits, lockstep as lockstep_module, reports, spec, specfile
 
 BASE = {"network": {"sizes": [2, 3, 2], "activation": "tanh", "loss": "mse"},
         "init": {"seed": 0}, "optimizer": {"name": "sgd", "lr": 0.1},
@@ -145,7 +145,7 @@ def test_unreadable_file_is_one_line(tmp_path, capsys, data, suffix, needle):
 
 
 def test_a_file_larger_than_the_cap_is_refused_unread(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(spec, "MAX_FILE_BYTES", 1000)
+    monkeypatch.setattr(specfile, "MAX_FILE_BYTES", 1000)
     code, out, err = run_bad(tmp_path, capsys, json.dumps(BASE) + " " * 1000)
     assert_one_line(code, out, err, "SPEC")
     assert "larger than" in err
@@ -186,7 +186,7 @@ MEMORY = [  # (id, changes, extra arguments, the field named), with 1 GiB availa
 
 @pytest.mark.parametrize("changes,extra,field", [m[1:] for m in MEMORY], ids=[m[0] for m in MEMORY])
 def test_a_run_beyond_the_memory_is_refused_before_allocating(tmp_path, capsys, monkeypatch, changes, extra, field):
-    monkeypatch.setattr(spec, "available_memory", lambda: GIB)
+    monkeypatch.setattr(fits, "available_memory", lambda: GIB)
     for module, name in ((manual.init, "initial_state"), (manual.data, "dataset"), (lockstep_module, "History")):
         monkeypatch.setattr(module, name, must_not_allocate)
     report = tmp_path / "run.json"
@@ -199,9 +199,9 @@ def test_a_run_beyond_the_memory_is_refused_before_allocating(tmp_path, capsys, 
 
 def test_the_memory_estimate_lets_an_ordinary_run_through(tmp_path, capsys, monkeypatch):
     """The same limit passes the base description, with a report of 1000 steps."""
-    monkeypatch.setattr(spec, "available_memory", lambda: GIB)
+    monkeypatch.setattr(fits, "available_memory", lambda: GIB)
     desc = spec.parse(spoiled((("run", "steps"), 1000)))
-    assert sum(spec.memory_estimate(desc, record=True).values()) < GIB / 1000
+    assert sum(fits.memory_estimate(desc, record=True).values()) < GIB / 1000
 
 
 def test_overriding_the_dtype_checks_the_range_again(tmp_path, capsys):

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import torch_ref
-from torch_ref import cli, spec
+from torch_ref import cli, spec, specfile
 
 pytest_plugins = ["pytester"]
 
@@ -204,7 +204,7 @@ def test_specs_lists_every_bundled_description_with_its_first_comment(as_json, c
     ('{"network": {}}', ""),
 ])
 def test_first_comment(text, first):
-    assert spec.first_comment(text) == first
+    assert specfile.first_comment(text) == first
 
 
 # ---- the pytest plugin -------------------------------------------------------------------------

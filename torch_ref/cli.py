@@ -143,8 +143,8 @@ def cmd_zoo(args):
 
 def cmd_specs(args):
     """`specs`: the bundled descriptions, by name, with their first comment line."""
-    from . import spec
-    rows = [(name, spec.first_comment(item.read_text(encoding="utf-8"))) for name, item in spec.bundled().items()]
+    from . import specfile
+    rows = [(name, specfile.first_comment(item.read_text(encoding="utf-8"))) for name, item in specfile.bundled().items()]
     with _json_stdout(args.json) as emit:
         if args.json:
             emit(_dumps({"specs": [{"name": name, "summary": summary} for name, summary in rows]}))

@@ -56,7 +56,7 @@ import manual.trainer
 from .interrupt import die_with_parent
 from .lockstep import Mismatch, prepare_device
 from .model import Twin
-from .spec import SpecError
+from .errors import SpecError
 from .testing import compare, tolerance
 
 STAGES = ("output", "loss", "delta", "sync", "grad", "optim", "param", "replica")

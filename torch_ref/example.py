@@ -16,6 +16,7 @@ import manual.init
 import manual.trainer
 
 from . import spec
+from .specfile import bundled_path
 from .model import Twin
 from .testing import compare, tolerance
 
@@ -56,7 +57,7 @@ SELF_DISAGREEMENTS = [
 
 
 def spec_path():
-    return spec.bundled_path("worked_example")
+    return bundled_path("worked_example")
 
 
 def load_spec():

@@ -29,7 +29,8 @@ from . import plugin
 from .plugin import Conformer
 from .rounding import SecondOpinion, Start, start_of
 from .shadow import ShadowRule, ShadowTwins
-from .spec import SpecError, check_fits
+from .errors import SpecError
+from .fits import check_fits
 from .testing import compare, tolerance
 from .verdict import (STAGES, Mismatch, Result, Rounding, diverged, pairs, prepare_device, raised,  # noqa: F401
                       skipped_stages)

@@ -59,7 +59,7 @@ import numpy as np
 import manual.trainer
 
 from .interrupt import Interrupted
-from .spec import SpecError
+from .errors import SpecError
 
 REQUIRED = ("output", "loss", "grads", "state_dict")
 OPTIONAL = ("deltas", "optimizer_state")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .lockstep import STAGES
-from .spec import SpecError
+from .errors import SpecError
 from .testing import tolerance
 
 SCHEMA = "backprop-check/report/1"

@@ -13,7 +13,7 @@ import manual.data
 import manual.init
 import manual.trainer
 
-from .spec import SpecError
+from .errors import SpecError
 
 SIDES = ("manual", "twin")
 

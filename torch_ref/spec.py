@@ -6,12 +6,13 @@ is what every implementation's factory receives. This module imports neither tor
 """
 import json
 import math
-import os
-import re
-import stat
 import sys
 import tomllib
 from pathlib import Path
+
+from .errors import SpecError, field_key, show
+from .fits import check_fits, class_index_targets
+from .specfile import locate, read_bundled, read_file
 
 # name -> {argument: default}: torch's argument names and defaults (torch.nn.functional's keywords)
 ACTIVATION_ARGS = {
@@ -95,58 +96,16 @@ OPTIONAL_SECTIONS = ("run", "scheduler", "clip")
 RUN_DEFAULTS = {"steps": 100, "dtype": "float64", "device": "cpu"}
 
 # Limits on what a description may ask for, each refused with the field that asks (SpecError):
-MAX_FILE_BYTES = 16 << 20  # the description file is read up to this size (a larger one is refused)
 MAX_DEPTH = 32             # nesting of tables and lists (a valid description needs 4)
 MAX_INT = 2 ** 63 - 1      # counts, sizes and seeds: what numpy's and torch's int64 hold
-DTYPE_MAX = {"float64": sys.float_info.max, "float32": 3.4028234663852886e38}  # largest finite value
-# Memory, estimated before anything is allocated (measured on CPU: a lower bound, so that no run
-# that fits is refused): every parameter lives in ~16 float64 copies (both sides' parameters,
-# gradients, optimizer state, the initial state, the comparison's buffers), every sample in 2 (the
-# data set and its dtype copy), every activation of a batch in 8 (both sides' forward and backward).
-PARAM_COPIES, SAMPLE_COPIES, ACTIVATION_COPIES = 16, 2, 8
 
-
-class SpecError(ValueError):
-    """A description that cannot be run; `field` is the dotted name of the culprit."""
-
-    def __init__(self, field, message):
-        field, message = one_line(str(field)), one_line(str(message))
-        super().__init__(f"{field}: {message}")
-        self.field, self.message = field, message
-
-
-def one_line(text):
-    """`text` with every unprintable character (newline, escape, ...) written as its escape, so a
-    message stays one line and the terminal shows what was given instead of obeying it."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
-def show(value, limit=80):
-    """A user-supplied value as an error message shows it: its repr (quoted, escaped: one line),
-    cut to `limit` characters (a list of a million numbers is not echoed whole)."""
-    try:
-        text = repr(value)
-    except (RecursionError, ValueError):  # nested too deep; an integer of more than 4300 digits
-        text = f"<a {type(value).__name__} too large to show>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
-
-
-def _key(k):
-    """A key as part of a dotted field name: bare when plain, else quoted as TOML writes it
-    (network."bad key"), so a newline or an escape sequence in a key cannot break the line."""
-    return k if isinstance(k, str) and _PLAIN_KEY.match(k) else json.dumps(str(k))
 
 
 def load(path):
     """Parse and validate the description at `path` (.toml, or .json): a file, or where no file of
     that name exists, a bundled description named with or without its suffix (`locate`)."""
     path = locate(path)
-    text = _read(path) if isinstance(path, Path) else _read_bundled(path)
+    text = read_file(path) if isinstance(path, Path) else read_bundled(path)
     kind = "JSON" if path.name.endswith(".json") else "TOML"
     try:
         raw = json.loads(text) if kind == "JSON" else tomllib.loads(text)
@@ -158,84 +117,19 @@ def load(path):
     return parse(raw)
 
 
-BUNDLED_SUFFIXES = (".toml", ".json")
-
-
-def bundled():
-    """{name: resource} of the descriptions shipped in torch_ref/specs (package data, read through
-    importlib.resources so that an installed wheel finds them), the name being the file's stem."""
-    from importlib import resources
-    found = {}
-    for item in resources.files(__package__).joinpath("specs").iterdir():
-        stem, dot, suffix = item.name.rpartition(".")
-        if dot and "." + suffix in BUNDLED_SUFFIXES and item.is_file():
-            found.setdefault(stem, item)
-    return dict(sorted(found.items()))
-
-
-def locate(spec):
-    """Where the description SPEC is: the file at that path where one exists (a path that exists
-    wins, whatever it holds), else the bundled description of that name (with or without its
-    suffix); SpecError naming SPEC and listing the bundled names otherwise. Returns a Path, or the
-    importlib.resources Traversable of a bundled file (a Path too, unless installed zipped)."""
-    path = Path(spec)
-    if os.path.lexists(path):
-        return path
-    text = str(spec)
-    found = bundled()
-    for name, item in found.items():
-        if text in (name, item.name):
-            return item
-    raise SpecError("SPEC", f"cannot read {show(text)}: no such file, and no bundled description of that name"
-                            f" (bundled: {', '.join(found) or 'none'})")
-
-
-def first_comment(text):
-    """The first comment line of a description (its `#` and the spaces after it stripped), or ""."""
-    for line in text.splitlines():
-        if line.lstrip().startswith("#"):
-            return line.lstrip().lstrip("#").strip()
-    return ""
-
-
-def _read_bundled(item):
-    """The text of a bundled description that is not a plain file (a zipped install)."""
-    return item.read_bytes().decode("utf-8")
-
-
-def _read(path):
-    """The text of the description: a regular file (not a FIFO, a device or a directory, which
-    could block or never end) of at most MAX_FILE_BYTES, in UTF-8."""
-    name = show(str(path))
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # a FIFO opens without a writer
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise SpecError("SPEC", f"{name} is not a regular file")
-            data = f.read(MAX_FILE_BYTES + 1)
-    except OSError as e:
-        raise SpecError("SPEC", f"cannot read {name}: {e.strerror or e}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise SpecError("SPEC", f"{name} is larger than {MAX_FILE_BYTES >> 20} MiB: not a description")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise SpecError("SPEC", f"{name} is not UTF-8 text: byte 0x{data[e.start]:02x} at offset {e.start}") from None
-
-
 def parse(raw):
     """Validate a description given as nested dicts; return the normalised copy."""
     _table(raw, "description")
     _check_depth(raw)
     for key in raw:
         if key not in SECTIONS:
-            raise SpecError(_key(key), f"unknown section; expected one of {sorted(SECTIONS)}")
+            raise SpecError(field_key(key), f"unknown section; expected one of {sorted(SECTIONS)}")
     for section, keys in SECTIONS.items():
         if section not in OPTIONAL_SECTIONS and section not in raw:
             raise SpecError(section, "missing section")
         for key in _table(raw.get(section, {}), section):
             if key not in keys:
-                raise SpecError(f"{section}.{_key(key)}", f"unknown field; expected one of {sorted(keys)}")
+                raise SpecError(f"{section}.{field_key(key)}", f"unknown field; expected one of {sorted(keys)}")
     network = _network(raw["network"])
     return check_fits({
         "network": network,
@@ -292,7 +186,7 @@ def _named(item, table, field):
     for key in given:
         if key not in defaults:
             expected = f"expected one of {sorted(defaults)}" if defaults else "it takes none"
-            raise SpecError(f"{field}.{_key(key)}", f"not an argument of {name}; {expected}")
+            raise SpecError(f"{field}.{field_key(key)}", f"not an argument of {name}; {expected}")
     return name, {key: _argument(name, key, given.get(key, default), f"{field}.{key}")
                   for key, default in defaults.items()}
 
@@ -324,7 +218,7 @@ def _init(t, network):
         return {"seed": t["seed"], **_init_scheme(t)}
     for key in t:
         if key not in ("weights", "biases"):
-            raise SpecError(f"init.{_key(key)}", "only with init.seed (explicit weights need no scheme)")
+            raise SpecError(f"init.{field_key(key)}", "only with init.seed (explicit weights need no scheme)")
     if "weights" not in t:
         raise SpecError("init", "missing: give init.weights (and init.biases) or init.seed")
     weights = t["weights"]
@@ -358,7 +252,7 @@ def _init_scheme(t):
     args = INIT_SCHEMES[scheme]
     for key in t:
         if key not in ("seed", "scheme", "bias") and key not in args:
-            raise SpecError(f"init.{_key(key)}", f"not an argument of {scheme}; expected one of {sorted(args)}")
+            raise SpecError(f"init.{field_key(key)}", f"not an argument of {scheme}; expected one of {sorted(args)}")
     out = {"scheme": scheme, "bias": _choice(t.get("bias", "linear-default"), INIT_BIASES, "init.bias")}
     if scheme.startswith("xavier"):
         if "gain" in t and "nonlinearity" in t:
@@ -383,7 +277,7 @@ def _scheduler(t):
     name = _choice(_get(t, "scheduler", "name"), tuple(SCHEDULERS), "scheduler.name")
     for key in t:
         if key != "name" and key not in SCHEDULERS[name]:
-            raise SpecError(f"scheduler.{_key(key)}", f"not an argument of {name}; expected one of {sorted(SCHEDULERS[name])}")
+            raise SpecError(f"scheduler.{field_key(key)}", f"not an argument of {name}; expected one of {sorted(SCHEDULERS[name])}")
     args = {}
     for arg, default in SCHEDULERS[name].items():
         field = f"scheduler.{arg}"
@@ -432,7 +326,7 @@ def _optimizer(t):
     name = _choice(_get(t, "optimizer", "name"), tuple(OPTIMIZERS), "optimizer.name")
     for key in t:
         if key != "name" and key not in OPTIMIZERS[name]:
-            raise SpecError(f"optimizer.{_key(key)}",
+            raise SpecError(f"optimizer.{field_key(key)}",
                             f"not an argument of {name}; expected one of {sorted(OPTIMIZERS[name])}")
     args = {}
     for arg, default in OPTIMIZERS[name].items():
@@ -485,7 +379,7 @@ def _toy(t, network):
     _table(t, "data.toy")
     for key in t:
         if key not in ("name", "n", "noise", "seed"):
-            raise SpecError(f"data.toy.{_key(key)}", "unknown field; expected name, n, noise, seed")
+            raise SpecError(f"data.toy.{field_key(key)}", "unknown field; expected name, n, noise, seed")
     name = _choice(_get(t, "data.toy", "name"), TOY_SETS, "data.toy.name")
     n, seed, noise = t.get("n", 200), t.get("seed", 0), t.get("noise", 0.1)
     _integer(n, "data.toy.n", 1)
@@ -515,7 +409,7 @@ def _samples(t, network):
         r = _table(t["random"], "data.random")
         for key in r:
             if key not in ("n", "seed"):
-                raise SpecError(f"data.random.{_key(key)}", "unknown field; expected n and seed")
+                raise SpecError(f"data.random.{field_key(key)}", "unknown field; expected n and seed")
         n, seed = _get(r, "data.random", "n"), r.get("seed", 0)
         _integer(n, "data.random.n", 1)
         _integer(seed, "data.random.seed", 0)
@@ -526,12 +420,6 @@ def _samples(t, network):
     _matrix(x, (len(x), sizes[0]), "data.x")
     _targets(y, len(x), network, "data.y")
     return {"x": x, "y": y, "batch_size": batch_size}
-
-
-def class_index_targets(network):
-    """True where the loss takes class indices (nll, and cross_entropy with target = "index")."""
-    return network["loss"] == "nll" or (network["loss"] == "cross_entropy"
-                                        and network["loss_args"]["target"] == "index")
 
 
 def _targets(y, n, network, field):
@@ -568,12 +456,6 @@ def override(desc, steps=None, dtype=None, device=None):
     return check_fits(desc)
 
 
-def bundled_path(name):
-    """The path of a description shipped in torch_ref/specs (e.g. "worked_example")."""
-    from importlib import resources
-    return Path(str(resources.files("torch_ref") / "specs" / f"{name}.toml"))
-
-
 def _run(t):
     run = {**RUN_DEFAULTS, **t}
     _integer(run["steps"], "run.steps", 1)
@@ -585,154 +467,6 @@ def _run(t):
 
 # --- what the run asks of the numbers and of the machine ----------------------------------------
 
-def check_fits(desc, record=False):
-    """The checks that depend on run.dtype and run.steps (call again after overriding them): every
-    number fits the dtype, the drawn weights and the learning-rate schedule stay finite in it, and
-    the run fits in the memory available (with `record`, the per-iteration history of a report
-    too). Returns `desc`."""
-    dtype = desc["run"]["dtype"]
-    if DTYPE_MAX[dtype] < sys.float_info.max:  # every number is a finite float64 already
-        for field, value in _hyper_numbers(desc):
-            _fits(value, dtype, field)
-    _check_init_scale(desc["init"], desc["network"]["sizes"], dtype)
-    if desc.get("scheduler"):
-        _check_schedule(desc["scheduler"], desc["optimizer"]["lr"], desc["run"]["steps"], dtype)
-    check_memory(desc, record)
-    return desc
-
-
-def _fits(value, dtype, field):
-    """Refuse a number, or the first of nested lists of numbers, beyond the dtype's range."""
-    limit = DTYPE_MAX[dtype]
-    if isinstance(value, list):
-        for i, v in enumerate(value):
-            if not isinstance(v, list) and abs(v) <= limit:
-                continue
-            _fits(v, dtype, f"{field}[{i}]")
-        return
-    if abs(value) > limit:
-        raise SpecError(field, f"{show(value, 40)} does not fit {dtype} (largest finite value {limit:.4g});"
-                               f" run.dtype = {dtype!r}")
-
-
-def _hyper_numbers(desc):
-    """(field, number) for every real number of a normalised description that the run converts to
-    its dtype: hyper-parameters, activation and loss arguments, explicit weights, biases and data."""
-    net, init, data = desc["network"], desc["init"], desc["data"]
-    one = all(a == net["activation_args"][0] for a in net["activation_args"])
-    for k, args in enumerate(net["activation_args"]):
-        for arg, v in args.items():
-            if not isinstance(v, str):
-                yield (f"network.activation.{arg}" if one else f"network.activation[{k}].{arg}"), v
-    yield from ((f"network.loss.{arg}", v) for arg, v in net["loss_args"].items() if not isinstance(v, str))
-    for section in ("optimizer", "scheduler", "clip"):
-        for arg, v in (desc.get(section) or {}).items():
-            if arg == "betas":
-                yield from ((f"optimizer.betas[{i}]", b) for i, b in enumerate(v))
-            elif isinstance(v, float) and math.isfinite(v):  # clip.norm_type may be inf
-                yield f"{section}.{arg}", v
-    yield from ((f"init.{arg}", init[arg]) for arg in ("gain", "a", "param") if init.get(arg) is not None)
-    yield "init.weights", init.get("weights", [])  # nested lists: _fits names the element
-    yield "init.biases", init.get("biases", [])
-    if "toy" in data:
-        yield "data.toy.noise", data["toy"]["noise"]
-    elif "x" in data:
-        yield "data.x", data["x"]
-        if not class_index_targets(net):
-            yield "data.y", data["y"]
-
-
-def _check_init_scale(init, sizes, dtype):
-    """Refuse an initialisation whose weights would not be finite in `dtype`: torch.nn.init's
-    calculate_gain squares a leaky_relu slope (OverflowError beyond 1.3e154), and xavier's bound
-    gain·√(6 / (fan_in + fan_out)) must fit (a normal draw's σ is smaller; 10σ is asked to fit)."""
-    if "seed" not in init:
-        return
-    for arg in ("a", "param"):
-        if init.get(arg) is not None and init.get("nonlinearity") == "leaky_relu" and math.isinf(init[arg] * init[arg]):
-            raise SpecError(f"init.{arg}", f"{show(init[arg], 40)}: calculate_gain squares the leaky_relu slope,"
-                                           " which overflows")
-    if "gain" in init and "nonlinearity" not in init:
-        fans = min(a + b for a, b in zip(sizes, sizes[1:]))
-        factor = math.sqrt(6.0 / fans) if init["scheme"] == "xavier_uniform" else 10 * math.sqrt(2.0 / fans)
-        bound = abs(init["gain"]) * factor
-        if bound > DTYPE_MAX[dtype]:
-            raise SpecError("init.gain", f"{show(init['gain'], 40)} draws weights up to {bound:.4g}, beyond"
-                                         f" {dtype}'s largest finite value {DTYPE_MAX[dtype]:.4g}")
-
-
-def _check_schedule(sched, lr, steps, dtype):
-    """Refuse a schedule whose learning rate grows beyond the dtype within run.steps (step and
-    exponential with gamma > 1): torch's float32 optimizers refuse such a rate, and in float64 it
-    becomes inf."""
-    if sched["name"] not in ("step", "exponential") or sched["gamma"] <= 1 or lr == 0:
-        return
-    k = steps - 1 if sched["name"] == "exponential" else (steps - 1) // sched["step_size"]
-    log_lr = math.log(lr) + k * math.log(sched["gamma"])
-    if log_lr > math.log(DTYPE_MAX[dtype]):
-        raise SpecError("scheduler.gamma", f"{show(sched['gamma'], 40)}: the learning rate reaches"
-                                           f" {show(lr, 20)} · {show(sched['gamma'], 20)}^{k} = 10^{log_lr / math.log(10):.0f}"
-                                           f" within run.steps = {steps}, beyond {dtype}'s largest finite value")
-
-
-def memory_estimate(desc, record=False):
-    """{field: bytes}: the memory a lockstep run of `desc` holds, by the field that decides each
-    part (a lower bound; see PARAM_COPIES): network.sizes the parameters, data.* the samples,
-    data.batch_size a batch's activations, run.steps the per-iteration history (with `record`)."""
-    sizes, data = desc["network"]["sizes"], desc["data"]
-    n_params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    if "toy" in data:
-        n, where = data["toy"]["n"], "data.toy.n"
-    elif "random" in data:
-        n, where = data["random"]["n"], "data.random.n"
-    else:
-        n, where = len(data["x"]), "data.x"
-    parts = {"network.sizes": 8 * PARAM_COPIES * n_params,
-             where: 8 * SAMPLE_COPIES * n * (sizes[0] + sizes[-1]),
-             "data.batch_size": 8 * ACTIVATION_COPIES * min(data["batch_size"], n) * sum(sizes)}
-    if record:  # History: both losses, and per compared tensor two numbers, per iteration
-        tensors = 2 + 2 * (len(sizes) - 1)  # weight and bias per layer
-        compared = 2 + (len(sizes) - 1) + tensors * 4  # output, loss, deltas; grad, param, ≤ 2 optim states
-        parts["run.steps"] = 8 * desc["run"]["steps"] * (2 + 2 * compared)
-    return parts
-
-
-def available_memory():
-    """Bytes of memory available to a new allocation (MemAvailable of /proc/meminfo, else the free
-    physical pages), or None where neither can be read."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def check_memory(desc, record=False):
-    """Refuse a run whose estimated memory exceeds what the machine has available, naming the
-    field behind the largest part."""
-    parts = memory_estimate(desc, record)
-    need, have = sum(parts.values()), available_memory()
-    if have is None or need <= have:
-        return
-    field = max(parts, key=parts.get)
-    detail = ", ".join(f"{f} {_size(b)}" for f, b in sorted(parts.items(), key=lambda p: -p[1]) if b)
-    raise SpecError(field, f"the run needs at least {_size(need)} of memory ({detail}); this machine has"
-                           f" {_size(have)} available")
-
-
-def _size(n):
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
-        if n < 1024 or unit == "PiB":
-            return f"{n:.3g} {unit}" if unit != "bytes" else f"{n} bytes"
-        n /= 1024
-
-
 def _check_depth(raw):
     """Refuse tables and lists nested deeper than MAX_DEPTH (a valid description needs 4), before
     anything recurses through them; walked without recursion."""
@@ -740,7 +474,7 @@ def _check_depth(raw):
     while stack:
         value, path = stack.pop()
         if len(path) > MAX_DEPTH:
-            field = "".join(f"[{p}]" if isinstance(p, int) else f".{_key(p)}" for p in path[:3]).lstrip(".")
+            field = "".join(f"[{p}]" if isinstance(p, int) else f".{field_key(p)}" for p in path[:3]).lstrip(".")
             raise SpecError(field, f"nested more than {MAX_DEPTH} levels deep (a description needs 4)")
         if isinstance(value, dict):
             stack.extend((v, path + (k,)) for k, v in value.items())

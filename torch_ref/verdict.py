@@ -5,7 +5,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .spec import SpecError
+from .errors import SpecError
 
 STAGES = ("output", "loss", "delta", "grad", "optim", "param")
 

@@ -20,6 +20,7 @@ import manual.optim
 import manual.trainer
 
 from . import spec
+from .specfile import bundled_path
 
 
 # --- the correct algorithm, in the steps a mistake replaces ---------------------------------------
@@ -322,7 +323,7 @@ class BiasGradAveragedOverBatch(Faulty):
 
 def worked(steps=3):
     """the worked example: 2-2-2 sigmoid, shared frozen biases, ½·SSE, SGD 0.5"""
-    desc = spec.load(spec.bundled_path("worked_example"))
+    desc = spec.load(bundled_path("worked_example"))
     desc["run"] = {**desc["run"], "steps": steps}
     return desc
 
