@@ -1,4 +1,4 @@
-"""Data-parallel lockstep (torch_ref/distributed.py): DDP on gloo ranks against the manual
+"""Data-parallel lockstep (torch_ref/distributed/): DDP on gloo ranks against the manual
 full-batch step, the DDP mistakes caught and diagnosed, faults stopped and cleaned up, the
 torchrun multi-node form on loopback.
 

@@ -1,4 +1,4 @@
-"""Imported by the data-parallel forkserver only (first in torch_ref/distributed.py's
+"""Imported by the data-parallel forkserver only (first in torch_ref/distributed/supervisor.py's
 forkserver preload list), never by the command itself: importing it IS the action.
 
 The forkserver is started by the command's process and forks every rank. The ranks die with the

@@ -7,7 +7,7 @@
                             [--fd] [--fd-steps K]
                             [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--quiet]
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
-                                                    data-parallel: DDP on R processes (torch_ref/distributed.py)
+                                                    data-parallel: DDP on R processes (torch_ref/distributed/)
     backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
     backprop-check specs [--json]                   the bundled descriptions: each name, its first comment line
     backprop-check --version                        prints `backprop-check X.Y.Z`
@@ -254,7 +254,7 @@ def _check_outputs(args):
 
 
 def _cmd_run_ranks(desc, args, emit=print):
-    """`run SPEC --ranks R`: the data-parallel lockstep (torch_ref/distributed.py)."""
+    """`run SPEC --ranks R`: the data-parallel lockstep (torch_ref/distributed/)."""
     from . import distributed
     if args.ranks is None:
         raise SpecError("--ranks", "--accumulate, --ddp-as-written and --timeout need --ranks R")

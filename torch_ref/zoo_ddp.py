@@ -1,6 +1,6 @@
 """The data-parallel zoo: ways of writing the DistributedDataParallel training step that train
 something other than the full-batch step, each run by the data-parallel lockstep
-(torch_ref/distributed.py) on 2 ranks and caught, with its diagnosis.
+(torch_ref/distributed/) on 2 ranks and caught, with its diagnosis.
 
     backprop-check zoo --ddp [--json]
 
