@@ -283,12 +283,7 @@ class Checker:
             return None
         passed = []
         for k, (stage, name, mv, rv) in enumerate(pairs(m, r, self.skip)):
-            c = compare(mv, rv, self.rtol, self.atol)
-            self.compared[k] = True
-            self.max_abs[k] = max(self.max_abs[k], c.max_abs_err)
-            self.max_rel[k] = max(self.max_rel[k], c.max_rel_err)
-            if self.history is not None and k < self.history.abs.shape[1]:
-                self.history.abs[it, k], self.history.rel[it, k] = c.max_abs_err, c.max_rel_err
+            c = self._fold(it, k, mv, rv)
             if not c.ok:
                 return Mismatch(it, stage, name, c.index, c.manual, c.reference, c.abs_err, c.rel_err,
                                 self.atol, self.rtol, c.n_bad, c.numel, c.shape_error,
@@ -306,13 +301,19 @@ class Checker:
     def absorb(self, it, m, r):
         """Fold every tensor of an iteration the second opinion passed into the run's largest
         differences (and the history), without judging it."""
-        for k, (stage, name, mv, rv) in enumerate(pairs(m, r, self.skip)):
-            c = compare(mv, rv, self.rtol, self.atol)
-            self.compared[k] = True
-            self.max_abs[k] = max(self.max_abs[k], c.max_abs_err)
-            self.max_rel[k] = max(self.max_rel[k], c.max_rel_err)
-            if self.history is not None and k < self.history.abs.shape[1]:
-                self.history.abs[it, k], self.history.rel[it, k] = c.max_abs_err, c.max_rel_err
+        for k, (_, _, mv, rv) in enumerate(pairs(m, r, self.skip)):
+            self._fold(it, k, mv, rv)
+
+    def _fold(self, it, k, mv, rv):
+        """Compare tensor k of iteration `it` element by element; fold its largest differences into
+        the run's (and the history); return the Comparison."""
+        c = compare(mv, rv, self.rtol, self.atol)
+        self.compared[k] = True
+        self.max_abs[k] = max(self.max_abs[k], c.max_abs_err)
+        self.max_rel[k] = max(self.max_rel[k], c.max_rel_err)
+        if self.history is not None and k < self.history.abs.shape[1]:
+            self.history.abs[it, k], self.history.rel[it, k] = c.max_abs_err, c.max_rel_err
+        return c
 
     def _layout(self, size, items):
         """The _Layout of one iteration of `size` elements, its tensors as in `items` (pairs())."""
