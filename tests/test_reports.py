@@ -28,7 +28,7 @@ def written(tmp_path_factory):
     """One passing and one failing run, each with all three reports."""
     d = tmp_path_factory.mktemp("reports")
     out = {}
-    for kind, extra in (("pass", []), ("fail", ["--impl", "torch_ref.zoo:GradsNotZeroed"])):
+    for kind, extra in (("pass", []), ("fail", ["--impl", "torch_ref.mistakes:GradsNotZeroed"])):
         paths = {"json": d / f"{kind}.json", "md": d / f"{kind}.md", "png": d / f"{kind}.png"}
         code = cli.main(["run", WORKED, "--steps", str(STEPS), "--report", str(paths["json"]),
                          "--markdown", str(paths["md"]), "--plot", str(paths["png"]), *extra])

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from torch_ref import cli, zoo
+from torch_ref import cli, mistakes, zoo
 from torch_ref.lockstep import STAGES, lockstep
 
 IDS = [e.id for e in zoo.ENTRIES]
@@ -23,9 +23,9 @@ def test_mistake_is_caught_where_expected(entry):
 
 @pytest.mark.parametrize("entry", zoo.ENTRIES, ids=IDS)
 def test_same_code_without_the_mistake_passes(entry):
-    """The control: zoo.Faulty unchanged is the correct algorithm, so each catch is the mistake's."""
+    """The control: mistakes.Faulty unchanged is the correct algorithm, so each catch is the mistake's."""
     desc = entry.description()
-    result = lockstep(desc, impl=zoo.Faulty(desc))
+    result = lockstep(desc, impl=mistakes.Faulty(desc))
     assert result.ok, str(result.first_mismatch)
     assert result.steps_checked == desc["run"]["steps"] > entry.iteration
 
@@ -73,7 +73,7 @@ def test_applies_follows_the_network():
 
 
 def test_control_keeps_the_engines_clipping_and_schedule():
-    """zoo.Faulty is the engine's own step: with gradient clipping, a schedule and momentum it
+    """mistakes.Faulty is the engine's own step: with gradient clipping, a schedule and momentum it
     still matches torch, so a zoo entry differs from the engine only by its mistake."""
     from torch_ref import spec
     desc = spec.parse({
@@ -85,6 +85,6 @@ def test_control_keeps_the_engines_clipping_and_schedule():
         "data": {"random": {"n": 8, "seed": 1}, "batch_size": 4},
         "run": {"steps": 6},
     })
-    result = lockstep(desc, impl=zoo.Faulty(desc))
+    result = lockstep(desc, impl=mistakes.Faulty(desc))
     assert result.ok and result.steps_checked == 6, str(result.first_mismatch)
     assert "optim" in result.stats
