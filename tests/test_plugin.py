@@ -8,7 +8,8 @@ import pytest
 
 import manual.trainer
 from torch_ref import check, cli
-from torch_ref.plugin import Conformer, ImplError
+from torch_ref.contract import Conformer
+from torch_ref.errors import ImplError
 
 from conftest import SPECS, make_desc
 

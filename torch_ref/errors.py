@@ -38,3 +38,15 @@ def field_key(k):
     """A key as part of a dotted field name: bare when plain, else quoted as TOML writes it
     (network."bad key"), so a newline or an escape sequence in a key cannot break the line."""
     return k if isinstance(k, str) and _PLAIN_KEY.match(k) else json.dumps(str(k))
+
+
+class ImplError(SpecError):
+    """An implementation that cannot be loaded, or whose train_step breaks the contract (exit 2)."""
+
+    def __init__(self, message):
+        super().__init__("--impl", message)
+
+
+def exception_text(e):
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__

@@ -26,7 +26,7 @@ import manual.trainer
 from .fdcheck import FDCheck
 from .model import Twin
 from . import plugin
-from .plugin import Conformer
+from .contract import Conformer
 from .rounding import SecondOpinion, Start, start_of
 from .shadow import ShadowRule, ShadowTwins
 from .errors import SpecError

@@ -59,20 +59,9 @@ import numpy as np
 import manual.trainer
 
 from .interrupt import Interrupted
-from .errors import SpecError
+from .errors import ImplError, SpecError, exception_text
 
-REQUIRED = ("output", "loss", "grads", "state_dict")
-OPTIONAL = ("deltas", "optimizer_state")
-# the stage each optional key feeds, for "not reported"
-OPTIONAL_STAGE = {"deltas": "delta", "optimizer_state": "optim"}
 DEFAULT_STEP_TIMEOUT = 300.0  # seconds one call of the implementation may take (--step-timeout)
-
-
-class ImplError(SpecError):
-    """An implementation that cannot be loaded, or whose train_step breaks the contract (exit 2)."""
-
-    def __init__(self, message):
-        super().__init__("--impl", message)
 
 
 def load(target):
@@ -195,7 +184,7 @@ class Guard:
             try:
                 return fn(*args)
             except Exception as e:
-                raise Failed(what, f"{label} raised {one_line(e)}", e) from None
+                raise Failed(what, f"{label} raised {exception_text(e)}", e) from None
         try:
             with _deadline(self.timeout), contextlib.redirect_stdout(sys.stderr):
                 return fn(*args)
@@ -205,7 +194,7 @@ class Guard:
             raise Failed(what, f"{label} did not return within {self.timeout:g} s "
                                "(the per-call limit, --step-timeout)") from None
         except BaseException as e:  # SystemExit and KeyboardInterrupt of its own making included
-            raise Failed(what, f"{label} raised {one_line(e)}", e) from None
+            raise Failed(what, f"{label} raised {exception_text(e)}", e) from None
 
 
 def _label(what, during):
@@ -268,7 +257,7 @@ def _import_file(path):
         raise
     except BaseException as e:  # SystemExit at import included: never a silent exit 0
         del sys.modules[name]
-        raise ImplError(f"importing {str(path)!r} raised {one_line(e)}") from None
+        raise ImplError(f"importing {str(path)!r} raised {exception_text(e)}") from None
     return module
 
 
@@ -281,149 +270,13 @@ def _import_module(name):
     except ModuleNotFoundError as e:
         if e.name and (name == e.name or name.startswith(e.name + ".")):
             raise ImplError(f"no module named {e.name!r}") from None
-        raise ImplError(f"importing {name!r} raised {one_line(e)}") from None
+        raise ImplError(f"importing {name!r} raised {exception_text(e)}") from None
     except BaseException as e:
-        raise ImplError(f"importing {name!r} raised {one_line(e)}") from None
+        raise ImplError(f"importing {name!r} raised {exception_text(e)}") from None
 
 
 def _name(target):
     return repr(target) if isinstance(target, str) else getattr(target, "__qualname__", repr(target))
-
-
-def one_line(e):
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-# --- the contract of train_step's result --------------------------------------------------------
-
-class Conformer:
-    """Checks and converts each train_step result against the reference's (the twin's) result.
-
-    The first result is checked in full (every key, name, dtype and shape, with a message naming
-    the culprit); later results take a fast path that only confirms every value is already a float
-    array of the reference's shape, and fall back to the full check otherwise. Both return new
-    float64 arrays (a snapshot: the implementation may change its own in place at the next step,
-    before this one is compared). `trusted` (the manual engine, whose results are new arrays
-    already) skips all of it.
-    """
-
-    def __init__(self, trusted=False):
-        self.trusted = trusted
-        self.reported = None  # the optional keys the implementation gives, fixed at iteration 0
-
-    def not_reported(self, reference):
-        """The stages the implementation does not report, of those the reference has."""
-        if self.reported is None:
-            return []
-        return [OPTIONAL_STAGE[k] for k in OPTIONAL
-                if k in reference and len(reference[k]) and k not in self.reported]
-
-    def __call__(self, it, result, reference):
-        """`result`, converted (float64 arrays, loss a float), or ImplError naming what is wrong."""
-        if self.trusted:
-            if self.reported is None:
-                self.reported = {k for k in OPTIONAL if k in result}
-            return result
-        if self.reported is not None and self._fast_ok(result, reference):
-            return self._snapshot(result, reference)
-        return self._full(it, result, reference)
-
-    def _snapshot(self, result, reference):
-        """The compared values of a result that passed the fast check, as new float64 arrays."""
-        out = {"loss": result["loss"]}
-        for key, ref in self._keys(reference):
-            value = result[key]
-            out[key] = (np.array(value, dtype=np.float64) if type(ref) is not dict
-                        else {name: np.array(value[name], dtype=np.float64) for name in ref})
-        return out
-
-    def _keys(self, reference):
-        """(key, reference value) for each tensor-valued key this implementation must give."""
-        for key in ("output", "grads", "state_dict") + OPTIONAL:
-            if key in reference and (key not in OPTIONAL or key in self.reported):
-                yield key, reference[key]
-
-    def _fast_ok(self, result, reference):
-        if type(result) is not dict or type(result.get("loss")) is not float:
-            return False
-        for key in OPTIONAL:  # an optional key that appears later than iteration 0: the full check says so
-            if key in reference and key not in self.reported and result.get(key) is not None:
-                return False
-        for key, ref in self._keys(reference):
-            value = result.get(key)
-            if type(ref) is not dict:
-                if not _float_array(value, ref.shape):
-                    return False
-                continue
-            if type(value) is not dict or len(value) != len(ref):
-                return False
-            for name, r in ref.items():
-                if not _float_array(value.get(name), np.shape(r)):
-                    return False
-        return True
-
-    def _full(self, it, result, reference):
-        where = f"train_step(x, y) at iteration {it}"
-        if not isinstance(result, dict):
-            raise ImplError(f"{where} returned a {type(result).__name__}; expected a dict with keys "
-                            f"{list(REQUIRED)} (and optionally {list(OPTIONAL)})")
-        for key in REQUIRED:
-            if key not in result:
-                raise ImplError(f"{where} returned no {key!r} (required keys: {list(REQUIRED)})")
-        reported = {k for k in OPTIONAL if result.get(k) is not None and k in reference}
-        if self.reported is None:
-            self.reported = reported
-        elif reported != self.reported:
-            raise ImplError(f"{where} reports {sorted(reported) or 'none'} of the optional keys "
-                            f"{list(OPTIONAL)}; at iteration 0 it reported "
-                            f"{sorted(self.reported) or 'none'}: report the same at every iteration")
-        out = {k: v for k, v in result.items() if k not in OPTIONAL or k in reported}
-        out["loss"] = float(_array(result["loss"], None, f"{where} returned 'loss'").reshape(-1)[0])
-        for key, ref in self._keys(reference):
-            value = result[key]
-            if not isinstance(ref, dict):
-                out[key] = _array(value, np.shape(ref), f"{where} returned {key!r}", "(N, fan_out)")
-                continue
-            if not isinstance(value, dict):
-                raise ImplError(f"{where} returned {key!r} as a {type(value).__name__}; "
-                                f"expected a dict {{name: array}} with {sorted(ref)}")
-            for name in value:
-                if name not in ref:
-                    raise ImplError(f"{where} returned {key}[{name!r}], not a tensor of this network "
-                                    f"(expected {sorted(ref)})")
-            converted = {}
-            for name, r in ref.items():
-                if name not in value:
-                    raise ImplError(f"{where} returned no {key}[{name!r}] (expected {sorted(ref)})")
-                converted[name] = _array(value[name], np.shape(r), f"{where} returned {key}[{name!r}]")
-            out[key] = converted
-        return out
-
-
-def _float_array(v, shape):
-    return type(v) is np.ndarray and v.dtype.kind == "f" and v.shape == shape
-
-
-def _array(value, shape, what, expected=""):
-    """`value` as a float64 array of `shape` (any size-1 value when shape is None), or ImplError."""
-    try:
-        a = np.asarray(value)
-    except Exception as e:  # ragged lists and the like
-        raise ImplError(f"{what} that is not an array ({one_line(e)})") from None
-    if a.dtype.kind not in "iuf" or a.dtype == object:
-        raise ImplError(f"{what} of dtype {a.dtype} ({_short(value)}); expected real numbers")
-    if shape is None:
-        if a.size != 1:
-            raise ImplError(f"{what} with shape {a.shape}; expected a single number")
-    elif a.shape != shape:
-        raise ImplError(f"{what} with shape {a.shape}; expected {shape} {expected}".rstrip())
-    return np.array(a, dtype=np.float64)  # a copy, always: the implementation's own array may change
-
-
-def _short(value):
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def guarded(desc, impl, impl_name, step_timeout=None):
