@@ -13,7 +13,7 @@ import manual.data
 import manual.functional
 import manual.losses
 import manual.modules
-from torch_ref import cli, spec
+from torch_ref import cli, names, spec
 from torch_ref.lockstep import lockstep
 
 from conftest import SPECS, make_desc
@@ -92,7 +92,7 @@ def test_loss_in_lockstep(loss, acts, reduction, dtype):
 
 def test_tables_cover_every_activation_and_every_loss_with_each_reduction():
     acts = {a if isinstance(a, str) else a["name"] for a in ACTIVATION_ITEMS}
-    assert acts == set(spec.ACTIVATIONS)
+    assert acts == set(names.ACTIVATIONS)
     covered = {(l if isinstance(l, str) else l["name"], r) for l, _, r in LOSS_TABLE}
     expected = {(name, r) for name, args in spec.LOSS_ARGS.items()
                 for r in (("mean", "sum") if "reduction" in args else (None,))}

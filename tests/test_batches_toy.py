@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 import manual.data
-from torch_ref import spec
+from torch_ref import names, spec
 from torch_ref.lockstep import lockstep
 
 
@@ -61,7 +61,7 @@ def test_unshuffled_is_file_order_and_partial_batch_kept_or_dropped():
 @pytest.mark.parametrize("name,sizes,loss", [("xor", (2, 8, 1), "mse"), ("moons", (2, 8, 2), "cross_entropy"),
                                               ("circles", (2, 6, 1), "bce_with_logits"), ("linear", (3, 5, 2), "mse")])
 def test_lockstep_on_toy_sets_shuffled(name, sizes, loss, dtype):
-    if loss not in spec.LOSSES:
+    if loss not in names.LOSSES:
         pytest.skip(f"{loss} is not in this build")
     d = desc({"toy": {"name": name, "n": 23, "noise": 0.1, "seed": 2}, "batch_size": 5, "shuffle": True,
               "drop_last": name == "xor"}, sizes, loss, dtype=dtype)

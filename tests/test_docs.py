@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from torch_ref import cli, spec, testing
+from torch_ref import cli, names, spec, testing
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -153,10 +153,10 @@ def test_the_scope_lists_exactly_the_registered_names():
             re.findall(r"^([a-z_0-9-]+)", line))
 
     assert {"sigmoid", "tanh", "relu", "identity", "leaky_relu", "elu", "gelu", "silu", "softplus",
-            "softmax", "log_softmax"} == set(spec.ACTIVATIONS)
-    for name in spec.ACTIVATIONS:
+            "softmax", "log_softmax"} == set(names.ACTIVATIONS)
+    for name in names.ACTIVATIONS:
         assert name in listed("Activations")
-    for name in spec.LOSSES:
+    for name in names.LOSSES:
         assert name in listed("Losses")
     for name in spec.OPTIMIZERS:
         assert name in scope

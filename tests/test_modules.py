@@ -17,12 +17,12 @@ import torch.nn.functional as F
 
 from manual.losses import LOSSES, make_loss
 from manual.modules import ACTIVATIONS
-from torch_ref import spec
+from torch_ref import names, spec
 from torch_ref.testing import compare, tolerance
 
 SEEDS = [0, 1, 2]
 
-# name, arguments, the torch reference. Every activation of spec.ACTIVATIONS appears at least once.
+# name, arguments, the torch reference. Every activation of names.ACTIVATIONS appears at least once.
 ACTIVATION_CASES = [
     ("sigmoid", {}, torch.sigmoid),
     ("tanh", {}, torch.tanh),
@@ -91,7 +91,7 @@ def test_activation_matches_torch(name, args, reference, seed):
 
 
 def test_every_activation_is_in_the_table():
-    assert {n for n, _, _ in ACTIVATION_CASES} == set(spec.ACTIVATIONS) == set(ACTIVATIONS)
+    assert {n for n, _, _ in ACTIVATION_CASES} == set(names.ACTIVATIONS) == set(ACTIVATIONS)
 
 
 @pytest.mark.parametrize("name,args,reference", ACTIVATION_CASES, ids=ACT_IDS)
@@ -268,8 +268,8 @@ def test_losses_from_logits_are_stable_at_plus_minus_1000(name, args, input_kind
 
 
 def test_every_loss_is_in_the_table():
-    assert {c[0] for c in LOSS_TABLE} == set(spec.LOSSES) == set(LOSSES)
-    for name in spec.LOSSES:  # every reduction of every loss that has one
+    assert {c[0] for c in LOSS_TABLE} == set(names.LOSSES) == set(LOSSES)
+    for name in names.LOSSES:  # every reduction of every loss that has one
         if "reduction" in spec.LOSS_ARGS[name]:
             assert {c[5] for c in LOSS_TABLE if c[0] == name} == {"mean", "sum"}
 
