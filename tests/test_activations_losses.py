@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+import manual.activations
 import manual.data
 import manual.functional
 import manual.losses
@@ -171,15 +172,15 @@ BREAKS = [
      [3, 5, 4], ["tanh", "identity"], "cross_entropy", "delta", "layers.1"),
     (manual.losses.CrossEntropyLoss, "forward", cross_entropy_ignores_label_smoothing,
      [3, 5, 4], ["tanh", "identity"], {"name": "cross_entropy", "label_smoothing": 0.2}, "loss", "loss"),
-    (manual.modules.LogSoftmax, "backward", log_softmax_grad_without_the_softmax_term,
+    (manual.activations.LogSoftmax, "backward", log_softmax_grad_without_the_softmax_term,
      [3, 5, 4], ["tanh", "log_softmax"], "nll", "delta", "layers.1"),
-    (manual.modules.Softmax, "backward", softmax_grad_summed_over_the_batch,
+    (manual.activations.Softmax, "backward", softmax_grad_summed_over_the_batch,
      [3, 5, 4], ["softmax", "identity"], "mse", "delta", "layers.0"),
-    (manual.modules.LeakyReLU, "backward", leaky_relu_grad_with_zero_slope,
+    (manual.activations.LeakyReLU, "backward", leaky_relu_grad_with_zero_slope,
      [3, 6, 2], [{"name": "leaky_relu", "negative_slope": 0.2}, "identity"], "mse", "delta", "layers.0"),
-    (manual.modules.GELU, "backward", gelu_tanh_grad_missing_the_cubic_term,
+    (manual.activations.GELU, "backward", gelu_tanh_grad_missing_the_cubic_term,
      [3, 6, 2], [{"name": "gelu", "approximate": "tanh"}, "identity"], "mse", "delta", "layers.0"),
-    (manual.modules.Softplus, "forward", softplus_forward_ignores_beta,
+    (manual.activations.Softplus, "forward", softplus_forward_ignores_beta,
      [3, 6, 2], [{"name": "softplus", "beta": 2.0}, "identity"], "mse", "output", "output"),
     (manual.losses.BCELoss, "backward", bce_grad_sign_flipped,
      [3, 5, 2], ["tanh", "sigmoid"], "bce", "delta", "layers.1"),

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from manual.losses import LOSSES, make_loss
-from manual.modules import ACTIVATIONS
+from manual.activations import ACTIVATIONS
 from torch_ref import names, spec
 from torch_ref.testing import compare, tolerance
 

@@ -3,6 +3,7 @@ iteration 0, at the stage where the broken value first appears, naming the tenso
 import numpy as np
 import pytest
 
+import manual.activations
 import manual.losses
 import manual.modules
 import manual.optim
@@ -70,13 +71,13 @@ def linear_forward_without_bias(self, x):
 
 # (target, replacement, description, sizes, activation, loss, bias, expected stage, expected tensor)
 BREAKS = [
-    (manual.modules.Sigmoid, "backward", sigmoid_derivative_sign_flipped,
+    (manual.activations.Sigmoid, "backward", sigmoid_derivative_sign_flipped,
      [2, 2, 2], "sigmoid", "half-sse", "shared-frozen", "delta", "layers.1"),
-    (manual.modules.Sigmoid, "backward", sigmoid_derivative_missing_one_minus,
+    (manual.activations.Sigmoid, "backward", sigmoid_derivative_missing_one_minus,
      [3, 4, 2], "sigmoid", "mse", "per-neuron", "delta", "layers.1"),
-    (manual.modules.Tanh, "backward", tanh_derivative_missing,
+    (manual.activations.Tanh, "backward", tanh_derivative_missing,
      [3, 4, 2], ["tanh", "identity"], "mse", "per-neuron", "delta", "layers.0"),
-    (manual.modules.ReLU, "backward", relu_mask_inverted,
+    (manual.activations.ReLU, "backward", relu_mask_inverted,
      [3, 6, 2], ["relu", "identity"], "mse", "per-neuron", "delta", "layers.0"),
     # a transposed weight gradient, on square layers, where the shapes cannot give it away
     (manual.modules.Linear, "backward", weight_grad_transposed,
@@ -123,7 +124,7 @@ def test_unbroken_engine_passes_the_same_table():
 
 
 def test_command_exits_1_naming_iteration_stage_and_tensor(monkeypatch, capsys):
-    monkeypatch.setattr(manual.modules.Tanh, "backward", tanh_derivative_missing)
+    monkeypatch.setattr(manual.activations.Tanh, "backward", tanh_derivative_missing)
     code = cli.main(["run", str(SPECS / "four_layer_mixed.toml"), "--steps", "50"])
     out = capsys.readouterr().out
     assert code == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import manual.activations
 import manual.modules
 import manual.trainer
 from torch_ref import rounding, spec, zoo
@@ -126,7 +127,7 @@ def test_correct_float32_code_passes_on_the_saturated_nets(activation, mode):
     assert r.ok, r.summary()
 
 
-class NetTanh(manual.modules.Tanh):
+class NetTanh(manual.activations.Tanh):
     """tanh whose derivative is taken as 1 − z² (of the net) instead of 1 − tanh²(z)."""
 
     def forward(self, x):
@@ -157,7 +158,7 @@ def kink(w0, mask):
         "init": {"weights": [[w0], [[1.0]]]}, "optimizer": {"name": "sgd", "lr": 0.1},
         "data": {"x": [[1.0, 1.0]], "y": [[0.3]]}, "run": {"steps": 3, "dtype": "float64"}})
 
-    class Relu(manual.modules.ReLU):
+    class Relu(manual.activations.ReLU):
         def forward(self, x):
             self.mask = mask(x)
             return np.maximum(x, 0.0)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import manual.activations
 import manual.clip_grad
 import manual.functional
 import manual.init
@@ -176,7 +177,7 @@ def test_functional_matches_torchs(ours, theirs, kwargs):
     np.testing.assert_allclose(ours(x, **kwargs), theirs(torch.tensor(x), **kwargs).numpy(), rtol=1e-13, atol=1e-300)
 
 
-@pytest.mark.parametrize("cls,tcls", [(manual.modules.Softmax, nn.Softmax), (manual.modules.LogSoftmax, nn.LogSoftmax)])
+@pytest.mark.parametrize("cls,tcls", [(manual.activations.Softmax, nn.Softmax), (manual.activations.LogSoftmax, nn.LogSoftmax)])
 @pytest.mark.parametrize("dim", [None, 0, 1, -1])
 def test_softmax_dim_is_torchs(cls, tcls, dim):
     """Softmax(dim) and LogSoftmax(dim) reduce over torch's dimension (None: torch's rule, 1 here)."""
@@ -248,11 +249,11 @@ def _default(v):
 # (manual callable, torch callable): every argument of ours is torch's, at torch's position if
 # positional, with torch's default
 SIGNATURES = [
-    (Linear, nn.Linear), (Parameter, nn.Parameter.__new__), (manual.modules.LeakyReLU, nn.LeakyReLU),
-    (manual.modules.ELU, nn.ELU), (manual.modules.GELU, nn.GELU), (manual.modules.Softplus, nn.Softplus),
-    (manual.modules.Softmax, nn.Softmax), (manual.modules.LogSoftmax, nn.LogSoftmax),
-    (manual.modules.Sigmoid, nn.Sigmoid), (manual.modules.Tanh, nn.Tanh), (manual.modules.SiLU, nn.SiLU),
-    (manual.modules.ReLU, nn.ReLU),
+    (Linear, nn.Linear), (Parameter, nn.Parameter.__new__), (manual.activations.LeakyReLU, nn.LeakyReLU),
+    (manual.activations.ELU, nn.ELU), (manual.activations.GELU, nn.GELU), (manual.activations.Softplus, nn.Softplus),
+    (manual.activations.Softmax, nn.Softmax), (manual.activations.LogSoftmax, nn.LogSoftmax),
+    (manual.activations.Sigmoid, nn.Sigmoid), (manual.activations.Tanh, nn.Tanh), (manual.activations.SiLU, nn.SiLU),
+    (manual.activations.ReLU, nn.ReLU),
     (manual.losses.MSELoss, nn.MSELoss), (manual.losses.L1Loss, nn.L1Loss),
     (manual.losses.SmoothL1Loss, nn.SmoothL1Loss), (manual.losses.HuberLoss, nn.HuberLoss),
     (manual.losses.CrossEntropyLoss, nn.CrossEntropyLoss), (manual.losses.NLLLoss, nn.NLLLoss),

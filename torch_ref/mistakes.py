@@ -4,6 +4,7 @@ changed (the real engine is never touched). `Faulty` unchanged is the correct al
 control. torch_ref/zoo.py says where each must be caught and runs them."""
 import numpy as np
 
+import manual.activations
 import manual.losses
 import manual.modules
 import manual.optim
@@ -95,7 +96,7 @@ class ActivationDerivativeDropped(Faulty):
     """delta = dE/dout: the chain rule stops before the activation (f′ left out)."""
 
     def setup(self, desc):
-        class NoDerivative(manual.modules.Sigmoid):
+        class NoDerivative(manual.activations.Sigmoid):
             def backward(self, grad_output):
                 return grad_output
 
@@ -106,7 +107,7 @@ class SigmoidDerivativeOnNet(Faulty):
     """σ′ evaluated on the pre-activation: net·(1 − net) instead of out·(1 − out)."""
 
     def setup(self, desc):
-        class OnNet(manual.modules.Sigmoid):
+        class OnNet(manual.activations.Sigmoid):
             def forward(self, x):
                 self.net = x
                 return super().forward(x)
@@ -220,7 +221,7 @@ class OutputActivationMissing(Faulty):
     backward still uses out·(1 − out), now of the unsquashed output)."""
 
     def setup(self, desc):
-        class Forgotten(manual.modules.Sigmoid):
+        class Forgotten(manual.activations.Sigmoid):
             def forward(self, x):
                 self.out = x
                 return x
