@@ -95,21 +95,20 @@ class MLP(nn.Module):
         activation_args = activation_args or [{} for _ in activations]
         self.activations = [activation(a, args) for a, args in zip(activations, activation_args)]
         self.nets = []
-        self.perturb = None  # perturb(tensor, key): rounding-sized noise in the intermediates (rounding.py)
+        self.perturb = None  # rounding-sized noise in the intermediates (rounding.py's _InPlace), or None
 
     def forward(self, x, keep_deltas=True):
         self.nets.clear()  # (a list set once: assigning a Module attribute costs more than a step)
         for k, (layer, act) in enumerate(zip(self.layers, self.activations)):
             net = layer(x)
             if self.perturb is not None:
-                self.perturb(net, f"net{k}")
+                self.perturb.pre_activation(k, net)
             if keep_deltas and net.requires_grad:
                 net.retain_grad()  # autograd's dE/dnet: the layer's delta
             self.nets.append(net)
             x = act(net)
             if self.perturb is not None:
-                self.perturb(x, f"act{k}")
-                x = x + (net - net.detach()) * self.perturb.slope(net, f"slope{k}")  # value x, slope f' + noise
+                x = self.perturb.activation(k, net, x)
         return x
 
 
@@ -234,9 +233,8 @@ class Twin:
         self.optimizer_step()
         optim = self.optimizer_tensors()
         after = self._copy_state(list(optim.values()))
-        schedule = self.schedule_state() if self.scheduler is not None else None
         return {
-            "schedule": schedule,  # where the next iteration starts in the schedule (None without one)
+            "schedule": self.schedule_state(),  # where the next iteration starts in it (None without one)
             "output": before[1],
             "loss": float(before[0]),
             "deltas": dict(zip(self.delta_names, before[2:2 + k])),

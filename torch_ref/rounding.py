@@ -67,7 +67,7 @@ class SecondOpinion:
         self.desc, self.skip = desc, skip
         # binary cross-entropy takes probabilities: the network's output stays within [0, 1]
         last = len(desc["network"]["sizes"]) - 2
-        self.keep = {f"act{last}"} if desc["network"]["loss"] == "bce" else set()
+        self.keep = {last} if desc["network"]["loss"] == "bce" else set()
         net = desc["network"]
         args = net.get("activation_args") or [{} for _ in net["activation"]]
         self.slope_terms = [_slope_terms(a, g) for a, g in zip(net["activation"], args)]
@@ -201,44 +201,42 @@ def _slope_terms(name, args):
 
 
 class _InPlace:
-    """The noise a perturbed twin puts into its forward pass (MLP.perturb):
+    """The noise a perturbed twin puts into its forward pass (MLP.perturb), in place, through
+    .data, so that what autograd saved for the backward pass carries it too (tanh's and sigmoid's
+    derivatives are taken from their output, 1 − a², a(1 − a): near saturation those are
+    differences of nearly equal numbers, whose rounding perturbing the parameters alone does not
+    move):
 
-    - every pre-activation is scaled, and every activation moved by ± magnitude·u·terms (the size of
-      the terms of its formula, _value_terms), in place, through .data, so that what autograd
-      saved for the backward pass carries the noise too (tanh's and sigmoid's derivatives are taken
-      from their output, 1 − a², a(1 − a): near saturation those are differences of nearly equal
-      numbers, whose rounding perturbing the parameters alone does not move);
+    - every pre-activation is scaled by 1 ± magnitude·u·ξ;
+    - every activation moves by ± magnitude·u·terms, the size of the terms of its formula
+      (_value_terms), except the output of a network whose loss takes probabilities (`keep`);
     - every activation's slope f'(z) gets an absolute ± magnitude·u·terms(z), terms(z) the size of
       the largest term of its usual formula (_slope_terms): a slope is only ever computed to a few
       units of rounding of its terms, however small it is in the tails (1 − tanh², Φ(z) + z·φ(z)
       from ½(1 + erf), the tanh form of gelu).
     """
 
-    def __init__(self, eps, rng, noise, keep=(), slope_terms=(), value_terms=()):
+    def __init__(self, eps, rng, noise, keep, slope_terms, value_terms):
         self.eps, self.rng, self.noise, self.keep = eps, rng, noise, keep
         self.slope_terms, self.value_terms = slope_terms, value_terms
-        self.net = None  # the pre-activation of the layer being perturbed (its value terms need it)
 
     def _xi(self, t, key):
+        """ξ ~ U(−1, 1) of t's shape, drawn once per key (the same for both sides of a pair)."""
         if key not in self.noise:
             self.noise[key] = self.rng.uniform(-1.0, 1.0, tuple(t.shape))
         return torch.as_tensor(self.noise[key], dtype=t.dtype, device=t.device)
 
-    def __call__(self, t, key):
-        if key in self.keep:
-            return
-        if key.startswith("net"):
-            self.net = t.detach().clone()
-            t.data.mul_(1.0 + self.eps * self._xi(t, key))
-            return
-        k = int(key[len("act"):])
-        terms = self.value_terms[k](self.net, t.detach()) if k < len(self.value_terms) else t.detach().abs()
-        t.data.add_(self.eps * self._xi(t, key) * terms)  # a + ε·ξ·terms: the value's own rounding
+    def pre_activation(self, k, net):
+        """Layer k's net = x @ W.T + b, scaled in place."""
+        net.data.mul_(1.0 + self.eps * self._xi(net, ("net", k)))
 
-    def slope(self, net, key):
-        k = int(key[len("slope"):])
-        terms = self.slope_terms[k](net.detach()) if k < len(self.slope_terms) else 1.0
-        return self.eps * self._xi(net, key) * terms
+    def activation(self, k, net, a):
+        """Layer k's activation a = f(net), moved in place; returned with its slope moved too
+        (a + (net − net) · noise: the same value, the slope f' + noise)."""
+        z = net.detach()
+        if k not in self.keep:
+            a.data.add_(self.eps * self._xi(a, ("act", k)) * self.value_terms[k](z, a.detach()))
+        return a + (net - z) * (self.eps * self._xi(net, ("slope", k)) * self.slope_terms[k](z))
 
 
 def _perturbed(start, eps, rng, noise, dtype):
