@@ -108,11 +108,6 @@ def _parser():
     return p
 
 
-def _apply_overrides(desc, args):
-    from . import spec
-    return spec.override(desc, args.steps, args.dtype, args.device)
-
-
 def cmd_example(args):
     from . import example
     with _json_stdout(args.json) as emit:
@@ -161,7 +156,7 @@ def cmd_run(args):
 
 def _cmd_run(args, emit):
     from . import plugin, spec
-    desc = _apply_overrides(spec.load(args.spec), args)
+    desc = spec.override(spec.load(args.spec), args.steps, args.dtype, args.device)
     _check_outputs(args)  # an unwritable report path is refused before the run starts (and before --ranks)
     for flag, given in (("--impl", args.impl is not None), ("--fd", args.fd or args.fd_steps is not None),
                         ("--skip-stage", args.skip_stage is not None),

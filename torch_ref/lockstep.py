@@ -173,7 +173,7 @@ def _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl):
         rounding.excused(it, opinion.used)
         if mode != "resync" and ("optimizer_state" in m or not r.get("optimizer_state")):
             twin.restore(m["state_dict"], m.get("optimizer_state", {}), r.get("schedule"))
-            rounding.reanchored(it)
+            rounding.reanchored()
             for k in range(j + 1, len(pending)):
                 itk, xk, yk, mk, _ = pending[k]
                 pending[k] = (itk, xk, yk, mk, twin.train_step(xk, yk))

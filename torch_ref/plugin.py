@@ -169,11 +169,16 @@ class Guard:
             x, y = np.array(x, copy=True), np.array(y, copy=True)
         return self.call("train_step(x, y)", self.impl.train_step, x, y)
 
+    @property
+    def loads_optimizer_state(self):
+        """True when the implementation can restart from the twin's optimizer state (resync)."""
+        return callable(getattr(self.impl, "load_optimizer_state", None))
+
     def load_optimizer_state(self, flat, during=""):
         """The twin's optimizer state, if the implementation has a load_optimizer_state (else nothing)."""
-        load = getattr(self.impl, "load_optimizer_state", None)
-        if load is None:
+        if not self.loads_optimizer_state:
             return None
+        load = self.impl.load_optimizer_state
         flat = flat if self.trusted else _copied(flat)
         return self.call("load_optimizer_state(state)", load, flat, label=_label("load_optimizer_state(state)", during))
 

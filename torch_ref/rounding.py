@@ -52,7 +52,7 @@ def start_of(mode, start0, prev, impl):
     twin_opt = r.get("optimizer_state", {})
     if mode == "resync":
         state = r["state_dict"]
-        opt = twin_opt if hasattr(getattr(impl, "impl", impl), "load_optimizer_state") else m.get("optimizer_state")
+        opt = twin_opt if impl.loads_optimizer_state else m.get("optimizer_state")
     else:
         state, opt = m["state_dict"], m.get("optimizer_state")
     if opt is None:

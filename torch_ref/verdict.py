@@ -201,7 +201,7 @@ class Rounding:
         if len(self.first_excused) < self.KEEP:
             self.first_excused.append(it)
 
-    def reanchored(self, it):
+    def reanchored(self):
         self.n_reanchored += 1
 
     def to_json(self):
