@@ -44,15 +44,16 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
         desc = spec.override(desc, steps, dtype, device)
     from . import reports
     skipped_stages(skip_stages)  # bad arguments are refused before the factory runs
+    step_timeout = plugin.step_timeout(step_timeout, "step_timeout")
     outputs = reports.prepare(report, markdown, plot)
     name = impl if isinstance(impl, str) else getattr(impl, "__qualname__", None)
     if isinstance(impl, (str, type)) or (impl is not None and not hasattr(impl, "train_step")):
-        impl = plugin.build(impl, desc, plugin.step_timeout(step_timeout, "step_timeout"))  # a TARGET, a class, a factory
+        impl = plugin.build(impl, desc, step_timeout)  # a TARGET, a class, a factory
     if name is None and impl is not None:
         name = impl.name if isinstance(impl, plugin.Guard) else type(impl).__qualname__
     result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=bool(outputs),
                       progress=progress, skip_stages=skip_stages,
-                      step_timeout=plugin.step_timeout(step_timeout, "step_timeout"))
+                      step_timeout=step_timeout)
     reports.write_all(outputs, result, desc, spec_path=spec_path)
     return result
 
