@@ -1,13 +1,16 @@
 """The activations, as torch.nn's classes: forward caches what backward needs, backward(grad_output)
 returns grad_input; numerically stable where torch's are (the stable formulas live in
 functional.py): sigmoid, silu, softplus, softmax and log_softmax never evaluate exp of a large
-positive number. ACTIVATIONS maps the description's names to them."""
+positive number. ACTIVATIONS maps the description's names to them, through manual/names.py's
+registry (softmax and log_softmax there are Softmax(dim=1) and LogSoftmax(dim=1))."""
 import math
+import sys
 
 import numpy as np
 
 from .functional import log_softmax, sigmoid, softplus
 from .module import Module
+from .names import ACTIVATION_REGISTRY, resolve
 
 
 def erf(x):
@@ -238,7 +241,5 @@ class LogSoftmax(Module):
         return grad_output - np.exp(self.out) * grad_output.sum(axis=self.axis, keepdims=True)
 
 
-# name in the description -> class; the classes take torch's argument names (spec.ACTIVATION_ARGS)
-ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU, "identity": Identity,
-               "leaky_relu": LeakyReLU, "elu": ELU, "gelu": GELU, "silu": SiLU, "softplus": Softplus,
-               "softmax": Softmax, "log_softmax": LogSoftmax}
+# name in the description -> its class here, by torch's class name (manual/names.py's registry)
+ACTIVATIONS = resolve(ACTIVATION_REGISTRY, sys.modules[__name__])

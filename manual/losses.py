@@ -11,9 +11,12 @@ torch, so here it is a TypeError rather than a silent difference. torch's `weigh
 `ignore_index` and `pos_weight` are not supported. A loss is called as torch's, `loss(input,
 target)` (the same as `forward`), and `backward()` gives dE/dinput.
 """
+import sys
+
 import numpy as np
 
 from .functional import log1p_exp, log_softmax, sigmoid
+from .names import LOSS_REGISTRY, resolve
 
 
 def _reduce(loss, reduction):
@@ -243,12 +246,9 @@ class BCEWithLogitsLoss(Loss):
 def make_loss(name, args=None):
     """The loss module for the description's `network.loss` and `network.loss_args`. The
     description's `target` ("index" | "probability") is not an argument of torch's loss (torch, and
-    CrossEntropyLoss here, tell them apart by the target's shape): it is dropped, as
-    torch_ref.model.loss_function drops it."""
-    return LOSSES[name](**{k: v for k, v in (args or {}).items() if k != "target"})
+    CrossEntropyLoss here, tell them apart by the target's shape): the registry drops it."""
+    return LOSSES[name](**(args or {}))
 
 
-# name in the description -> class; the classes take torch's argument names (spec.LOSS_ARGS)
-LOSSES = {"half-sse": HalfSSELoss, "mse": MSELoss, "l1": L1Loss, "smooth_l1": SmoothL1Loss,
-          "huber": HuberLoss, "cross_entropy": CrossEntropyLoss, "nll": NLLLoss, "bce": BCELoss,
-          "bce_with_logits": BCEWithLogitsLoss}
+# name in the description -> its class here, by torch's class name (manual/names.py's registry)
+LOSSES = resolve(LOSS_REGISTRY, sys.modules[__name__])

@@ -10,12 +10,14 @@ of its torch counterpart (torch computes the same values recursively):
     LinearLR(start_factor=1/3, end_factor=1, total_iters=5)
                                              lr_t = lr₀ · (s + (e − s) · min(t, T) / T)    s, e, T the arguments
 
-The description's names are the keys of SCHEDULERS; its `warmup` (warmup_steps W, start_factor s)
+The description's names are the keys of SCHEDULERS (from manual/names.py's registry); its `warmup` (warmup_steps W, start_factor s)
 is LinearLR(s, end_factor=1, total_iters=W): rising linearly from s·lr₀ to lr₀ over W iterations,
 then staying at lr₀. torch's `last_epoch` argument (resuming a schedule) is not taken.
 """
 import math
 import sys
+
+from .names import SCHEDULER_REGISTRY, resolve
 
 _LOG_MAX = math.log(sys.float_info.max)
 
@@ -97,10 +99,6 @@ class LinearLR(LRScheduler):
         return self.base_lr * (s + (e - s) * min(t, total) / total)
 
 
-def warmup(optimizer, warmup_steps=5, start_factor=1.0 / 3):
-    """The description's "warmup" schedule: LinearLR(start_factor, end_factor=1, total_iters=warmup_steps)."""
-    return LinearLR(optimizer, start_factor=start_factor, end_factor=1.0, total_iters=warmup_steps)
-
-
-# name in the description -> a schedule taking the description's arguments (spec.SCHEDULERS)
-SCHEDULERS = {"step": StepLR, "exponential": ExponentialLR, "cosine": CosineAnnealingLR, "warmup": warmup}
+# name in the description -> its schedule here, taking the description's arguments, by torch's class
+# name (manual/names.py's registry: "warmup" is LinearLR with end_factor=1, total_iters=warmup_steps)
+SCHEDULERS = resolve(SCHEDULER_REGISTRY, sys.modules[__name__])

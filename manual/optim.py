@@ -14,7 +14,11 @@ Notation for every rule below (t counts steps from 1; all element-wise):
     g   the gradient (negated first when maximize)      θ  the parameter      γ  lr
     λ   weight_decay                                     μ  momentum
 """
+import sys
+
 import numpy as np
+
+from .names import OPTIMIZER_REGISTRY, resolve
 
 
 BLOCK = 1 << 16  # elements per block of add_scaled_ (256 KiB in float32: stays in cache)
@@ -214,4 +218,5 @@ class Adagrad(Optimizer):
             p.data -= clr * (g / (np.sqrt(s) + self.eps))
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop, "adagrad": Adagrad}
+# name in the description -> its class here, by torch's class name (manual/names.py's registry)
+OPTIMIZERS = resolve(OPTIMIZER_REGISTRY, sys.modules[__name__])

@@ -4,60 +4,58 @@ It is built from the same parsed description as the manual side and takes its in
 parameters from it, so both start bit-for-bit equal. `Twin.train_step` returns the same dict
 as the manual interface (numpy arrays), with each layer's delta dE/dnet taken by `retain_grad`.
 """
+import sys
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-# name in the description -> torch's own functional; the description's arguments are its keywords
-ACTIVATIONS = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": F.relu, "identity": lambda z: z,
-               "leaky_relu": F.leaky_relu, "elu": F.elu, "gelu": F.gelu, "silu": F.silu,
-               "softplus": F.softplus, "softmax": lambda z: F.softmax(z, dim=1),
-               "log_softmax": lambda z: F.log_softmax(z, dim=1)}
+from manual.names import (ACTIVATION_REGISTRY, LOSS_REGISTRY, OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY,
+                          resolve)
+
+
+class HalfSSELoss(nn.Module):
+    """The seed's error E = Σ ½(target − out)², summed over outputs and batch (not torch's)."""
+
+    def forward(self, input, target):
+        return 0.5 * F.mse_loss(input, target, reduction="sum")
+
+
+def from_torch(registry, namespace):
+    """name -> torch's class in `namespace` (torch.nn, torch.optim, ...) by the registry's class
+    name, taking the description's arguments (manual.names.resolve); this module's own class for
+    a name that is not torch's (half-sse)."""
+    own = sys.modules[__name__]
+    return {name: resolve({name: entry}, namespace if entry.torch else own)[name]
+            for name, entry in registry.items()}
+
+
+# name in the description -> torch's class, by the class name in manual/names.py's registry
+ACTIVATIONS = from_torch(ACTIVATION_REGISTRY, nn)
+LOSSES = from_torch(LOSS_REGISTRY, nn)
+OPTIMIZERS = from_torch(OPTIMIZER_REGISTRY, torch.optim)
+SCHEDULERS = from_torch(SCHEDULER_REGISTRY, torch.optim.lr_scheduler)
 
 
 def activation(name, args=None):
-    """The torch function for one layer's activation, its arguments bound (torch's names)."""
-    fn, args = ACTIVATIONS[name], dict(args or {})
-    return (lambda z: fn(z, **args)) if args else fn
-
-
-def half_sse_loss(input, target):
-    """The seed's error E = Σ ½(target − out)², summed over outputs and batch."""
-    return 0.5 * F.mse_loss(input, target, reduction="sum")
-
-
-# name in the description -> torch's own functional loss
-LOSSES = {"half-sse": half_sse_loss, "mse": F.mse_loss, "l1": F.l1_loss, "smooth_l1": F.smooth_l1_loss,
-          "huber": F.huber_loss, "cross_entropy": F.cross_entropy, "nll": F.nll_loss,
-          "bce": F.binary_cross_entropy, "bce_with_logits": F.binary_cross_entropy_with_logits}
+    """torch.nn's module for one layer's activation, made with the description's arguments."""
+    return ACTIVATIONS[name](**(args or {}))
 
 
 def loss_function(name, args=None):
-    """loss(input, target) with the description's arguments bound. `target` ("index" or
-    "probability") is this project's, not torch's: torch tells them apart by the target's dtype."""
-    fn = LOSSES[name]
-    args = {k: v for k, v in (args or {}).items() if k != "target"}
-    return (lambda input, target: fn(input, target, **args)) if args else fn
-OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-              "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+    """torch.nn's loss module, called as loss(input, target), made with the description's
+    arguments. `target` ("index" or "probability") is this project's, not torch's (torch tells
+    them apart by the target's dtype): the registry drops it."""
+    return LOSSES[name](**(args or {}))
 
 
 def make_scheduler(optimizer, args):
     """torch.optim.lr_scheduler's schedule for the description's scheduler section, or None."""
     if not args:
         return None
-    lr = torch.optim.lr_scheduler
-    a = dict(args)
-    name = a.pop("name")
-    if name == "step":
-        return lr.StepLR(optimizer, step_size=a["step_size"], gamma=a["gamma"])
-    if name == "exponential":
-        return lr.ExponentialLR(optimizer, gamma=a["gamma"])
-    if name == "cosine":
-        return lr.CosineAnnealingLR(optimizer, T_max=a["T_max"], eta_min=a["eta_min"])
-    # linear warmup, then constant: LinearLR keeps end_factor = 1 once total_iters are done
-    return lr.LinearLR(optimizer, start_factor=a["start_factor"], end_factor=1.0, total_iters=a["warmup_steps"])
+    args = dict(args)
+    return SCHEDULERS[args.pop("name")](optimizer, **args)
 
 
 def make_optimizer(params, args):

@@ -1,0 +1,132 @@
+"""The one registry of the names a description uses, one table per kind: activations, losses,
+optimizers, learning-rate schedules and initialisation schemes.
+
+Each description name maps to an `Entry`: torch's class (or function) name and the description's
+arguments with their defaults (torch's argument names and defaults, which the tests check against
+torch's signatures). Both sides resolve a name through its class name: `manual` in its own modules
+(manual.activations.LeakyReLU, manual.losses.MSELoss, manual.optim.Adam, ...), the torch twin in
+torch (torch.nn, torch.optim, torch.optim.lr_scheduler). Adding a name is one line here and the
+manual class; torch_ref/spec.py validates descriptions with the same tables (through
+torch_ref/names.py, which re-exports them).
+
+It lives in `manual` because `manual` may import neither torch nor torch_ref, and both sides read
+it; it imports nothing beyond the standard library (not even numpy).
+"""
+from dataclasses import dataclass, field
+from functools import partial
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One description name.
+
+    cls      torch's class name (or torch.nn.init's function name) that the name stands for
+    args     the description's arguments and their defaults (None where required), torch's names
+    rename   description argument -> torch's argument, where the description's name differs
+    fixed    torch arguments the description does not offer, always passed (e.g. softmax's dim=1)
+    own      this project's arguments, not passed to torch's class (e.g. cross_entropy's target)
+    torch    False where the class is this project's, not torch's (the twin defines its own)
+    """
+    cls: str
+    args: dict = field(default_factory=dict)
+    rename: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    own: tuple = ()
+    torch: bool = True
+
+    def keywords(self, args):
+        """The keyword arguments of torch's constructor for the description's `args`: the project's
+        own arguments dropped, renamed arguments renamed, fixed ones added."""
+        out = {self.rename.get(k, k): v for k, v in args.items() if k not in self.own}
+        return {**out, **self.fixed}
+
+    def torch_defaults(self):
+        """{torch's argument: default} for the description's arguments that torch's class takes."""
+        return {self.rename.get(k, k): v for k, v in self.args.items() if k not in self.own}
+
+
+def build(entry, cls, *positional, **args):
+    """cls(*positional, **entry.keywords(args)): `cls` made from a description's arguments."""
+    return cls(*positional, **entry.keywords(args))
+
+
+def resolve(registry, namespace):
+    """name -> a callable taking the description's arguments, each made from `namespace`'s class
+    named `entry.cls` (a module, e.g. manual.optim or torch.optim). Where the description's
+    arguments are the class's own, it is the class itself; otherwise the class with the entry's
+    renamed and fixed arguments (`build`)."""
+    out = {}
+    for name, entry in registry.items():
+        cls = getattr(namespace, entry.cls)
+        plain = not (entry.rename or entry.fixed or entry.own)
+        out[name] = cls if plain else partial(build, entry, cls)
+    return out
+
+
+def arguments(registry):
+    """name -> {argument: default}: the description's arguments of every name of `registry`."""
+    return {name: entry.args for name, entry in registry.items()}
+
+
+# torch.nn's activation modules; softmax and log_softmax over the feature dimension
+ACTIVATION_REGISTRY = {
+    "sigmoid": Entry("Sigmoid"),
+    "tanh": Entry("Tanh"),
+    "relu": Entry("ReLU"),
+    "identity": Entry("Identity"),
+    "leaky_relu": Entry("LeakyReLU", {"negative_slope": 0.01}),
+    "elu": Entry("ELU", {"alpha": 1.0}),
+    "gelu": Entry("GELU", {"approximate": "none"}),
+    "silu": Entry("SiLU"),
+    "softplus": Entry("Softplus", {"beta": 1.0, "threshold": 20.0}),
+    "softmax": Entry("Softmax", fixed={"dim": 1}),
+    "log_softmax": Entry("LogSoftmax", fixed={"dim": 1}),
+}
+# torch.nn's loss modules. `target` is this project's: "index" (class indices, (N,) integers) or
+# "probability" ((N, C) rows); torch tells them apart by the target itself.
+LOSS_REGISTRY = {
+    "half-sse": Entry("HalfSSELoss", torch=False),  # the seed's Σ ½(t − o)², always summed
+    "mse": Entry("MSELoss", {"reduction": "mean"}),
+    "l1": Entry("L1Loss", {"reduction": "mean"}),
+    "smooth_l1": Entry("SmoothL1Loss", {"reduction": "mean", "beta": 1.0}),
+    "huber": Entry("HuberLoss", {"reduction": "mean", "delta": 1.0}),
+    "cross_entropy": Entry("CrossEntropyLoss", {"reduction": "mean", "label_smoothing": 0.0, "target": "index"},
+                           own=("target",)),
+    "nll": Entry("NLLLoss", {"reduction": "mean"}),
+    "bce": Entry("BCELoss", {"reduction": "mean"}),
+    "bce_with_logits": Entry("BCEWithLogitsLoss", {"reduction": "mean"}),
+}
+# torch.optim's optimizers
+OPTIMIZER_REGISTRY = {
+    "sgd": Entry("SGD", {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "weight_decay": 0.0, "nesterov": False,
+                         "maximize": False}),
+    "adam": Entry("Adam", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0, "amsgrad": False,
+                           "maximize": False}),
+    "adamw": Entry("AdamW", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 1e-2,
+                             "amsgrad": False, "maximize": False}),
+    "rmsprop": Entry("RMSprop", {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
+                                 "centered": False, "maximize": False}),
+    "adagrad": Entry("Adagrad", {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0,
+                                 "eps": 1e-10, "maximize": False}),
+}
+# torch.optim.lr_scheduler's schedules (None: a required argument). warmup is LinearLR rising to
+# lr₀ over warmup_steps iterations: LinearLR(start_factor, end_factor=1, total_iters=warmup_steps)
+SCHEDULER_REGISTRY = {
+    "step": Entry("StepLR", {"step_size": None, "gamma": 0.1}),
+    "exponential": Entry("ExponentialLR", {"gamma": None}),
+    "cosine": Entry("CosineAnnealingLR", {"T_max": None, "eta_min": 0.0}),
+    "warmup": Entry("LinearLR", {"warmup_steps": 5, "start_factor": 1.0 / 3}, rename={"warmup_steps": "total_iters"},
+                    fixed={"end_factor": 1.0}),
+}
+# torch.nn.init's schemes (manual/init.py draws them; the twin copies the drawn values). xavier's
+# nonlinearity and param are this project's: gain = calculate_gain(nonlinearity, param).
+# "linear-default" is torch.nn.Linear's own initialisation (its reset_parameters).
+INIT_REGISTRY = {
+    "linear-default": Entry("reset_parameters", torch=False),
+    "xavier_uniform": Entry("xavier_uniform_", {"gain": 1.0, "nonlinearity": None, "param": None},
+                            own=("nonlinearity", "param")),
+    "xavier_normal": Entry("xavier_normal_", {"gain": 1.0, "nonlinearity": None, "param": None},
+                           own=("nonlinearity", "param")),
+    "kaiming_uniform": Entry("kaiming_uniform_", {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"}),
+    "kaiming_normal": Entry("kaiming_normal_", {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"}),
+}
