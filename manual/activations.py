@@ -8,20 +8,21 @@ import sys
 
 import numpy as np
 
-from .functional import log_softmax, sigmoid, softplus
+from .functional import log_softmax, sigmoid, softmax_dim, softplus
 from .module import Module
 from .names import ACTIVATION_REGISTRY, resolve
 
 
-def erf(x):
-    """The error function, elementwise, to about 1e-15 (numpy has none and `manual` takes no scipy).
+def erf(input):
+    """torch.erf: the error function, elementwise, to about 1e-15 (numpy has none and `manual`
+    takes no scipy).
 
         |x| < 2:  erf(x)  = 2/√π · x · exp(−x²) · Σ_n (2x²)ⁿ / (1·3·5···(2n+1))   (no cancellation)
         |x| ≥ 2:  erfc(x) = exp(−x²)/√π / (x + (1/2)/(x + 1/(x + (3/2)/(x + ...))))  (continued fraction)
 
-    Computed in float64, returned in x's dtype.
+    Computed in float64, returned in the input's dtype.
     """
-    x = np.asarray(x)
+    x = np.asarray(input)
     dtype = x.dtype if x.dtype.kind == "f" else np.dtype(np.float64)
     a = np.abs(x.astype(np.float64))
     small = a < 2.0
@@ -193,14 +194,6 @@ class Softplus(Module):
         return np.where(self.linear, grad_output, grad_output * self.s)
 
 
-def _softmax_dim(dim, ndim):
-    """torch's dimension for Softmax(dim): dim=None takes torch's legacy rule (0 for 0-, 1- and
-    3-dimensional inputs, else 1), which is 1, the features, for the batched (N, C) arrays here."""
-    if dim is not None:
-        return dim
-    return 0 if ndim in (0, 1, 3) else 1
-
-
 class Softmax(Module):
     """torch.nn.Softmax(dim=None), over `dim` (the features, 1, for (N, C) inputs):
 
@@ -212,7 +205,7 @@ class Softmax(Module):
         self.dim = dim
 
     def forward(self, x):
-        self.axis = axis = _softmax_dim(self.dim, x.ndim)
+        self.axis = axis = softmax_dim(self.dim, x.ndim)
         e = np.exp(x - x.max(axis=axis, keepdims=True))  # (N, C), every entry in (0, 1]
         self.out = e / e.sum(axis=axis, keepdims=True)
         return self.out
@@ -233,7 +226,7 @@ class LogSoftmax(Module):
         self.dim = dim
 
     def forward(self, x):
-        self.axis = _softmax_dim(self.dim, x.ndim)
+        self.axis = softmax_dim(self.dim, x.ndim)
         self.out = log_softmax(x, self.axis)
         return self.out
 

@@ -74,7 +74,7 @@ def central_differences(desc, state, x, y, names):
             passes += 2
         grads[name] = g
     if desc.get("clip"):
-        clip(grads, desc["clip"])
+        clip_grads(grads, desc["clip"])
     return grads, passes
 
 
@@ -83,7 +83,7 @@ class _Grad:
         self.grad = grad
 
 
-def clip(grads, how):
+def clip_grads(grads, how):
     """Clip {name: gradient} in place as the description's [clip] says (manual/clip_grad.py)."""
     from . import clip_grad
     params = [_Grad(g) for g in grads.values()]

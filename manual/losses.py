@@ -147,7 +147,7 @@ class CrossEntropyLoss(Loss):
     """torch.nn.CrossEntropyLoss from logits x (N, C), with class-index targets (N,) or probability
     targets (N, C) — told apart as torch does, by the target's shape — and label_smoothing ε:
 
-        log p = log_softmax(x)                                   stable log-sum-exp      (N, C)
+        log p = log_softmax(x, 1)                                stable log-sum-exp      (N, C)
         t     = one_hot(target) or target;  t ← (1 − ε) t + ε / C                        (N, C)
         e_n   = −Σ_c t_nc log p_nc;  E = mean over the N samples, or sum                 (N,)
         grad_input = (p · Σ_c t_nc − t) · norm     norm = 1/N or 1                       (N, C)
@@ -162,7 +162,7 @@ class CrossEntropyLoss(Loss):
 
     def forward(self, input, target):
         n, c = input.shape
-        logp = log_softmax(input)  # (N, C)
+        logp = log_softmax(input, 1)  # (N, C)
         if target.shape != input.shape:  # class indices (N,); probabilities have the input's shape
             t = np.zeros_like(input)
             t[np.arange(n), target] = 1.0  # one-hot, (N, C)

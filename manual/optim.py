@@ -43,10 +43,11 @@ def add_scaled_(x, alpha, y):
 
 
 class Optimizer:
-    """What every optimizer shares: parameters, per-parameter state, zero_grad."""
+    """What every optimizer shares: parameters, per-parameter state, zero_grad. Made as torch's
+    base, Optimizer(params, defaults), with `defaults` holding lr and maximize (one group here)."""
 
-    def __init__(self, params, lr, maximize=False):
-        self.params, self.lr, self.maximize = list(params), lr, maximize
+    def __init__(self, params, defaults):
+        self.params, self.lr, self.maximize = list(params), defaults["lr"], defaults.get("maximize", False)
         self.state = [{} for _ in self.params]
 
     def zero_grad(self, set_to_none=True):
@@ -77,7 +78,7 @@ class SGD(Optimizer):
 
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
                  nesterov=False, *, maximize=False):
-        super().__init__(params, lr, maximize)
+        super().__init__(params, {"lr": lr, "maximize": maximize})
         self.momentum, self.dampening, self.weight_decay = momentum, dampening, weight_decay
         self.nesterov = nesterov
 
@@ -111,7 +112,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, *, maximize=False):
-        super().__init__(params, lr, maximize)
+        super().__init__(params, {"lr": lr, "maximize": maximize})
         self.betas, self.eps, self.weight_decay, self.amsgrad = tuple(betas), eps, weight_decay, amsgrad
 
     def step(self):
@@ -161,7 +162,7 @@ class RMSprop(Optimizer):
 
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
                  centered=False, *, maximize=False):
-        super().__init__(params, lr, maximize)
+        super().__init__(params, {"lr": lr, "maximize": maximize})
         self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
         self.momentum, self.centered = momentum, centered
 
@@ -204,7 +205,7 @@ class Adagrad(Optimizer):
 
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, *, maximize=False):
-        super().__init__(params, lr, maximize)
+        super().__init__(params, {"lr": lr, "maximize": maximize})
         self.lr_decay, self.weight_decay, self.eps = lr_decay, weight_decay, eps
         for p, state in zip(self.params, self.state):  # torch creates Adagrad's state eagerly
             state.update(step=0, sum=np.full_like(p.data, initial_accumulator_value))

@@ -5,8 +5,11 @@ layout), LinearLR against torch's over many steps, the stable functions against
 torch.nn.functional, and every constructor's arguments against its torch counterpart's (names,
 positions, defaults), so that a positional or keyword call cannot silently mean something else.
 """
+import importlib
 import inspect
 import math
+import pkgutil
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import manual
 import manual.activations
 import manual.clip_grad
 import manual.functional
@@ -238,8 +242,18 @@ def test_clip_grad_norm_takes_torchs_arguments(norm_type):
     assert p.grad[0] == np.inf  # nothing scaled
 
 
+def _signature(fn):
+    """inspect's signature, or for a torch builtin the one the first line of its docstring gives
+    ("sigmoid(input, *, out=None) -> Tensor")."""
+    try:
+        return inspect.signature(fn)
+    except (TypeError, ValueError):
+        args = re.match(r"\w+\((.*?)\)", fn.__doc__.strip()).group(1)
+        return inspect.signature(eval(f"lambda {args}: None"))
+
+
 def _arguments(fn):
-    return [p for p in inspect.signature(fn).parameters.values() if p.name not in ("self", "args", "kwargs")]
+    return [p for p in _signature(fn).parameters.values() if p.name not in ("self", "args", "kwargs")]
 
 
 def _default(v):
@@ -266,7 +280,8 @@ SIGNATURES = [
     (manual.lr_scheduler.ExponentialLR, torch.optim.lr_scheduler.ExponentialLR),
     (manual.lr_scheduler.CosineAnnealingLR, torch.optim.lr_scheduler.CosineAnnealingLR),
     (manual.lr_scheduler.LinearLR, torch.optim.lr_scheduler.LinearLR),
-    (manual.clip_grad.clip_grad_norm_, nn.utils.clip_grad_norm_),
+    (manual.clip_grad.clip_grad_norm_, nn.utils.clip_grad_norm_), (manual.optim.Optimizer, torch.optim.Optimizer),
+    (manual.functional.log_softmax, F.log_softmax), (manual.functional.softplus, F.softplus),
     (manual.clip_grad.clip_grad_value_, nn.utils.clip_grad_value_),
     (manual.init.calculate_gain, nn.init.calculate_gain),
 ]
@@ -279,19 +294,86 @@ def test_calculate_gain_is_torchs(name, param):
     assert manual.init.calculate_gain(name, param) == pytest.approx(nn.init.calculate_gain(name, param), rel=1e-15)
 
 
-@pytest.mark.parametrize("ours,theirs", SIGNATURES, ids=[getattr(o, "__qualname__", str(o)) for o, _ in SIGNATURES])
-def test_arguments_are_torchs(ours, theirs):
+def signature_problems(ours, theirs):
+    """How `ours` (a manual class or function) differs from torch's `theirs`: positional arguments
+    in another order, an argument torch does not take, a default that is not torch's."""
     mine = _arguments(ours.__init__ if inspect.isclass(ours) else ours)
+    if theirs is nn.Parameter:
+        theirs = nn.Parameter.__new__
     their = {p.name: p for p in _arguments(theirs.__init__ if inspect.isclass(theirs) else theirs)}
     their_positional = [p.name for p in their.values()
                         if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if theirs is nn.Parameter.__new__:
         their_positional = their_positional[1:]  # cls
     positional = [p.name for p in mine if p.kind == p.POSITIONAL_OR_KEYWORD]
-    assert positional == their_positional[:len(positional)], "positional arguments in another order"
+    problems = [] if positional == their_positional[:len(positional)] else [
+        f"positional arguments {positional}, torch's {their_positional}"]
     for p in mine:
-        assert p.name in their, f"{p.name} is not torch's"
-        if p.default is not p.empty:
+        if p.name not in their:
+            problems.append(f"{p.name} is not torch's")
+        elif p.default is not p.empty:
             theirs_default = their[p.name].default
-            assert _default(p.default) == _default(theirs_default) or (
-                isinstance(p.default, float) and math.isclose(p.default, theirs_default)), p.name
+            if not (_default(p.default) == _default(theirs_default) or (
+                    isinstance(p.default, float) and isinstance(theirs_default, (int, float))
+                    and math.isclose(p.default, theirs_default))):
+                problems.append(f"{p.name}={p.default!r}, torch's {theirs_default!r}")
+    return problems
+
+
+@pytest.mark.parametrize("ours,theirs", SIGNATURES, ids=[getattr(o, "__qualname__", str(o)) for o, _ in SIGNATURES])
+def test_arguments_are_torchs(ours, theirs):
+    assert signature_problems(ours, theirs) == []
+
+
+# where a public class or function of manual/ is named as one of torch's, torch's counterpart
+TORCH_NAMESPACES = [F, torch, nn, torch.optim, torch.optim.lr_scheduler, nn.init, nn.utils]
+
+
+def _namesakes():
+    """(qualified name, manual's callable, torch's) for every public callable defined in manual/
+    whose name torch's namespaces also define as a callable (the first that does)."""
+    out = []
+    for info in pkgutil.iter_modules(manual.__path__):
+        module = importlib.import_module(f"manual.{info.name}")
+        for name, obj in vars(module).items():
+            if name.startswith("_") or not callable(obj) or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            theirs = [getattr(ns, name) for ns in TORCH_NAMESPACES
+                      if callable(getattr(ns, name, None)) and not inspect.ismodule(getattr(ns, name))]
+            if theirs:
+                out.append((f"{module.__name__}.{name}", obj, theirs[0]))
+    return out
+
+
+NAMESAKES = _namesakes()
+
+
+def test_the_namesakes_are_found():
+    found = {name.rpartition(".")[2] for name, _, _ in NAMESAKES}
+    assert {"Linear", "Parameter", "Softmax", "log_softmax", "softplus", "sigmoid", "erf", "Adam", "Optimizer",
+            "LinearLR", "MSELoss", "clip_grad_norm_", "calculate_gain"} <= found
+
+
+@pytest.mark.parametrize("name,ours,theirs", NAMESAKES, ids=[n for n, _, _ in NAMESAKES])
+def test_a_manual_name_that_is_torchs_takes_torchs_arguments(name, ours, theirs):
+    """No trap of a name that means something else: a function or class named as torch's takes
+    torch's arguments, in torch's order, with torch's defaults."""
+    assert signature_problems(ours, theirs) == []
+
+
+def _old_log_softmax(x, dim=1):
+    """log_softmax as it was: another default dimension (torch's is None: 0 for a vector)."""
+
+
+def _old_clip(grads, how):
+    """finite_differences' clipping as it was named: not torch.clip(input, min, max)."""
+
+
+def _old_optimizer_init(self, params, lr, maximize=False):
+    """manual.optim.Optimizer as it was made: not torch's Optimizer(params, defaults)."""
+
+
+@pytest.mark.parametrize("ours,theirs", [(_old_log_softmax, F.log_softmax), (_old_clip, torch.clip),
+                                         (_old_optimizer_init, torch.optim.Optimizer)])
+def test_the_check_sees_the_traps_that_were_here(ours, theirs):
+    assert signature_problems(ours, theirs)
