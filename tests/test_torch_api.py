@@ -181,6 +181,15 @@ def test_functional_matches_torchs(ours, theirs, kwargs):
     np.testing.assert_allclose(ours(x, **kwargs), theirs(torch.tensor(x), **kwargs).numpy(), rtol=1e-13, atol=1e-300)
 
 
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4)])
+def test_log_softmax_without_dim_takes_torchs_dimension(shape):
+    """dim=None: torch's implicit dimension (0 for a vector and for 3 dimensions, else 1)."""
+    x = np.random.default_rng(4).standard_normal(shape)
+    with pytest.warns(UserWarning):  # torch warns of the implicit choice
+        theirs = F.log_softmax(torch.tensor(x)).numpy()
+    np.testing.assert_allclose(manual.functional.log_softmax(x), theirs, rtol=1e-13)
+
+
 @pytest.mark.parametrize("cls,tcls", [(manual.activations.Softmax, nn.Softmax), (manual.activations.LogSoftmax, nn.LogSoftmax)])
 @pytest.mark.parametrize("dim", [None, 0, 1, -1])
 def test_softmax_dim_is_torchs(cls, tcls, dim):
