@@ -81,10 +81,10 @@ def _cases(ranks):
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["2-ranks", "3-ranks"])
 def launched(request):
-    """Every case on R gloo ranks, in one launch: {label: DistResult}."""
+    """Every case on R gloo ranks, in one launch: {label: Result}."""
     ranks = request.param
     results = check(_cases(ranks), ranks)
-    return ranks, {r.label: r for r in results}
+    return ranks, {r.parallel.label: r for r in results}
 
 
 @pytest.mark.parametrize("case_id", [c[0] for c in PASSING + AS_WRITTEN_RIGHT])
@@ -92,9 +92,9 @@ def test_every_iteration_matches_and_replicas_are_bitwise_equal(launched, case_i
     ranks, results = launched
     r = results[case_id]
     assert r.ok, str(r.first_mismatch)
-    assert r.ranks == ranks and r.backend == "gloo"
+    assert r.parallel.ranks == ranks and r.parallel.backend == "gloo"
     assert r.steps_checked == STEPS
-    assert r.replicas_bitwise
+    assert r.parallel.replicas_bitwise
     expected = {"output", "loss", "delta", "grad", "param"}
     assert expected <= set(r.stats)
     if "adam" in case_id:
@@ -117,11 +117,11 @@ def test_the_check_sees_training_move(launched):
 
 def test_scaling_is_reported(launched):
     ranks, results = launched
-    assert f"multiplied by {ranks} (the world size)" in results["worked6-half-sse"].scaling
-    assert "R·n/N" in results["three-layer-mse"].scaling and "unequal" in results["three-layer-mse"].scaling
-    assert results["worked6-half-sse"].reduction == "sum" and results["three-layer-mse"].reduction == "mean"
-    assert results["worked6-mse-sum"].reduction == "sum"
-    assert "--ddp-as-written" in results["as-written-mse-even"].scaling
+    assert f"multiplied by {ranks} (the world size)" in results["worked6-half-sse"].parallel.scaling
+    assert "R·n/N" in results["three-layer-mse"].parallel.scaling and "unequal" in results["three-layer-mse"].parallel.scaling
+    assert results["worked6-half-sse"].parallel.reduction == "sum" and results["three-layer-mse"].parallel.reduction == "mean"
+    assert results["worked6-mse-sum"].parallel.reduction == "sum"
+    assert "--ddp-as-written" in results["as-written-mse-even"].parallel.scaling
 
 
 @pytest.mark.parametrize("mistake", zoo_ddp.MISTAKES, ids=[m.id for m in zoo_ddp.MISTAKES])
@@ -168,7 +168,7 @@ def test_a_rank_drifting_by_one_ulp_is_named(launched):
     ranks, results = launched
     r = results["drift"]
     m = r.first_mismatch
-    assert not r.ok and not r.replicas_bitwise
+    assert not r.ok and not r.parallel.replicas_bitwise
     assert (m.iteration, m.stage, m.name, m.rank) == (3, "replica", "layers.0.weight", ranks - 1)
     assert "(0, 0)" in m.detail and m.cause == "replica-drift"
     assert "param" in m.passed_before  # every rank was within tolerance of the manual step
@@ -441,5 +441,5 @@ def test_nccl_two_gpus(dtype):
     desc = load(THREE, dtype=dtype)
     desc["run"]["device"] = "cuda"
     (r,) = check([Case(desc)], 2)
-    assert r.backend == "nccl" and r.ok, str(r.first_mismatch)
-    assert r.replicas_bitwise and r.steps_checked == STEPS
+    assert r.parallel.backend == "nccl" and r.ok, str(r.first_mismatch)
+    assert r.parallel.replicas_bitwise and r.steps_checked == STEPS

@@ -162,6 +162,7 @@ class Loop:
 
 
 def _chunk(rule):
-    """The number of iterations the reference runs ahead, from the size of one iteration's results."""
+    """The number of iterations the reference runs ahead, from the size of one iteration's results
+    (and at most the rule's `ahead`, where it has one)."""
     per_iteration = 2 * 8 * max(1, rule.size)  # both sides, float64 or less
-    return max(1, min(AHEAD_ITERATIONS, AHEAD_BYTES // per_iteration))
+    return max(1, min(getattr(rule, "ahead", AHEAD_ITERATIONS), AHEAD_ITERATIONS, AHEAD_BYTES // per_iteration))
