@@ -133,10 +133,13 @@ class _Shards:
                 w = model.layers[0].weight
                 w[0, 0] = torch.nextafter(w[0, 0], w[0, 0] + 1)
         opt_state = twin.optimizer_state() if hasattr(twin, "optimizer_state") else {}
-        return plan, {"loss": float(reduced.item()), "marks": marks,
-                      "output": _np(torch.cat(outs)), "deltas": [_np(torch.cat(d)) for d in deltas],
-                      "grads": grads, "optimizer_state": {n: _np(v).reshape(-1) for n, v in opt_state.items()},
-                      "state_dict": {n: _np(t) for n, t in model.state_dict().items()}}
+        view = {"loss": float(reduced.item()), "marks": marks,
+                "output": _np(torch.cat(outs)), "deltas": [_np(torch.cat(d)) for d in deltas],
+                "grads": grads, "optimizer_state": {n: _np(v).reshape(-1) for n, v in opt_state.items()},
+                "state_dict": {n: _np(t) for n, t in model.state_dict().items()}}
+        if setup.plant and setup.plant[:2] == (rank, it):
+            _plant(view, *setup.plant[2:])
+        return plan, view
 
 
 class DDPReference:
@@ -185,6 +188,16 @@ def _go(go, shards_):
     dist.broadcast(word, src=0)
     shards_.beat("compute")
     return bool(word.item())
+
+
+def _plant(view, part, key):
+    """Test hook (Setup.plant): this rank reports a wrong value, its first element of view[part][key]
+    moved by 1e-3 of its size (plus 1e-3), far outside any tolerance."""
+    if part == "loss":
+        view["loss"] += 1e-3 * (abs(view["loss"]) + 1.0)
+        return
+    v = view[part] if key is None else view[part][key]
+    v.reshape(-1)[0] += 1e-3 * (abs(v.reshape(-1)[0]) + 1.0)
 
 
 def _np(t):
