@@ -20,10 +20,11 @@ import torch
 
 import manual.init
 import manual.trainer
-from torch_ref import cli, spec, zoo_ddp
+from torch_ref import api, cli, spec, zoo_ddp
 from torch_ref.distributed import (Case, RankFailure, Setup, batch_reduction, check, diagnose, free_port,
                                    shards)
 from torch_ref.testing import tolerance
+from torch_ref.verdict import Result
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "torch_ref" / "specs"
@@ -71,20 +72,39 @@ AS_WRITTEN_RIGHT = [
     ("as-written-mse-even-accumulate-2", lambda: load(THREE, batch_size=12, n=24), 2),  # 3+3 / 2+2+2
 ]
 
+# (id, description, (rank, iteration, part, key) of one wrong value in that rank's report, where it
+# must be caught (iteration, stage, tensor)): rank "last" is R - 1. Each rank reports its own values
+# to rank 0 (gathered), and a wrong one must be named with that rank, at that iteration and tensor:
+# a gather that mixed up the ranks, or rows put back in the wrong order, would name another.
+PLANTED = [
+    ("plant-output", lambda: load(THREE, steps=5), ("last", 2, "output", None), (2, "output", "output")),
+    ("plant-loss", lambda: load(THREE, steps=5), ("last", 1, "loss", None), (1, "loss", "loss")),
+    ("plant-delta", lambda: load(THREE, steps=5), ("last", 1, "deltas", 0), (1, "delta", "layers.0")),
+    ("plant-grad", lambda: load(THREE, steps=5), (1, 3, "grads", "layers.1.bias"), (3, "grad", "layers.1.bias")),
+    ("plant-optim", lambda: load(THREE, steps=5, optimizer={"name": "adam", "lr": 0.01}),
+     ("last", 2, "optimizer_state", "layers.0.weight.exp_avg"), (2, "optim", "layers.0.weight.exp_avg")),
+    ("plant-param", lambda: load(THREE, steps=5), (0, 4, "state_dict", "layers.2.weight"), (4, "param", "layers.2.weight")),
+]
+
+
+def _planted_rank(rank, ranks):
+    return ranks - 1 if rank == "last" else rank
+
 
 def _cases(ranks):
     cases = [Case(d(), k, label=i) for i, d, k in PASSING]
     cases += [Case(d(), k, Setup(as_written=True), label=i) for i, d, k in AS_WRITTEN_RIGHT]
     cases.append(Case(load(THREE), 1, Setup(nudge=(ranks - 1, 3)), label="drift"))
+    cases += [Case(d(), 1, Setup(plant=(_planted_rank(p[0], ranks), *p[1:])), label=i) for i, d, p, _ in PLANTED]
     return cases + [m.case() for m in zoo_ddp.MISTAKES]
 
 
 @pytest.fixture(scope="module", params=[2, 3], ids=["2-ranks", "3-ranks"])
 def launched(request):
-    """Every case on R gloo ranks, in one launch: {label: DistResult}."""
+    """Every case on R gloo ranks, in one launch: {label: Result}."""
     ranks = request.param
     results = check(_cases(ranks), ranks)
-    return ranks, {r.label: r for r in results}
+    return ranks, {r.parallel.label: r for r in results}
 
 
 @pytest.mark.parametrize("case_id", [c[0] for c in PASSING + AS_WRITTEN_RIGHT])
@@ -92,9 +112,9 @@ def test_every_iteration_matches_and_replicas_are_bitwise_equal(launched, case_i
     ranks, results = launched
     r = results[case_id]
     assert r.ok, str(r.first_mismatch)
-    assert r.ranks == ranks and r.backend == "gloo"
+    assert r.parallel.ranks == ranks and r.parallel.backend == "gloo"
     assert r.steps_checked == STEPS
-    assert r.replicas_bitwise
+    assert r.parallel.replicas_bitwise
     expected = {"output", "loss", "delta", "grad", "param"}
     assert expected <= set(r.stats)
     if "adam" in case_id:
@@ -117,11 +137,11 @@ def test_the_check_sees_training_move(launched):
 
 def test_scaling_is_reported(launched):
     ranks, results = launched
-    assert f"multiplied by {ranks} (the world size)" in results["worked6-half-sse"].scaling
-    assert "R·n/N" in results["three-layer-mse"].scaling and "unequal" in results["three-layer-mse"].scaling
-    assert results["worked6-half-sse"].reduction == "sum" and results["three-layer-mse"].reduction == "mean"
-    assert results["worked6-mse-sum"].reduction == "sum"
-    assert "--ddp-as-written" in results["as-written-mse-even"].scaling
+    assert f"multiplied by {ranks} (the world size)" in results["worked6-half-sse"].parallel.scaling
+    assert "R·n/N" in results["three-layer-mse"].parallel.scaling and "unequal" in results["three-layer-mse"].parallel.scaling
+    assert results["worked6-half-sse"].parallel.reduction == "sum" and results["three-layer-mse"].parallel.reduction == "mean"
+    assert results["worked6-mse-sum"].parallel.reduction == "sum"
+    assert "--ddp-as-written" in results["as-written-mse-even"].parallel.scaling
 
 
 @pytest.mark.parametrize("mistake", zoo_ddp.MISTAKES, ids=[m.id for m in zoo_ddp.MISTAKES])
@@ -168,10 +188,35 @@ def test_a_rank_drifting_by_one_ulp_is_named(launched):
     ranks, results = launched
     r = results["drift"]
     m = r.first_mismatch
-    assert not r.ok and not r.replicas_bitwise
+    assert not r.ok and not r.parallel.replicas_bitwise
     assert (m.iteration, m.stage, m.name, m.rank) == (3, "replica", "layers.0.weight", ranks - 1)
     assert "(0, 0)" in m.detail and m.cause == "replica-drift"
     assert "param" in m.passed_before  # every rank was within tolerance of the manual step
+
+
+@pytest.mark.parametrize("case_id,plant,where", [p[0:1] + p[2:] for p in PLANTED], ids=[p[0] for p in PLANTED])
+def test_a_wrong_value_from_one_rank_is_named_with_that_rank(launched, case_id, plant, where):
+    """One rank reports one wrong value at one iteration: the run stops there, at that stage and
+    tensor, naming that rank, with every earlier iteration passed."""
+    ranks, results = launched
+    r = results[case_id]
+    m = r.first_mismatch
+    assert not r.ok and r.steps_checked == where[0], str(m)
+    assert (m.iteration, m.stage, m.name, m.rank) == (*where, _planted_rank(plant[0], ranks)), str(m)
+    assert m.diagnosis  # every mismatch gets one, whatever the stage
+
+
+def test_a_data_parallel_result_is_the_lockstep_result(launched):
+    """One result type: the lockstep's Result, its JSON the single-process one plus the record's fields."""
+    ranks, results = launched
+    r = results["three-layer-mse"]
+    assert isinstance(r, Result) and r.mode == "free" and r.impl == "manual"
+    out = json.loads(cli._dumps(r.to_json()))
+    assert {"ok", "steps_checked", "first_mismatch", "stats", "max_abs_err", "final_loss", "dtype"} <= set(out)
+    assert (out["ranks"], out["accumulate"], out["backend"], out["reduction"]) == (ranks, 1, "gloo", "mean")
+    assert out["replicas_bitwise"] is True and out["label"] == "three-layer-mse"
+    bad = json.loads(cli._dumps(results["plant-grad"].to_json()))["first_mismatch"]
+    assert bad["rank"] == 1 and bad["stage"] == "grad" and bad["cause"] and bad["diagnosis"]
 
 
 # --- without launching processes -----------------------------------------------------------------
@@ -392,6 +437,22 @@ def test_cli_bad_data_parallel_setup_is_one_line_and_exit_2(args, field, capsys)
     assert err.count("\n") == 1 and err.startswith(f"backprop-check: error: {field}: "), err
 
 
+@pytest.mark.parametrize("kwargs,field", [
+    ({"accumulate": 2}, "ranks"),
+    ({"timeout": 5.0}, "ranks"),
+    ({"ranks": 2, "mode": "resync"}, "mode"),
+    ({"ranks": 2, "fd_steps": 1}, "fd_steps"),
+    ({"ranks": 2, "skip_stages": ["loss"]}, "skip_stages"),
+    ({"ranks": 2, "impl": "scripts/seed_port.py:build"}, "impl"),
+    ({"ranks": 7}, "--ranks"),  # 6 samples for 7 ranks
+])
+def test_api_refuses_what_the_data_parallel_check_cannot_do(kwargs, field):
+    """api.check(..., ranks=R) refuses, before any process starts, what it cannot run, naming the argument."""
+    with pytest.raises(spec.SpecError) as info:
+        api.check(WORKED6, **kwargs)
+    assert info.value.field == field, str(info.value)
+
+
 def test_cli_zoo_ddp(capsys):
     code = cli.main(["zoo", "--ddp"])
     out = capsys.readouterr().out
@@ -441,5 +502,5 @@ def test_nccl_two_gpus(dtype):
     desc = load(THREE, dtype=dtype)
     desc["run"]["device"] = "cuda"
     (r,) = check([Case(desc)], 2)
-    assert r.backend == "nccl" and r.ok, str(r.first_mismatch)
-    assert r.replicas_bitwise and r.steps_checked == STEPS
+    assert r.parallel.backend == "nccl" and r.ok, str(r.first_mismatch)
+    assert r.parallel.replicas_bitwise and r.steps_checked == STEPS

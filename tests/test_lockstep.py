@@ -112,11 +112,11 @@ def test_a_fault_is_found_at_its_iteration_whatever_the_chunk(at, kind, batch):
 def test_comparing_a_chunk_at_once_changes_no_figure(batch, monkeypatch):
     """The same run compared one iteration at a time (the reference never ahead) gives the same
     per-stage figures and the same per-iteration history, to the bit."""
-    import torch_ref.lockstep as L
+    import torch_ref.loop
     desc = make_desc([3, 4, 2], "tanh", batch_size=batch, n=10, steps=150)
-    chunked = L.lockstep(desc, record=True)
-    monkeypatch.setattr(L, "AHEAD_ITERATIONS", 1)
-    single = L.lockstep(desc, record=True)
+    chunked = lockstep(desc, record=True)
+    monkeypatch.setattr(torch_ref.loop, "AHEAD_ITERATIONS", 1)
+    single = lockstep(desc, record=True)
     assert chunked.ok and single.ok
     assert chunked.stats == single.stats
     for a, b in [(chunked.history.abs, single.history.abs), (chunked.history.rel, single.history.rel),

@@ -3,6 +3,8 @@
     from torch_ref import assert_lockstep
     assert_lockstep("torch_ref/specs/worked_example.toml", "scripts/seed_port.py:build", steps=200)
 
+    result = check("worked_example_batch6", ranks=2)   # data-parallel: DDP on 2 processes
+
 `check` returns the `Result`; `assert_lockstep` returns it too, and on a mismatch (or, with
 `fd_steps`, finite differences that disagree) raises AssertionError whose message is the full
 report: iteration, stage, tensor, worst index, both values, tolerance. A description that cannot be
@@ -18,7 +20,7 @@ from .lockstep import lockstep, skipped_stages
 
 def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0,
           report=None, markdown=None, plot=None, skip_stages=(), step_timeout=None, progress=None,
-          spec_path=None):
+          spec_path=None, ranks=None, accumulate=None, ddp_as_written=False, timeout=None):
     """Run the lockstep of `impl` against the torch twin and return the Result.
 
     desc: a path to a description file (.toml / .json), the name of a bundled description
@@ -35,6 +37,14 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
           call out of time ends the run as the implementation's failure.
     progress: progress(it, steps), called before each iteration (the command's progress line).
     spec_path: the description's path, recorded in the reports (`desc` itself when it is a path).
+    ranks: data-parallel (torch_ref/distributed/): the twin in DistributedDataParallel on `ranks`
+          processes against the manual full-batch step; the Result's `parallel` record says how it ran.
+          With it: accumulate (K micro-batches per step, no_sync() on all but the last; default 1),
+          ddp_as_written (each rank's loss as written, / K: a mismatch is diagnosed), timeout (seconds
+          a collective waits for a peer; default 60). Not with impl, mode, fd_steps, reports,
+          skip_stages or step_timeout (the manual engine against DDP, free-running). A rank that
+          raises, dies or hangs stops the run: distributed.RankFailure (its exit_code: 1, or 2 for
+          a set-up that failed before training).
     The `backprop-check run` command is this function behind its flags.
     """
     if spec_path is None and isinstance(desc, (str, Path)):
@@ -42,6 +52,11 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     desc = spec.load(desc) if isinstance(desc, (str, Path)) else _parsed(desc)
     if (steps, dtype, device) != (None, None, None):
         desc = spec.override(desc, steps, dtype, device)
+    if ranks is not None or accumulate is not None or ddp_as_written or timeout is not None:
+        lockstep_only = {"impl": impl is not None, "mode": mode != "free", "fd_steps": bool(fd_steps),
+                         "report": report is not None, "markdown": markdown is not None, "plot": plot is not None,
+                         "skip_stages": bool(skip_stages), "step_timeout": step_timeout is not None}
+        return _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, lockstep_only)
     from . import reports
     skipped_stages(skip_stages)  # bad arguments are refused before the factory runs
     step_timeout = plugin.step_timeout(step_timeout, "step_timeout")
@@ -65,6 +80,22 @@ def assert_lockstep(desc, impl=None, **kwargs):
     result = check(desc, impl, **kwargs)
     if not result.ok or (result.fd is not None and not result.fd.ok):
         raise AssertionError(result.summary())
+    return result
+
+
+def _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, lockstep_only):
+    """check(..., ranks=R): the data-parallel lockstep of one case, its Result."""
+    from . import distributed
+    if ranks is None:
+        raise spec.SpecError("ranks", "accumulate, ddp_as_written and timeout need ranks=R")
+    for name, given in lockstep_only.items():
+        if given:
+            raise spec.SpecError(name, "not available with ranks (the data-parallel check runs manual vs DDP,"
+                                       " free-running)")
+    case = distributed.Case(desc, 1 if accumulate is None else accumulate,
+                            distributed.Setup(as_written=bool(ddp_as_written)))
+    timeout = distributed.DEFAULT_TIMEOUT if timeout is None else timeout
+    (result,) = distributed.check([case], ranks, timeout=timeout, progress=progress)
     return result
 
 

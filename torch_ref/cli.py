@@ -249,19 +249,17 @@ def _check_outputs(args):
 
 
 def _cmd_run_ranks(desc, args, emit=print):
-    """`run SPEC --ranks R`: the data-parallel lockstep (torch_ref/distributed/)."""
-    from . import distributed
+    """`run SPEC --ranks R`: the data-parallel lockstep (torch_ref/distributed/), through api.check."""
+    from . import api, distributed
     if args.ranks is None:
         raise SpecError("--ranks", "--accumulate, --ddp-as-written and --timeout need --ranks R")
     for flag, given in (("--mode", args.mode != "free"), ("--impl", args.impl is not None),
                         ("--only", args.only is not None), ("--fd", args.fd or args.fd_steps is not None)):
         if given:
             raise SpecError(flag, "not available with --ranks (the data-parallel check runs manual vs DDP, free mode)")
-    k = 1 if args.accumulate is None else args.accumulate
-    case = distributed.Case(desc, k, distributed.Setup(as_written=args.ddp_as_written))
-    timeout = distributed.DEFAULT_TIMEOUT if args.timeout is None else args.timeout
     try:
-        (result,) = distributed.check([case], args.ranks, timeout=timeout, progress=interrupt.note)
+        result = api.check(desc, ranks=args.ranks, accumulate=args.accumulate, ddp_as_written=args.ddp_as_written,
+                           timeout=args.timeout, progress=interrupt.note)
     except distributed.RankFailure as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code

@@ -15,8 +15,10 @@ worst index, both values and the tolerance. Two modes:
             parameters and optimizer state, so each step is judged on its own (long float32 runs);
     shadow  float32, free-running, each quantity judged by its distance from a float64 shadow twin
             against the float32 twin's own distance (torch_ref/shadow.py; long float32 runs).
+
+This module sets a run up (the reference, the implementation, the rule: Checker, or shadow.ShadowRule)
+and makes its Result; the loop itself is torch_ref/loop.py's, which the data-parallel check shares.
 """
-import math
 import numpy as np
 
 import manual.data
@@ -27,7 +29,8 @@ from .fdcheck import FDCheck
 from .model import Twin
 from . import plugin
 from .contract import Conformer
-from .rounding import SecondOpinion, Start, start_of
+from .loop import AHEAD_BYTES, AHEAD_ITERATIONS, Loop, Outcome  # noqa: F401
+from .rounding import SecondOpinion, Start
 from .shadow import ShadowRule, ShadowTwins
 from .errors import SpecError
 from .fits import check_fits
@@ -74,123 +77,30 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     impl = plugin.guarded(desc, impl, impl_name, step_timeout)
     state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
     twin = ShadowTwins(desc, state) if shadow else Twin(desc, state)
-    batches = manual.data.batches(desc, dtype)
     fd = FDCheck(desc, fd_steps) if fd_steps > 0 else None
 
-    checker, first, m, r = None, None, None, None
-    steps, done, chunk = run["steps"], 0, 1  # done: iterations compared and passed
-    history = History(steps) if record else None
-    opinion, rounding = SecondOpinion(desc, skip), Rounding()
-    start0 = Start(state, twin.optimizer_state(), twin.schedule_state())  # iteration 0's, shared
-    prev = None  # (it, x, y, m, r) of the last iteration compared
+    history = History(run["steps"]) if record else None
+    make_rule = ((lambda m, r: ShadowRule(m, r, skip)) if shadow
+                 else (lambda m, r: Checker(m, r, rtol, atol, history, skip)))
+    rounding = Rounding()
+    loop = Loop(twin, impl, make_rule, rtol, atol, conform=conform, opinion=SecondOpinion(desc, skip),
+                rounding=rounding, mode=mode, start0=Start(state, twin.optimizer_state(), twin.schedule_state()),
+                fd=fd, history=history, progress=progress)  # iteration 0's start, shared
     try:
         impl.load_state_dict(state)
     except plugin.Failed as e:
-        first = raised(0, e, rtol, atol)
-    while first is None and done < steps:
-        # The reference runs ahead through a chunk of iterations; the implementation follows it
-        # through the same ones, and the chunk is compared in one vectorised pass. The twin never
-        # takes anything from the implementation before a comparison (in resync mode only the
-        # other way round), so this order changes no value and no verdict: it lets torch's code
-        # and numpy's each run while the processor's caches hold it, and spreads the comparison's
-        # fixed cost (switching at every iteration cost a small net more than the comparison itself).
-        ahead = []
-        for it in range(done, min(done + chunk, steps)):
-            if progress is not None:
-                progress(it, steps)
-            x, y = next(batches)
-            before = twin.state_dict() if it < fd_steps else None
-            ahead.append((it, x, y, before, twin.train_step(x, y)))
-            if not math.isfinite(ahead[-1][-1]["loss"]):
-                break
-        pending, stop = [], None  # (it, x, y, m, r) to compare; what ended the chunk early, if anything
-        for it, x, y, before, r in ahead:
-            try:  # a plug-in gets its own copy of the batch (the guard's): it cannot reach the twin
-                m = impl.train_step(x, y)
-            except plugin.Failed as e:
-                stop = raised(it, e, rtol, atol)
-                break
-            if not math.isfinite(r["loss"]):
-                stop = diverged(it, r["loss"], rtol, atol)
-                break
-            m = conform(it, m, r)
-            if before is not None:
-                fd.add(it, before, x, y, m, r)
-            if checker is None:
-                checker = ShadowRule(m, r, skip) if shadow else Checker(m, r, rtol, atol, history, skip)
-                chunk = _chunk(checker)
-            pending.append((it, x, y, m, r))
-            if mode == "resync":
-                try:  # the guard hands over copies: keeping them cannot change the twin's values
-                    impl.load_state_dict(r["state_dict"], during="resync")
-                    impl.load_optimizer_state(r.get("optimizer_state", {}), during="resync")
-                except plugin.Failed as e:
-                    stop = raised(it + 1, e, rtol, atol)
-                    break
-        first = _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl)
-        if first is not None:  # a mismatch comes before whatever stopped the chunk
-            _, _, _, m, r = next(p for p in pending if p[0] == first.iteration)
-        else:
-            first = stop
-        if history is not None:
-            for it, _, _, mp, rp in pending[:first.iteration - done + 1 if first else None]:
-                history.loss[it] = float(mp["loss"]), float(rp["loss"])
-        done += len(pending)
-        prev = pending[-1] if pending else prev
-    steps = done if first is None else first.iteration
+        out = Outcome(raised(0, e, rtol, atol))
+    else:
+        out = loop.run(manual.data.batches(desc, dtype), run["steps"])
+    first, m, r, checker = out.first, out.m, out.r, out.rule
     nan = float("nan")
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
     if shadow:
         losses["shadow"] = float(r["shadow"]["loss"]) if r else nan
-    return Result(first is None, steps, first, checker.stats() if checker else {}, str(dtype),
+    return Result(first is None, out.steps, first, checker.stats() if checker else {}, str(dtype),
                   run["device"], mode, losses, [s for s in conform.not_reported(r or {}) if s not in skip], fd,
                   impl_name, history=history, not_reached=checker.not_reached() if checker else [],
                   skipped=[s for s in STAGES if s in skip], rounding=rounding.to_json())
-
-
-def _judge(pending, prev, checker, opinion, rounding, twin, mode, start0, impl):
-    """The first mismatch of a chunk of iterations, or None. An iteration the rule (`checker`: the
-    fixed tolerance, or the shadow's) rejects gets the second opinion (torch_ref/rounding.py):
-    within the measured rounding allowance, it passes; in free and shadow mode the reference then
-    continues from the implementation's state (the runs had parted by rounding), and the rest of
-    the chunk is compared against it."""
-    i = 0
-    while i < len(pending):
-        first = checker.check_many([(it, m, r) for it, _, _, m, r in pending[i:]])
-        if first is None:
-            return None
-        j = next(k for k in range(i, len(pending)) if pending[k][0] == first.iteration)
-        it, x, y, m, r = pending[j]
-        start = start_of(mode, start0, pending[j - 1] if j > 0 else prev, impl)
-        if start is None:
-            first.note = ("(a free run's difference can be told from rounding only from the implementation's"
-                          " optimizer state: report optimizer_state, or use --mode resync)")
-            return first
-        second = opinion.judge(it, start, x, y, m, r)
-        if second is not None:
-            return checker.explain(first, second)
-        checker.absorb(it, m, r)
-        rounding.excused(it, opinion.used)
-        if mode != "resync" and ("optimizer_state" in m or not r.get("optimizer_state")):
-            twin.restore(m["state_dict"], m.get("optimizer_state", {}), r.get("schedule"))
-            rounding.reanchored()
-            for k in range(j + 1, len(pending)):
-                itk, xk, yk, mk, _ = pending[k]
-                pending[k] = (itk, xk, yk, mk, twin.train_step(xk, yk))
-        i = j + 1
-    return None
-
-
-
-# How far the reference may run ahead of the implementation: at most this many iterations, and
-# results of at most this many bytes held (a wide net goes one iteration at a time).
-AHEAD_ITERATIONS, AHEAD_BYTES = 64, 32 << 20
-
-
-def _chunk(checker):
-    """The number of iterations the reference runs ahead, from the size of one iteration's results."""
-    per_iteration = 2 * 8 * max(1, checker.size)  # both sides, float64 or less
-    return max(1, min(AHEAD_ITERATIONS, AHEAD_BYTES // per_iteration))
 
 
 class History:

@@ -1,6 +1,7 @@
-"""What a lockstep run decides, shared by its loops (lockstep.py, shadow.py) and the second
-opinion (rounding.py): the stages in the order the computation produces them, the pairs of values
-compared at one iteration, and the verdict types (Mismatch, Result, Rounding)."""
+"""What a lockstep run decides, shared by its set-ups (lockstep.py, shadow.py, distributed/), its
+loop (loop.py) and the second opinion (rounding.py): the stages in the order the computation
+produces them, the pairs of values compared at one iteration, and the verdict types (Mismatch,
+Result, DataParallel, Rounding)."""
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -75,8 +76,13 @@ class Result:
     history: object = None                            # a lockstep.History: per iteration (record=True)
     rounding: dict = field(default_factory=dict)      # what the second opinion excused (Rounding.to_json)
     skipped: list = field(default_factory=list)       # stages left out on request (--skip-stage)
+    parallel: object = None                           # a DataParallel: the data-parallel run's (--ranks)
 
     def to_json(self):
+        """The verdict as JSON; a data-parallel run's record adds its fields at the top level."""
+        return {**self._json(), **(self.parallel.to_json() if self.parallel else {})}
+
+    def _json(self):
         return {
             "ok": self.ok,
             "steps_checked": self.steps_checked,
@@ -97,6 +103,8 @@ class Result:
         }
 
     def summary(self):
+        if self.parallel:
+            return self.parallel.summary(self)
         head = (f"{'PASS' if self.ok else 'FAIL'}: {self.steps_checked} iteration(s) checked in lockstep"
                 f" ({self.dtype}, {self.device}, {self.mode})")
         lines = [head, f"  {'stage':<7} {'max abs err':>12} {'max rel err':>12}  worst tensor"]
@@ -124,6 +132,48 @@ class Result:
             lines.append(str(self.first_mismatch))
         if self.fd:
             lines.append(self.fd.summary())
+        return "\n".join(lines)
+
+
+@dataclass
+class DataParallel:
+    """What a data-parallel run (torch_ref/distributed/, --ranks) adds to its Result: R ranks, K
+    micro-batches per step, the backend, the loss's reduction over samples ("sum" or "mean") and
+    what was done about it (one sentence), whether every rank's parameters stayed bitwise equal to
+    rank 0's, the case's label (the data-parallel zoo's id)."""
+
+    ranks: int
+    accumulate: int
+    backend: str
+    reduction: str
+    scaling: str
+    replicas_bitwise: bool
+    label: str = ""
+
+    def to_json(self):
+        return asdict(self)
+
+    def summary(self, result):
+        """The report of a data-parallel Result."""
+        head = (f"{'PASS' if result.ok else 'FAIL'}: {result.steps_checked} iteration(s) checked in lockstep,"
+                f" DistributedDataParallel on {self.ranks} rank(s) ({self.backend}, {result.dtype}"
+                f"{f', {self.accumulate} micro-batches per step' if self.accumulate > 1 else ''})"
+                f" against the manual full-batch step")
+        lines = [head, f"  {self.scaling}",
+                 f"  {'stage':<15} {'max abs err':>12} {'max rel err':>12}  worst tensor"]
+        for s, v in result.stats.items():
+            lines.append(f"  {s:<15} {v['max_abs_err']:12.3e} {v['max_rel_err']:12.3e}  {v['worst_tensor']}")
+        first = result.first_mismatch
+        if self.accumulate > 1:
+            once = not (first and first.stage == "sync")
+            lines.append(f"  gradients all-reduced once per step (no_sync() in effect before the last micro-batch):"
+                         f" {'yes' if once else 'no'}")
+        lines.append(f"  parameters bitwise identical on every rank at every iteration checked:"
+                     f" {'yes' if self.replicas_bitwise else 'no'}")
+        lines.append(f"  final loss: manual {result.final_loss['manual']!r},"
+                     f" reduced across ranks {result.final_loss['reference']!r}")
+        if first:
+            lines.append(str(first))
         return "\n".join(lines)
 
 

@@ -91,7 +91,7 @@ MISTAKES = [
 @dataclass
 class DDPOutcome:
     entry: DDPMistake
-    result: object             # the DistResult
+    result: object             # the verdict.Result (its `parallel` record: the data-parallel run)
     where: tuple | None = field(default=None)
 
     @property

@@ -32,15 +32,24 @@ which factors were used. With --ddp-as-written a rank back-propagates L_kr / K, 
 training loop does, and the loss reported is the mean over ranks; a mismatch then comes with a
 one-line diagnosis, found by testing the known data-parallel mistakes against the manual engine.
 
+The check runs through the one lockstep loop (torch_ref/loop.py), on rank 0: the reference is
+DDPReference (rank.py: it tells every rank to go on, runs this rank's DDP step and gathers every
+rank's results with torch.distributed.gather_object), the implementation the manual engine, the
+rule DataParallelRule (rule.py: the comparisons above). The other ranks follow: step, send, until
+rank 0 says stop. The result is the lockstep's verdict.Result, with a DataParallel record
+(`Result.parallel`: ranks, micro-batches, backend, reduction, scaling, replicas bitwise equal).
+
 The package, along its concerns: cases.py (what a case is, the shards, the loss scaling),
-rank.py (one rank's step and rank 0's comparison), results.py (the verdict types), diagnosis.py
-(naming the data-parallel mistake), supervisor.py (starting, watching and stopping the ranks),
-torchrun.py (one rank under torchrun: `python -m torch_ref.distributed`).
+rank.py (one rank's step, rank 0's reference, the followers), rule.py (rank 0's comparison),
+results.py (DistMismatch: a Mismatch naming the rank and a diagnosis), diagnosis.py (naming the
+data-parallel mistake), supervisor.py (starting, watching and stopping the ranks), torchrun.py
+(one rank under torchrun: `python -m torch_ref.distributed`).
 """
 from .cases import (Case, STAGES, Setup, batch_reduction, batch_sizes, loss_factor, loss_label, scaling_note, shards, split,
                     validate)  # noqa: F401
-from .results import DistMismatch, DistResult, Stages  # noqa: F401
+from .results import DistMismatch  # noqa: F401
+from .rule import DataParallelRule  # noqa: F401
 from .diagnosis import diagnose  # noqa: F401
-from .rank import PEER_LOST, PHASES, WAITING, device_for, run_case, worker  # noqa: F401
+from .rank import PEER_LOST, PHASES, WAITING, DDPReference, device_for, run_case, worker  # noqa: F401
 from .supervisor import DEFAULT_TIMEOUT, START_METHOD, RankFailure, check, free_port  # noqa: F401
 from .torchrun import main  # noqa: F401

@@ -29,6 +29,9 @@ class Setup:
     no_sync: bool = True
     left_out: tuple = ()
     nudge: tuple = ()  # test hook (rank, iteration): that rank's layers.0.weight[0, 0] moves 1 ulp after the step
+    plant: tuple = ()  # test hook (rank, iteration, part, key): that rank's report of the iteration is
+    #                    wrong in its view's part ("loss", "output", "deltas", "grads", ...), key (a
+    #                    name; a layer for "deltas"; None for "loss", "output"), first element, as sent
 
 
 @dataclass

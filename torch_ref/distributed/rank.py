@@ -1,5 +1,7 @@
-"""What one rank does: its heartbeat, DDP's forward and backward on its shards, the exchange with
-the checking rank (rank 0), and rank 0's comparison against the manual full batch."""
+"""What one rank does: its heartbeat, DDP's forward and backward on its shards (_Shards), and its
+part in the lockstep: rank 0 runs the lockstep loop (torch_ref/loop.py) with the manual engine
+against DDPReference, which gathers every rank's results, judged by DataParallelRule (rule.py);
+the other ranks follow (step, send, until rank 0 says stop)."""
 import contextlib
 import datetime
 import os
@@ -13,16 +15,16 @@ import torch.distributed as dist
 
 import manual.data
 import manual.init
-import manual.trainer
 
+from .. import plugin
 from ..interrupt import die_with_parent
-from ..verdict import prepare_device
+from ..loop import Loop
+from ..verdict import DataParallel, Result, prepare_device
 from ..model import Twin
 from ..errors import SpecError
 from ..testing import tolerance
 from .cases import batch_reduction, loss_factor, scaling_note, shards
-from .diagnosis import diagnose
-from .results import DistResult, Stages
+from .rule import DataParallelRule
 
 
 # where a rank is: "ddp" is DDP's forward/backward, which may wait in DDP's own collectives
@@ -69,53 +71,43 @@ def _inject(fault, rank, it, phase="compute"):
             os.kill(os.getpid(), signal.SIGSTOP)
 
 
-def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
-    """Train one Case on this rank in lockstep with the others; rank 0 returns the DistResult."""
-    beat = beat or _Heartbeat(None, rank)
-    desc, setup, K, R = case.desc, case.setup, case.accumulate, world
-    reduction = reduction or batch_reduction(desc)
-    dtype = np.dtype(desc["run"]["dtype"])
-    rtol, atol = tolerance(dtype)
-    state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
-    twin = Twin(desc, state, device=device)
-    model = twin.model
-    left_out = [twin.params[n] for n in setup.left_out]
-    for p in left_out:  # frozen while DDP builds its buckets, trained afterwards: the mistake
-        p.requires_grad_(False)
-    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-    for p in left_out:
-        p.requires_grad_(True)
-    names = list(twin.params)
-    layers = len(desc["network"]["sizes"]) - 1
-    C = desc["network"]["sizes"][-1]
-    widths = desc["network"]["sizes"][1:]
-    f64 = {"dtype": torch.float64, "device": device}
+class _Shards:
+    """This rank's side of the data-parallel step: the twin wrapped in DistributedDataParallel,
+    trained on this rank's shards of every batch (K micro-batches, no_sync() on all but the last,
+    then one optimizer step). step() returns this rank's view of the iteration (rule.py says what
+    a view holds), float64 numpy arrays, copies."""
 
-    impl = stages = None
-    if rank == 0:
-        impl = manual.trainer.build(desc)
-        impl.load_state_dict(state)
-        stages = Stages(rtol, atol)
-    batches = manual.data.batches(desc, dtype)
-    first, replicas_bitwise, steps = None, True, 0
-    m_loss = r_loss = float("nan")
-    layout = None
-    for it in range(desc["run"]["steps"]):
+    def __init__(self, case, rank, world, device, state, reduction, beat, fault):
+        self.case, self.rank, self.world, self.device = case, rank, world, device
+        self.reduction, self.beat, self.fault = reduction, beat, fault
+        self.twin = twin = Twin(case.desc, state, device=device)
+        left_out = [twin.params[n] for n in case.setup.left_out]
+        for p in left_out:  # frozen while DDP builds its buckets, trained afterwards: the mistake
+            p.requires_grad_(False)
+        self.ddp = torch.nn.parallel.DistributedDataParallel(
+            twin.model, device_ids=[device] if device.type == "cuda" else None)
+        for p in left_out:
+            p.requires_grad_(True)
+
+    def step(self, it, x, y):
+        """One training step of every rank, this rank's part: (the shards' plan, this rank's view)."""
+        beat, twin, model, setup = self.beat, self.twin, self.twin.model, self.case.setup
+        R, K, rank = self.world, self.case.accumulate, self.rank
         beat("compute", it)
-        _inject(fault, rank, it)
-        x, y = next(batches)
+        _inject(self.fault, rank, it)
         N = len(x)
         plan = shards(N, R, K)
+        f64 = {"dtype": torch.float64, "device": self.device}
         twin.optimizer.zero_grad(set_to_none=False)
-        outs, deltas, marks, local_loss = [], [[] for _ in range(layers)], [], 0.0
+        outs, deltas, marks, local_loss = [], [[] for _ in self.case.desc["network"]["sizes"][1:]], [], 0.0
         for k in range(K):
             a, b = plan[k][rank]
-            c = loss_factor(setup, reduction, R, K, b - a, N)
-            quiet = ddp.no_sync() if (k < K - 1 and setup.no_sync) else contextlib.nullcontext()
+            c = loss_factor(setup, self.reduction, R, K, b - a, N)
+            quiet = self.ddp.no_sync() if (k < K - 1 and setup.no_sync) else contextlib.nullcontext()
             beat("ddp")
-            _inject(fault, rank, it, "ddp")
+            _inject(self.fault, rank, it, "ddp")
             with quiet:
-                out = ddp(twin.tensor(x[a:b]))
+                out = self.ddp(twin.tensor(x[a:b]))
                 loss = twin.loss_fn(out, twin.tensor(y[a:b]))
                 (loss * c).backward()
             beat("compute")
@@ -126,158 +118,120 @@ def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
             if k < K - 1:  # a fingerprint of the accumulated gradients: equal on all ranks iff synced
                 g = torch.cat([p.grad.detach().to(**f64).reshape(-1) for p in twin.params.values()
                                if p.grad is not None])
-                marks.append(torch.stack([g.sum(), (g * torch.arange(1, len(g) + 1, **f64)).sum()]))
+                marks.append(_np(torch.stack([g.sum(), (g * torch.arange(1, len(g) + 1, **f64)).sum()])))
         reduced = torch.tensor([local_loss], **f64)
         beat("collective")
         dist.all_reduce(reduced)
         beat("compute")
         if hasattr(twin, "clip_grads"):
             twin.clip_grads()  # after DDP's all-reduce, as a data-parallel loop must
-        grads = [twin.params[n].grad.detach().to(**f64).reshape(-1) if twin.params[n].grad is not None
-                 else torch.full((twin.params[n].numel(),), float("nan"), **f64) for n in names]
+        grads = {n: _np(p.grad) if p.grad is not None else np.full(tuple(p.shape), np.nan)
+                 for n, p in twin.params.items()}
         twin.optimizer_step() if hasattr(twin, "optimizer_step") else twin.optimizer.step()
         if setup.nudge and setup.nudge == (rank, it):  # a rank drifting by one ulp
             with torch.no_grad():
                 w = model.layers[0].weight
                 w[0, 0] = torch.nextafter(w[0, 0], w[0, 0] + 1)
         opt_state = twin.optimizer_state() if hasattr(twin, "optimizer_state") else {}
-        params = model.state_dict()
-        parts = [reduced, *marks, *[o.reshape(-1) for o in outs], *[torch.cat(d).reshape(-1) for d in deltas], *grads,
-                 *[torch.as_tensor(v, **f64).reshape(-1) for v in opt_state.values()],
-                 *[t.detach().to(**f64).reshape(-1) for t in params.values()]]
-        mine = torch.cat(parts)
-        rows = [sum(plan[k][r][1] - plan[k][r][0] for k in range(K)) for r in range(R)]
-        per_row = C + sum(widths)
-        fixed = mine.numel() - rows[rank] * per_row
-        size = fixed + max(rows) * per_row
-        buf = torch.zeros(size, **f64)
-        buf[:mine.numel()] = mine
-        gathered = [torch.zeros(size, **f64) for _ in range(R)] if rank == 0 else None
-        beat("collective")
-        dist.gather(buf, gathered, dst=0)
-        beat("compute")
-        stop = torch.zeros(1, **f64)
-        if rank == 0:
-            pre = impl.state_dict()
-            m = impl.train_step(x, y)
-            if layout is None:
-                layout = {"opt": [(n, np.size(v)) for n, v in opt_state.items()],
-                          "params": [(n, t.numel(), tuple(t.shape)) for n, t in params.items()],
-                          "grads": [(n, twin.params[n].numel(), tuple(twin.params[n].shape)) for n in names]}
-            views = [_unpack(g.cpu().numpy(), rows[r], K, C, widths, layout) for r, g in enumerate(gathered)]
-            first, bitwise = _compare_iteration(stages, it, m, views, plan, R, K, names)
-            replicas_bitwise = replicas_bitwise and bitwise
-            m_loss, r_loss = float(m["loss"]), views[0]["loss"]
-            if first is not None:
-                grads_by_rank = [v["grads"] for v in views]
-                synced = next((k for k in range(K - 1)
-                               if all(np.array_equal(v["marks"][k], views[0]["marks"][k]) for v in views)), None)
-                if first.stage == "replica":
-                    first.cause, first.diagnosis = "replica-drift", (
-                        f"rank {first.rank}'s {first.name} is no longer bitwise equal to rank 0's although every"
-                        f" compared value is within tolerance: the ranks updated differently (a rank-dependent"
-                        f" step, a non-deterministic kernel, or a write outside the optimizer)")
-                else:
-                    first.cause, first.diagnosis = diagnose(desc, pre, x, y, plan, reduction, grads_by_rank,
-                                                            synced)
-                stop[0] = 1
-        beat("collective")
-        dist.broadcast(stop, src=0)
-        beat("compute")
-        if stop.item():
-            break
-        steps = it + 1
+        view = {"loss": float(reduced.item()), "marks": marks,
+                "output": _np(torch.cat(outs)), "deltas": [_np(torch.cat(d)) for d in deltas],
+                "grads": grads, "optimizer_state": {n: _np(v).reshape(-1) for n, v in opt_state.items()},
+                "state_dict": {n: _np(t) for n, t in model.state_dict().items()}}
+        if setup.plant and setup.plant[:2] == (rank, it):
+            _plant(view, *setup.plant[2:])
+        return plan, view
+
+
+class DDPReference:
+    """Rank 0's reference in the lockstep loop (torch_ref/loop.py): train_step(x, y) tells every
+    rank to go on, runs this rank's DDP step and gathers every rank's view of it
+    (torch.distributed.gather_object): {"loss": the reduced loss, "ranks": [view of rank r],
+    "plan": the shards, "batch": (x, y)}. finish() tells the other ranks to stop."""
+
+    def __init__(self, shards_):
+        self.shards, self.it = shards_, 0
+
+    def train_step(self, x, y):
+        _go(True, self.shards)
+        plan, view = self.shards.step(self.it, x, y)
+        views = [None] * self.shards.world
+        self.shards.beat("collective")
+        dist.gather_object(view, views, dst=0)
+        self.shards.beat("compute")
+        self.it += 1
+        return {"loss": views[0]["loss"], "ranks": views, "plan": plan, "batch": (x, y)}
+
+    def finish(self):
+        _go(False, self.shards)
+
+    def restore(self, state, optimizer_state, schedule):
+        """(Never called: no second opinion re-anchors a data-parallel run.)"""
+        raise NotImplementedError("a data-parallel run is not re-anchored")
+
+
+def _follow(shards_, batches):
+    """Every rank but 0: step and send this rank's view, as long as rank 0 says go on."""
+    it = 0
+    while _go(False, shards_):
+        _, view = shards_.step(it, *next(batches))
+        shards_.beat("collective")
+        dist.gather_object(view, None, dst=0)
+        shards_.beat("compute")
+        it += 1
+
+
+def _go(go, shards_):
+    """Rank 0's word at the start of each step, broadcast: True to go on, False to stop (`go` is
+    what rank 0 says; the other ranks' is ignored). Returns the word."""
+    word = torch.tensor([1.0 if go else 0.0], dtype=torch.float64, device=shards_.device)
+    shards_.beat("collective")
+    dist.broadcast(word, src=0)
+    shards_.beat("compute")
+    return bool(word.item())
+
+
+def _plant(view, part, key):
+    """Test hook (Setup.plant): this rank reports a wrong value, its first element of view[part][key]
+    moved by 1e-3 of its size (plus 1e-3), far outside any tolerance."""
+    if part == "loss":
+        view["loss"] += 1e-3 * (abs(view["loss"]) + 1.0)
+        return
+    v = view[part] if key is None else view[part][key]
+    v.reshape(-1)[0] += 1e-3 * (abs(v.reshape(-1)[0]) + 1.0)
+
+
+def _np(t):
+    """A float64 numpy copy of a tensor (or array), on the CPU."""
+    return torch.as_tensor(t).detach().to(device="cpu", dtype=torch.float64).numpy().copy()
+
+
+def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
+    """Train one Case on this rank in lockstep with the others. On rank 0, the lockstep loop
+    (torch_ref/loop.py) runs the manual engine against DDPReference, judged by DataParallelRule,
+    and returns the Result; the other ranks follow (and return None)."""
+    beat = beat or _Heartbeat(None, rank)
+    desc = case.desc
+    reduction = reduction or batch_reduction(desc)
+    dtype = np.dtype(desc["run"]["dtype"])
+    state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
+    shards_ = _Shards(case, rank, world, device, state, reduction, beat, fault)
+    batches = manual.data.batches(desc, dtype)
     if rank != 0:
+        _follow(shards_, batches)
         return None
-    return DistResult(first is None, steps, first, stages.stats, R, K, dist.get_backend(), str(dtype),
-                      reduction, scaling_note(case, reduction, R), replicas_bitwise,
-                      {"manual": m_loss, "reference": r_loss}, case.label)
-
-
-def _unpack(buf, rows, K, C, widths, layout):
-    """One rank's gathered buffer back into named arrays (float64)."""
-    at = 0
-
-    def take(n, shape=None):
-        nonlocal at
-        v = buf[at:at + n]
-        at += n
-        return v.reshape(shape) if shape is not None else v
-
-    view = {"loss": float(take(1)[0]), "marks": [take(2) for _ in range(K - 1)]}
-    view["output"] = take(rows * C, (rows, C))
-    view["deltas"] = [take(rows * w, (rows, w)) for w in widths]
-    view["grads"] = {n: take(size, shape) for n, size, shape in layout["grads"]}
-    view["optimizer_state"] = {n: take(size) for n, size in layout["opt"]}
-    view["state_dict"] = {n: take(size, shape) for n, size, shape in layout["params"]}
-    return view
-
-
-def _compare_iteration(stages, it, m, views, plan, R, K, names):
-    """Rank 0's checks of one iteration, in the order of STAGES; (first DistMismatch or None, bitwise)."""
-    stages.begin()
-    order = np.concatenate([np.arange(*plan[k][r]) for r in range(R) for k in range(K)])  # rank-major rows
-    owner_of = np.empty(len(order), dtype=int)
-    for r in range(R):
-        for k in range(K):
-            owner_of[np.arange(*plan[k][r])] = r
-    owner = lambda row: int(owner_of[row])
-
-    def assemble(get):
-        full = np.empty((len(order), get(views[0]).shape[1]))
-        full[order] = np.concatenate([get(v) for v in views])
-        return full
-
-    checks = [("output", "output", m["output"], assemble(lambda v: v["output"]), None, owner)]
-    checks.append(("loss", "loss", m["loss"], views[0]["loss"], 0, None))
-    for l in reversed(range(len(views[0]["deltas"]))):
-        name = f"layers.{l}"
-        checks.append(("delta", name, m["deltas"][name], assemble(lambda v: v["deltas"][l]), None, owner))
-    for stage, name, mv, rv, rank, own in checks:
-        bad = stages.check(it, stage, name, mv, rv, rank, own)
-        if bad:
-            return bad, True
-    for r in range(1, R):
-        if views[r]["loss"] != views[0]["loss"]:
-            return stages.fail(it, "loss", "loss", f"the reduced loss differs between ranks: rank 0 ="
-                               f" {views[0]['loss']!r}, rank {r} = {views[r]['loss']!r}", rank=r), True
-    for k in range(K - 1):
-        if all(np.array_equal(v["marks"][k], views[0]["marks"][k]) for v in views):
-            return stages.fail(it, "sync", f"gradients after micro-batch {k}",
-                               f"already bitwise identical on all {R} ranks before the last micro-batch:"
-                               " they were all-reduced, no_sync() was not in effect"), True
-    if K > 1:
-        stages.mark("sync")
-    for r in range(R):
-        for name in reversed(names):
-            if name in m["grads"]:
-                bad = stages.check(it, "grad", name, m["grads"][name], views[r]["grads"][name], r)
-                if bad:
-                    return bad, True
-    mo = m.get("optimizer_state", {})
-    for r in range(R):
-        for name, rv in views[r]["optimizer_state"].items():
-            if name in mo:
-                bad = stages.check(it, "optim", name, np.ravel(mo[name]), rv, r)
-                if bad:
-                    return bad, True
-    for r in range(R):
-        for name, rv in views[r]["state_dict"].items():
-            bad = stages.check(it, "param", name, m["state_dict"][name], rv, r)
-            if bad:
-                return bad, True
-    for r in range(1, R):
-        for name, rv in views[r]["state_dict"].items():
-            ref = views[0]["state_dict"][name]
-            differ = rv.view(np.uint64) != ref.view(np.uint64)
-            if differ.any():
-                i = tuple(int(j) for j in np.argwhere(differ)[0])
-                return stages.fail(it, "replica", name,
-                                   f"rank {r}'s copy is not bitwise equal to rank 0's: {int(differ.sum())} /"
-                                   f" {differ.size} element(s) differ; at index {i}: rank 0 = {ref[i]!r},"
-                                   f" rank {r} = {rv[i]!r}", rank=r), False
-    stages.mark("replica")
-    return None, True
+    rtol, atol = tolerance(dtype)
+    reference = DDPReference(shards_)
+    impl = plugin.guarded(desc, None, "manual")
+    impl.load_state_dict(state)
+    make_rule = lambda m, r: DataParallelRule(m, r, rtol, atol, desc, reduction, state)  # noqa: E731
+    out = Loop(reference, impl, make_rule, rtol, atol).run(batches, desc["run"]["steps"])
+    reference.finish()
+    rule, nan = out.rule, float("nan")
+    parallel = DataParallel(world, case.accumulate, dist.get_backend(), reduction, scaling_note(case, reduction, world),
+                            rule.replicas_bitwise if rule else True, case.label)
+    losses = {"manual": float(out.m["loss"]) if out.m else nan, "reference": out.r["loss"] if out.r else nan}
+    return Result(out.first is None, out.steps, out.first, rule.stats() if rule else {}, str(dtype),
+                  desc["run"]["device"], "free", losses, parallel=parallel)
 
 
 def device_for(desc, local_rank, local_world):

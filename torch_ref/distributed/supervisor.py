@@ -44,7 +44,7 @@ def free_port():
 
 def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None, watchdog=None, progress=None):
     """Run every Case on `ranks` spawned processes (one process group, the cases one after the
-    other); returns their DistResults. Raises SpecError for a bad set-up (before anything starts)
+    other); returns their Results (verdict.Result, with `parallel`). Raises SpecError for a bad set-up (before anything starts)
     and RankFailure when a rank raises, dies, hangs or is stopped (SIGSTOP): the others are then
     stopped, nothing is left running. `timeout` bounds every collective (the backend's timeout)
     and the parent's watchdog, which stops everything when no rank has made progress for
