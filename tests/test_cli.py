@@ -1,5 +1,6 @@
 """The command: runs, JSON, overrides, and bad input (one line on stderr, exit code 2)."""
 import json
+import os
 import subprocess
 import sys
 
@@ -105,6 +106,18 @@ def test_bad_arguments_exit_2_in_a_real_process():
     assert len(p.stderr.strip().splitlines()) == 1 and "SPEC: cannot read" in p.stderr, p.stderr
 
 
+def test_a_closed_stdout_is_one_line_exit_2_not_a_traceback():
+    """`backprop-check specs | head -0`: the reader is gone before the command writes."""
+    r, w = os.pipe()
+    os.close(r)
+    try:
+        p = subprocess.run([sys.executable, "-m", "torch_ref.cli", "specs"], stdout=w, stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(w)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.splitlines() == ["backprop-check: error: stdout: closed before everything was written"], p.stderr
+
+
 def test_invalid_toml_is_one_line(tmp_path, capsys):
     f = tmp_path / "broken.toml"
     f.write_text("[network\nsizes = [2, 2]\n")
@@ -132,3 +145,23 @@ def test_example_json_keys(worked_report, monkeypatch, capsys):
     for e in rep["errata"]:
         assert {"figure", "seed", "correct", "difference", "explained_by", "explained_value"} <= set(e)
     assert {e["figure"]: e["explained_by"] for e in rep["errata"]}["E_after_1"] == "hidden-error-through-updated-weights"
+
+
+@pytest.mark.parametrize("argv, call", [
+    (["specs"], lambda api: api.specs()),
+    (["run", "worked_example", "--steps", "3"], lambda api: api.check("worked_example", steps=3)),
+    (["run", "worked_example", "--steps", "2", "--impl", "torch_ref.mistakes:LossMissingHalf"],
+     lambda api: api.check("worked_example", "torch_ref.mistakes:LossMissingHalf", steps=2)),
+], ids=["specs", "run", "run-impl"])
+def test_a_command_prints_what_its_api_call_returns(argv, call, capsys):
+    """The command only parses its flags and calls the API: the same text, the same JSON, the same verdict."""
+    from torch_ref import api
+    found = call(api)
+    for json_flag, shown in (([], found.summary() + "\n"), (["--json"], None)):
+        code = cli.main([*argv, *json_flag])
+        out = capsys.readouterr().out
+        assert code == (0 if found.ok else 1)
+        if shown is not None:
+            assert out == shown
+        else:
+            assert json.loads(out) == json.loads(json.dumps(found.to_json()))

@@ -49,9 +49,7 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     """
     if spec_path is None and isinstance(desc, (str, Path)):
         spec_path = desc
-    desc = spec.load(desc) if isinstance(desc, (str, Path)) else _parsed(desc)
-    if (steps, dtype, device) != (None, None, None):
-        desc = spec.override(desc, steps, dtype, device)
+    desc = _described(desc, steps, dtype, device)
     if ranks is not None or accumulate is not None or ddp_as_written or timeout is not None:
         lockstep_only = {"impl": impl is not None, "mode": mode != "free", "fd_steps": bool(fd_steps),
                          "report": report is not None, "markdown": markdown is not None, "plot": plot is not None,
@@ -81,6 +79,72 @@ def assert_lockstep(desc, impl=None, **kwargs):
     if not result.ok or (result.fd is not None and not result.fd.ok):
         raise AssertionError(result.summary())
     return result
+
+
+def train_alone(desc, side, *, steps=None, dtype=None, device=None):
+    """One side ("manual" or "twin") trained alone, without comparison: its final loss and time per
+    step (`backprop-check run SPEC --only SIDE`). Returns solo.SoloResult."""
+    from .solo import train_alone as alone
+    return alone(_described(desc, steps, dtype, device), side)
+
+
+def worked_example():
+    """The seed's worked example, every figure recomputed by the manual engine and confirmed by
+    autograd, its errata explained with the zoo (`backprop-check example`)."""
+    from . import example
+    return Shown(example.report(), lambda rep: rep["confirmed_by_autograd"], example.table,
+                 lambda rep: {k: v for k, v in rep.items() if k != "rows"})
+
+
+def zoo(ddp=False):
+    """Every classic backprop mistake run in lockstep, each where it must be caught (`backprop-check
+    zoo`); with ddp, the data-parallel mistakes on 2 processes (`zoo --ddp`)."""
+    if ddp:
+        from . import zoo_ddp as z
+        return Shown(z.run_zoo(), _all_expected, z.table,
+                     lambda outcomes: {"ok": _all_expected(outcomes), "entries": [o.to_json() for o in outcomes]})
+    from . import zoo as z
+    return Shown(z.run_zoo(), _all_expected, z.table,
+                 lambda outcomes: {"ok": _all_expected(outcomes), "entries": [o.to_json() for o in outcomes],
+                                   "stages_covered": sorted({o.where[1] for o in outcomes if o.where})})
+
+
+def specs():
+    """The bundled descriptions: (name, first comment line) each (`backprop-check specs`)."""
+    from . import specfile
+    rows = [(name, specfile.first_comment(item.read_text(encoding="utf-8")))
+            for name, item in specfile.bundled().items()]
+    width = max((len(name) for name, _ in rows), default=0)
+    return Shown(rows, lambda rows: True,
+                 lambda rows: "\n".join(f"{name:<{width}}  {summary}".rstrip() for name, summary in rows),
+                 lambda rows: {"specs": [{"name": name, "summary": summary} for name, summary in rows]})
+
+
+class Shown:
+    """What an API call found, with the verdict and the two ways the command shows it: `value`,
+    `ok`, `summary()` (text) and `to_json()`, as a Result has."""
+
+    def __init__(self, value, ok, summary, to_json):
+        self.value, self.ok = value, bool(ok(value))
+        self._summary, self._to_json = summary, to_json
+
+    def summary(self):
+        return self._summary(self.value)
+
+    def to_json(self):
+        return self._to_json(self.value)
+
+
+def _all_expected(outcomes):
+    return all(o.as_expected for o in outcomes)
+
+
+def _described(desc, steps=None, dtype=None, device=None):
+    """A parsed description from a path, a bundled name or a dict, with [run] overridden."""
+    desc = spec.load(desc) if isinstance(desc, (str, Path)) else _parsed(desc)
+    if (steps, dtype, device) != (None, None, None):
+        desc = spec.override(desc, steps, dtype, device)
+    return desc
 
 
 def _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, lockstep_only):

@@ -109,79 +109,71 @@ def _parser():
 
 
 def cmd_example(args):
-    from . import example
-    with _json_stdout(args.json) as emit:
-        rep = example.report()
-        emit(_dumps({k: v for k, v in rep.items() if k != "rows"}) if args.json else example.table(rep))
-    return 0 if rep["confirmed_by_autograd"] else 1
+    from . import api
+    return _show(args, api.worked_example)
 
 
 def cmd_zoo(args):
-    with _json_stdout(args.json) as emit:
-        if args.ddp:
-            from . import zoo_ddp
-            outcomes = zoo_ddp.run_zoo()
-            ok = all(o.as_expected for o in outcomes)
-            emit(_dumps({"ok": ok, "entries": [o.to_json() for o in outcomes]}) if args.json
-                 else zoo_ddp.table(outcomes))
-            return 0 if ok else 1
-        from . import zoo
-        outcomes = zoo.run_zoo()
-        ok = all(o.as_expected for o in outcomes)
-        if args.json:
-            emit(_dumps({"ok": ok, "entries": [o.to_json() for o in outcomes],
-                         "stages_covered": sorted({o.where[1] for o in outcomes if o.where})}))
-        else:
-            emit(zoo.table(outcomes))
-        return 0 if ok else 1
+    from . import api
+    return _show(args, api.zoo, ddp=args.ddp)
 
 
 def cmd_specs(args):
-    """`specs`: the bundled descriptions, by name, with their first comment line."""
-    from . import specfile
-    rows = [(name, specfile.first_comment(item.read_text(encoding="utf-8"))) for name, item in specfile.bundled().items()]
-    with _json_stdout(args.json) as emit:
-        if args.json:
-            emit(_dumps({"specs": [{"name": name, "summary": summary} for name, summary in rows]}))
-        else:
-            width = max((len(name) for name, _ in rows), default=0)
-            emit("\n".join(f"{name:<{width}}  {summary}".rstrip() for name, summary in rows))
-    return 0
+    from . import api
+    return _show(args, api.specs)
+
+
+def _show(args, call, *a, **kw):
+    """Call the API inside the --json guard; print its summary or its JSON; exit 0 if it is ok, else 1."""
+    with _json_stdout(args.json) as emit, _flags():
+        found = call(*a, **kw)
+        emit(_dumps(found.to_json()) if args.json else found.summary())
+    return 0 if found.ok else 1
 
 
 def cmd_run(args):
-    with _json_stdout(args.json) as emit:
-        return _cmd_run(args, emit)
-
-
-def _cmd_run(args, emit):
-    from . import plugin, spec
-    desc = spec.override(spec.load(args.spec), args.steps, args.dtype, args.device)
-    _check_outputs(args)  # an unwritable report path is refused before the run starts (and before --ranks)
+    from . import api, reports
     for flag, given in (("--impl", args.impl is not None), ("--fd", args.fd or args.fd_steps is not None),
                         ("--skip-stage", args.skip_stage is not None),
-                        ("--step-timeout", args.step_timeout is not None)):
+                        ("--step-timeout", args.step_timeout is not None),
+                        ("--report", args.report is not None), ("--markdown", args.markdown is not None),
+                        ("--plot", args.plot is not None)):
         if given and (args.ranks is not None or args.only is not None):
             raise SpecError(flag, "checks the lockstep run (not with --ranks or --only)")
+    over = {"steps": args.steps, "dtype": args.dtype, "device": args.device}
     if args.ranks is not None or args.accumulate is not None or args.ddp_as_written or args.timeout is not None:
-        return _cmd_run_ranks(desc, args, emit)
+        return _cmd_run_ranks(args, over)
     if args.only is not None:
-        from .solo import train_alone
-        solo = train_alone(desc, args.only)
-        emit(_dumps(solo.to_json()) if args.json else solo.summary())
-        return 0
-    from . import api, reports
-    step_timeout = plugin.step_timeout(args.step_timeout)  # (refused here, naming the flag)
+        return _show(args, api.train_alone, args.spec, args.only, **over)
+    fd_steps = _fd_steps(args)
     progress = interrupt.track(reports.for_terminal(args.quiet))  # the iteration, for an interruption
     try:
-        result = api.check(desc, args.impl, mode=args.mode, fd_steps=_fd_steps(args), report=args.report,
-                           markdown=args.markdown, plot=args.plot, skip_stages=args.skip_stage or (),
-                           step_timeout=step_timeout, progress=progress, spec_path=args.spec)
+        with _json_stdout(args.json) as emit, _flags():
+            result = api.check(args.spec, args.impl, mode=args.mode, fd_steps=fd_steps, report=args.report,
+                               markdown=args.markdown, plot=args.plot, skip_stages=args.skip_stage or (),
+                               step_timeout=args.step_timeout, progress=progress, **over)
+            emit(_dumps(result.to_json()) if args.json else result.summary())
     finally:
         if progress is not None:
             progress.done()
-    emit(_dumps(result.to_json()) if args.json else result.summary())
     return 0 if result.ok and (result.fd is None or result.fd.ok) else 1
+
+
+# the API's argument names, as the command's flags (a SpecError naming one names the flag)
+FLAGS = {"step_timeout": "--step-timeout", "skip_stages": "--skip-stage", "fd_steps": "--fd-steps", "mode": "--mode",
+         "ranks": "--ranks", "accumulate": "--accumulate", "timeout": "--timeout", "impl": "--impl",
+         "side": "--only", "steps": "--steps", "dtype": "--dtype", "device": "--device"}
+
+
+@contextlib.contextmanager
+def _flags():
+    """A SpecError naming an argument of the API names the command's flag instead."""
+    try:
+        yield
+    except SpecError as e:
+        if e.field in FLAGS:
+            raise SpecError(FLAGS[e.field], e.message) from None
+        raise
 
 
 def _dumps(tree):
@@ -239,31 +231,23 @@ def _restore_stdout(saved):
     os.close(saved)
 
 
-def _check_outputs(args):
-    """{flag: path} of the reports asked for, each checked writable now (SpecError otherwise)."""
-    from . import reports
-    for flag, path in (("--report", args.report), ("--markdown", args.markdown), ("--plot", args.plot)):
-        if path is not None and (args.ranks is not None or args.only is not None):
-            raise SpecError(flag, "reports are written for the lockstep check (not with --ranks or --only)")
-    return reports.prepare(args.report, args.markdown, args.plot)
-
-
-def _cmd_run_ranks(desc, args, emit=print):
+def _cmd_run_ranks(args, over):
     """`run SPEC --ranks R`: the data-parallel lockstep (torch_ref/distributed/), through api.check."""
     from . import api, distributed
     if args.ranks is None:
         raise SpecError("--ranks", "--accumulate, --ddp-as-written and --timeout need --ranks R")
-    for flag, given in (("--mode", args.mode != "free"), ("--impl", args.impl is not None),
-                        ("--only", args.only is not None), ("--fd", args.fd or args.fd_steps is not None)):
+    for flag, given in (("--mode", args.mode != "free"), ("--only", args.only is not None)):
         if given:
             raise SpecError(flag, "not available with --ranks (the data-parallel check runs manual vs DDP, free mode)")
     try:
-        result = api.check(desc, ranks=args.ranks, accumulate=args.accumulate, ddp_as_written=args.ddp_as_written,
-                           timeout=args.timeout, progress=interrupt.note)
+        with _json_stdout(args.json) as emit, _flags():
+            result = api.check(args.spec, ranks=args.ranks, accumulate=args.accumulate,
+                               ddp_as_written=args.ddp_as_written, timeout=args.timeout, progress=interrupt.note,
+                               **over)
+            emit(_dumps(result.to_json()) if args.json else result.summary())
     except distributed.RankFailure as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code
-    emit(_dumps(result.to_json()) if args.json else result.summary())
     return 0 if result.ok else 1
 
 
@@ -288,6 +272,11 @@ def main(argv=None):
             clear = "\r\033[K" if sys.stderr.isatty() else ""  # a progress line cut short by the signal
             print(f"{clear}{PROG}: {e}", file=sys.stderr)
             return e.exit_code
+        except BrokenPipeError:  # stdout closed by its reader (`... | head`): the rest is not wanted
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+            print(f"{PROG}: error: stdout: closed before everything was written", file=sys.stderr)
+            return 2
 
 
 if __name__ == "__main__":
