@@ -14,6 +14,7 @@ target)` (the same as `forward`), and `backward()` gives dE/dinput.
 import numpy as np
 
 from .functional import log1p_exp, log_softmax, sigmoid
+from .modules import substitute
 
 
 def _reduce(loss, reduction):
@@ -240,12 +241,12 @@ class BCEWithLogitsLoss(Loss):
         return (sigmoid(self.input) - self.target) * _norm(self.input.size, self.reduction)
 
 
-def make_loss(name, args=None):
+def make_loss(name, args=None, replace=None):
     """The loss module for the description's `network.loss` and `network.loss_args`. The
     description's `target` ("index" | "probability") is not an argument of torch's loss (torch, and
     CrossEntropyLoss here, tell them apart by the target's shape): it is dropped, as
-    torch_ref.model.loss_function drops it."""
-    return LOSSES[name](**{k: v for k, v in (args or {}).items() if k != "target"})
+    torch_ref.model.loss_function drops it. `replace`: see manual.modules.substitute."""
+    return substitute(LOSSES[name], replace)(**{k: v for k, v in (args or {}).items() if k != "target"})
 
 
 # name in the description -> class; the classes take torch's argument names (spec.LOSS_ARGS)
