@@ -16,6 +16,7 @@ import sys
 import numpy as np
 
 from .functional import log1p_exp, log_softmax, sigmoid
+from .modules import substitute
 from .names import LOSS_REGISTRY, resolve
 
 
@@ -243,11 +244,12 @@ class BCEWithLogitsLoss(Loss):
         return (sigmoid(self.input) - self.target) * _norm(self.input.size, self.reduction)
 
 
-def make_loss(name, args=None):
+def make_loss(name, args=None, replace=None):
     """The loss module for the description's `network.loss` and `network.loss_args`. The
     description's `target` ("index" | "probability") is not an argument of torch's loss (torch, and
-    CrossEntropyLoss here, tell them apart by the target's shape): the registry drops it."""
-    return LOSSES[name](**(args or {}))
+    CrossEntropyLoss here, tell them apart by the target's shape): the registry drops it.
+    `replace`: see manual.modules.substitute."""
+    return substitute(LOSSES[name], replace)(**(args or {}))
 
 
 # name in the description -> its class here, by torch's class name (manual/names.py's registry)

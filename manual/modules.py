@@ -14,11 +14,13 @@ The activations are in activations.py, the base class in module.py; this file ho
 Linear, SharedBiasLinear and the MLP that chains them.
 """
 import sys
+from functools import partial
 
 import numpy as np
 
 from .activations import ACTIVATIONS
 from .module import Module
+from .names import build
 
 
 class Parameter:
@@ -141,18 +143,38 @@ class SharedBiasLinear(Linear):
 BIAS_MODES = ("per-neuron", "shared-frozen", "none")
 
 
-def linear_layer(in_features, out_features, bias="per-neuron", dtype=np.float64):
-    """The layer for the description's `network.bias` mode:
+def substitute(component, replace=None, *layers):
+    """What to build where the engine asks for `component` (a class or a factory): its stand-in in
+    `replace`, else `component` itself. `replace` maps a component to its stand-in, or
+    (component, k) to the stand-in of layer k's only (k < 0 counts from the output layer, as list
+    indices do; `layers` are the indices the caller's instance answers to). This is the one hook
+    through which torch_ref/mistakes.py builds the engine with a planted mistake; the engine
+    itself passes no `replace` and builds what it names. A registry name whose arguments are
+    adjusted (manual/names.py's `build`, a functools.partial of it) keeps its adjustment around
+    the stand-in of its class."""
+    if not replace:
+        return component
+    if isinstance(component, partial) and component.func is build:
+        entry, cls = component.args
+        return partial(build, entry, substitute(cls, replace, *layers))
+    for k in layers:
+        if (component, k) in replace:
+            return replace[(component, k)]
+    return replace.get(component, component)
+
+
+def linear_layer(in_features, out_features, bias="per-neuron", dtype=np.float64, replace=None, *layers):
+    """The layer for the description's `network.bias` mode (`replace`, `layers`: see `substitute`):
 
         "per-neuron"     Linear(in, out, bias=True)      torch's, b: (out,), trained
         "shared-frozen"  SharedBiasLinear(in, out)        the seed's, b: (), never trained
         "none"           Linear(in, out, bias=False)
     """
     if bias == "shared-frozen":
-        return SharedBiasLinear(in_features, out_features, dtype=dtype)
+        return substitute(SharedBiasLinear, replace, *layers)(in_features, out_features, dtype=dtype)
     if bias not in BIAS_MODES:
         raise ValueError(f"bias mode must be one of {BIAS_MODES}, got {bias!r}")
-    return Linear(in_features, out_features, bias=bias == "per-neuron", dtype=dtype)
+    return substitute(Linear, replace, *layers)(in_features, out_features, bias=bias == "per-neuron", dtype=dtype)
 
 
 class MLP(Module):
@@ -163,13 +185,18 @@ class MLP(Module):
         delta_k = dE/dnet_k = f_k'(net_k) * (delta_{k+1} @ W_{k+1})   chain rule, (N, sizes[k+1])
 
     Parameter names are torch's state_dict keys: `layers.{k}.weight`, `layers.{k}.bias`.
-    `bias` is the description's mode (see `linear_layer`), as torch_ref.model.MLP's.
+    `bias` is the description's mode (see `linear_layer`), as torch_ref.model.MLP's. `replace`:
+    stand-ins for the layers and activations it builds (see `substitute`; None for the engine).
     """
 
-    def __init__(self, sizes, activations, bias="per-neuron", dtype=np.float64, activation_args=None):
-        self.layers = [linear_layer(i, o, bias, dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+    def __init__(self, sizes, activations, bias="per-neuron", dtype=np.float64, activation_args=None,
+                 replace=None):
+        n = len(sizes) - 1
+        self.layers = [linear_layer(i, o, bias, dtype, replace, k, k - n)
+                       for k, (i, o) in enumerate(zip(sizes[:-1], sizes[1:]))]
         activation_args = activation_args or [{} for _ in activations]
-        self.activations = [ACTIVATIONS[name](**args) for name, args in zip(activations, activation_args)]
+        self.activations = [substitute(ACTIVATIONS[name], replace, k, k - n)(**args)
+                            for k, (name, args) in enumerate(zip(activations, activation_args))]
         self.deltas = [None] * len(self.layers)
 
     def forward(self, x):

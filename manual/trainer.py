@@ -12,24 +12,30 @@ import numpy as np
 from .clip_grad import clip_grad_norm_, clip_grad_value_
 from .losses import make_loss
 from .lr_scheduler import SCHEDULERS
-from .modules import MLP
+from .modules import MLP, substitute
 from .optim import OPTIMIZERS
 
 
 class Trainer:
-    """One MLP, its loss and its optimizer, built from a parsed network description (a dict)."""
+    """One MLP, its loss and its optimizer, built from a parsed network description (a dict).
 
-    def __init__(self, desc):
+    `replace` maps a component the description names (a layer, activation, loss, optimizer or
+    schedule class) to a stand-in built in its place: manual.modules.substitute, the hook through
+    which torch_ref/mistakes.py plants one mistake. None (the engine): what the description names."""
+
+    def __init__(self, desc, replace=None):
         net, opt = desc["network"], dict(desc["optimizer"])
         self.dtype = np.dtype(desc["run"]["dtype"])
-        self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, net.get("activation_args"))
-        self.loss_fn = make_loss(net["loss"], net.get("loss_args"))
+        self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, net.get("activation_args"),
+                         replace)
+        self.loss_fn = make_loss(net["loss"], net.get("loss_args"), replace)
         self.params = dict(self.model.named_parameters())
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
         self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]
-        self.optimizer = OPTIMIZERS[opt.pop("name")]([self.params[n] for n in self.trained], **opt)
+        optimizer = substitute(OPTIMIZERS[opt.pop("name")], replace)
+        self.optimizer = optimizer([self.params[n] for n in self.trained], **opt)
         sched = dict(desc.get("scheduler") or {})
-        self.scheduler = SCHEDULERS[sched.pop("name")](self.optimizer, **sched) if sched else None
+        self.scheduler = substitute(SCHEDULERS[sched.pop("name")], replace)(self.optimizer, **sched) if sched else None
         self.clip = desc.get("clip")
 
     def clip_grads(self):

@@ -120,7 +120,7 @@ def _zoo32(e_id, mode):
     e = zoo.entry(e_id)
     desc = e.description()
     desc["run"] = {**desc["run"], "dtype": "float32"}
-    r = lockstep(desc, impl=e.build(desc), mode=mode)
+    r = lockstep(desc, impl=e(desc), mode=mode)
     m = r.first_mismatch
     where = None if m is None else [m.iteration, m.stage, m.name]
     return {"mistake": e.id, "mode": mode, "where": where,

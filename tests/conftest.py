@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from torch_ref import spec
-from torch_ref.mistakes import broken_adam  # noqa: F401  (the planted wrong Adams of test_optim and test_shadow)
 
 # The tests' tensors are tiny: torch's intra-op thread pool only adds contention. On a loaded
 # 2-core machine one backward of a 16x16 layer took 40 ms with 2 threads and 0.4 ms with 1.

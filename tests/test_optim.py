@@ -1,5 +1,6 @@
 """Optimizers: lockstep with their state compared at every iteration, torch's defaults, torch's
-refusals, the resync restart of the optimizer state, and broken update rules caught where they bite."""
+refusals, the resync restart of the optimizer state, and the planted wrong Adams' shared body (the broken
+update rules themselves: torch_ref/planted.py, run by tests/test_mistakes.py)."""
 
 import numpy as np
 import pytest
@@ -8,12 +9,13 @@ import torch
 import manual.init
 import manual.optim
 import manual.trainer
-from torch_ref import spec
+from torch_ref import faulty, planted, spec
+from torch_ref.faulty import broken_adam
 from torch_ref.lockstep import lockstep
 from torch_ref.model import Twin
 from torch_ref.testing import compare, tolerance
 
-from conftest import broken_adam, make_desc
+from conftest import make_desc
 
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
          "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
@@ -157,86 +159,15 @@ def test_load_optimizer_state_restarts_from_the_twins(opt):
             assert compare(got[part][k], v, *tolerance("float64")).ok, (part, k)
 
 
-# --- broken update rules: the lockstep catches each at the first stage and iteration it changes ---
-
-def corrected(self, m, v, t):
-    """torch's update, both bias corrections applied."""
-    return self.lr / (1 - self.betas[0] ** t) * (m / (np.sqrt(v) / (1 - self.betas[1] ** t) ** 0.5 + self.eps))
-
-
-adam_without_bias_correction_1 = broken_adam(  # the first moment's correction left out
-    "adam_without_bias_correction_1",
-    lambda self, m, v, t: self.lr * (m / (np.sqrt(v) / (1 - self.betas[1] ** t) ** 0.5 + self.eps)))
-adam_exp_avg_sq_of_abs_grad = broken_adam("adam_exp_avg_sq_of_abs_grad", corrected, second_moment=np.abs)
-
-
-def sgd_momentum_ignores_dampening(self):
-    for _, p, state, g in self._grads(self.weight_decay):
-        if "momentum_buffer" not in state:
-            state["momentum_buffer"] = g.copy()
-        else:
-            state["momentum_buffer"] = self.momentum * state["momentum_buffer"] + g
-        p.data -= self.lr * state["momentum_buffer"]
-
-
-def rmsprop_centered_without_mean_square(self):
-    a = self.alpha
-    for _, p, state, g in self._grads(self.weight_decay):
-        if not state:
-            state.update(step=0, square_avg=np.zeros_like(p.data), grad_avg=np.zeros_like(p.data))
-        state["step"] += 1
-        v = state["square_avg"]
-        v *= a
-        v += (1 - a) * g * g
-        state["grad_avg"] += (1 - a) * (g - state["grad_avg"])
-        p.data -= self.lr * (g / (np.sqrt(v) + self.eps))
-
-
-def adagrad_decay_off_by_one(self):
-    for _, p, state, g in self._grads(self.weight_decay):
-        state["step"] += 1
-        state["sum"] += g * g
-        clr = self.lr / (1 + state["step"] * self.lr_decay)
-        p.data -= clr * (g / (np.sqrt(state["sum"]) + self.eps))
-
-
-# (class, broken step, optimizer section, expected iteration, stage, tensor)
-BREAKS = [
-    (manual.optim.Adam, adam_without_bias_correction_1, {"name": "adam", "lr": 0.01},
-     0, "param", "layers.0.weight"),
-    (manual.optim.Adam, adam_exp_avg_sq_of_abs_grad, {"name": "adam", "lr": 0.01},
-     0, "optim", "layers.0.weight.exp_avg_sq"),
-    (manual.optim.SGD, sgd_momentum_ignores_dampening, {"name": "sgd", "lr": 0.1, "momentum": 0.9,
-                                                         "dampening": 0.5},
-     1, "optim", "layers.0.weight.momentum_buffer"),
-    (manual.optim.RMSprop, rmsprop_centered_without_mean_square, {"name": "rmsprop", "centered": True},
-     0, "param", "layers.0.weight"),
-    (manual.optim.Adagrad, adagrad_decay_off_by_one, {"name": "adagrad", "lr_decay": 0.1},
-     0, "param", "layers.0.weight"),
-]
-
+# --- broken update rules: registry entries (torch_ref/planted.py), run by tests/test_mistakes.py ---
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-@pytest.mark.parametrize("cls,broken,opt,iteration,stage,tensor", BREAKS, ids=[b[1].__name__ for b in BREAKS])
-def test_broken_update_rule_is_caught(monkeypatch, cls, broken, opt, iteration, stage, tensor, dtype):
-    desc = with_optimizer(make_desc([3, 4, 2], "tanh", bias="none", batch_size=3, dtype=dtype), opt, steps=10)
-    assert lockstep(desc).ok  # the control: the same run passes unbroken
-    monkeypatch.setattr(cls, "step", broken)
-    result = lockstep(desc)
-    m = result.first_mismatch
-    assert not result.ok
-    assert (m.iteration, m.stage, m.name) == (iteration, stage, tensor), str(m)
-    assert f"stage {stage!r}, tensor {tensor!r}" in str(m)
-
-
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_the_planted_adams_share_a_correct_body(monkeypatch, dtype):
-    """The wrong Adams above differ from torch only in their planted line: with torch's update
-    in that line, the shared body passes the lockstep."""
-    monkeypatch.setattr(manual.optim.Adam, "step", broken_adam("correct", corrected))
-    desc = with_optimizer(make_desc([3, 4, 2], "tanh", bias="none", batch_size=3, dtype=dtype),
-                          {"name": "adam", "lr": 0.01}, steps=10)
-    result = lockstep(desc)
+def test_the_planted_adams_share_a_correct_body(dtype):
+    """The planted wrong Adams (torch_ref/planted.py) differ from torch only in their planted line:
+    with torch's update in that line, the shared body passes the lockstep."""
+    desc = planted.AdamWithoutBiasCorrection1.described(dtype)
+    correct_adam = faulty.build(desc, {(manual.optim.Adam, "step"): broken_adam("correct", planted.corrected)})
+    result = lockstep(desc, impl=correct_adam)
     assert result.ok, str(result.first_mismatch)
     assert "optim" in result.stats  # exp_avg and exp_avg_sq were compared too
 

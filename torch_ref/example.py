@@ -232,7 +232,7 @@ def explain_errata(errata, paths, desc):
     from . import zoo
     tried = [e for e in zoo.ENTRIES if e.applies(desc)]
     with np.errstate(all="ignore"):  # some mistakes diverge; their figures are inf or NaN, never a match
-        figures = {e.id: dict(_leaves(manual_figures(desc, build=e.build))) for e in tried}
+        figures = {e.id: dict(_leaves(manual_figures(desc, build=e))) for e in tried}
     for erratum, (path, printed) in zip(errata, paths):
         hits = [(e.id, figures[e.id][path]) for e in tried
                 if not path.startswith("target") and reproduces(printed, figures[e.id][path])]

@@ -1,0 +1,114 @@
+"""Every registered mistake (torch_ref/mistakes.py: the zoo's and the tests' planted bugs) is caught
+by the lockstep at the iteration, stage and tensor the registry says, in every dtype and mode it
+lists; the same runs pass with the engine unbroken (the control of the control); and a mistake is
+planted by building, never by patching: the engine's own classes are left as they were."""
+import numpy as np
+import pytest
+
+import manual.activations
+import manual.data
+import manual.init
+import manual.lr_scheduler
+import manual.losses
+import manual.modules
+import manual.optim
+import manual.trainer
+from torch_ref import cli, faulty, mistakes, planted
+from torch_ref.lockstep import STAGES, lockstep
+
+from conftest import SPECS
+
+RUNS = [(m, dtype, mode) for m in mistakes.REGISTRY for dtype, mode in m.checks]
+
+
+@pytest.mark.parametrize("m,dtype,mode", RUNS, ids=[f"{m.id}-{dtype}-{mode}" for m, dtype, mode in RUNS])
+def test_every_mistake_is_caught_where_the_registry_says(m, dtype, mode):
+    desc = m.described(dtype)
+    result = lockstep(desc, impl=m(desc), mode=mode)
+    mm = result.first_mismatch
+    assert not result.ok and mm is not None, f"{m.id} was not caught"
+    assert (mm.iteration, mm.stage, mm.name) == (m.iteration, m.stage, m.tensor), str(mm)
+    text = str(mm)
+    assert f"iteration {m.iteration}, stage {m.stage!r}, tensor {m.tensor!r}" in text
+    if mode == "shadow":  # judged by both distances to the float64 shadow
+        for word in ("float32 twin", "float64 shadow", "manual", "factor"):
+            assert word in text, text
+    else:  # a real difference, not a shape or an exception
+        assert mm.abs_err > mm.atol + mm.rtol * abs(mm.reference), text
+
+
+def _controls():
+    """Each distinct description above once per dtype (in the first mode a mistake lists for it),
+    with the engine unbroken. The shadow runs' control is tests/test_shadow.py's long run (the same
+    description; 5000 steps are too long here)."""
+    seen = {}
+    for m, dtype, mode in RUNS:
+        if mode != "shadow":
+            seen.setdefault(repr(m.described(dtype)), (m, dtype, mode))
+    return list(seen.values())
+
+
+CONTROLS = _controls()
+
+
+@pytest.mark.parametrize("m,dtype,mode", CONTROLS, ids=[f"{m.id}-{dtype}-{mode}" for m, dtype, mode in CONTROLS])
+def test_the_same_runs_pass_with_the_engine_unbroken(m, dtype, mode):
+    desc = m.described(dtype)
+    result = lockstep(desc, impl=faulty.build(desc), mode=mode)
+    assert result.ok, str(result.first_mismatch)
+    assert result.steps_checked == desc["run"]["steps"] > m.iteration
+
+
+def test_the_registry_says_what_each_mistake_is_and_where():
+    ids = [m.id for m in mistakes.REGISTRY]
+    assert len(ids) == len(set(ids))
+    assert mistakes.ZOO == [m for m in mistakes.REGISTRY if m.zoo] and len(mistakes.ZOO) >= 12
+    assert {m.stage for m in mistakes.ZOO} == set(STAGES)
+    for m in mistakes.REGISTRY:
+        assert m.what and m.replaces and m.stage in STAGES and m.checks, m.id
+        assert mistakes.mistake(m.id) is m
+    assert all(not m.zoo for m in planted.PLANTED)
+
+
+ENGINE = [manual.activations.Sigmoid, manual.activations.Tanh, manual.modules.Linear,
+          manual.modules.SharedBiasLinear, manual.losses.HalfSSELoss, manual.losses.MSELoss,
+          manual.optim.SGD, manual.optim.Adam, manual.trainer.Trainer]
+
+
+def test_building_a_mistake_changes_no_class_of_the_engine():
+    """Every mistake is built (and run a step) while the engine's classes keep their own methods:
+    the plain engine built afterwards is exactly what it was."""
+    before = {cls: dict(vars(cls)) for cls in ENGINE}
+    for m in mistakes.REGISTRY:
+        desc = m.described()
+        impl = m(desc)
+        parts = [impl, *impl.model.layers, *impl.model.activations, impl.loss_fn, impl.optimizer, impl.scheduler]
+        planted_parts = [type(p) for p in parts if "planted" in vars(type(p))]
+        assert planted_parts or m.replaces.keys() == {(manual.lr_scheduler, "warmup")}, m.id
+        assert all(cls.__bases__[0].__module__.startswith("manual.") for cls in planted_parts)
+        impl.load_state_dict(manual.init.initial_state(desc))
+        impl.train_step(*next(iter(manual.data.batches(desc, impl.dtype))))
+    assert {cls: dict(vars(cls)) for cls in ENGINE} == before
+    engine = faulty.build(faulty.worked())
+    assert type(engine) is manual.trainer.Trainer
+    assert [type(a) for a in engine.model.activations] == [manual.activations.Sigmoid] * 2
+    assert [type(layer) for layer in engine.model.layers] == [manual.modules.SharedBiasLinear] * 2
+
+
+def test_a_mistake_in_one_layer_leaves_the_others_correct():
+    impl = mistakes.OutputActivationMissing(faulty.worked())
+    hidden, output = impl.model.activations
+    assert type(hidden) is manual.activations.Sigmoid
+    assert type(output) is not manual.activations.Sigmoid and isinstance(output, manual.activations.Sigmoid)
+    x = np.array([[-1.0, 2.0]])
+    assert np.array_equal(output.forward(x), x) and not np.array_equal(hidden.forward(x), x)
+
+
+def test_a_planted_bug_runs_by_name_through_the_command(capsys):
+    """The registry's names are plug-in targets: the command fails, naming where."""
+    code = cli.main(["run", str(SPECS / "four_layer_mixed.toml"), "--steps", "50",
+                     "--impl", "torch_ref.planted:TanhDerivativeMissing"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "FAIL" in out
+    assert "iteration 0, stage 'delta', tensor 'layers.0'" in out
