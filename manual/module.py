@@ -2,17 +2,52 @@
 
 
 class Module:
-    """What every module shares with torch.nn.Module: `module(x)` calls `forward(x)`, and
-    `parameters()` lists the trained parameters of `named_parameters()`."""
+    """What every module shares with torch.nn.Module:
+
+        module(x)              forward(x): caches what backward needs, returns the output
+        backward(grad_output)  returns grad_input; accumulates parameter gradients (Parameter.grad)
+        named_parameters()     (name, Parameter), torch's state-dict names, children's prefixed
+        named_buffers()        (name, ndarray): running statistics and the like (torch's buffers)
+        named_children()       (name, Module): the submodules whose names prefix their own
+        train(mode) / eval()   the `training` flag, set on every submodule (dropout, batch norm)
+        state_dict()           {name: array}: parameters and buffers, copies, as torch's
+
+    A module with submodules lists them in `named_children` (a container or a residual block), and
+    the names of their parameters and buffers come prefixed (`0.weight`, `body.1.running_mean`)."""
+
+    training = True
 
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
-    def named_parameters(self):
+    def named_children(self):
         return iter(())
+
+    def named_parameters(self, prefix=""):
+        for name, child in self.named_children():
+            yield from child.named_parameters(f"{prefix}{name}.")
+
+    def named_buffers(self, prefix=""):
+        for name, child in self.named_children():
+            yield from child.named_buffers(f"{prefix}{name}.")
 
     def parameters(self):
         """The trained parameters (requires_grad), the ones an optimizer gets. A frozen Parameter
         stands in for what torch keeps as a buffer (SharedBiasLinear's bias), so it is left out,
         as torch's parameters() leaves out buffers."""
         return [p for _, p in self.named_parameters() if p.requires_grad]
+
+    def train(self, mode=True):
+        self.training = mode
+        for _, child in self.named_children():
+            child.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def state_dict(self):
+        """Parameters and buffers by torch's names, copied."""
+        out = {name: p.data.copy() for name, p in self.named_parameters()}
+        out.update((name, b.copy()) for name, b in self.named_buffers())
+        return out

@@ -118,10 +118,10 @@ class Linear(Module):
             self.bias.accumulate(grad_output.sum(axis=0))  # (out,)
         return grad_output @ self.weight.data if input_grad else None  # (N, in)
 
-    def named_parameters(self):
-        yield "weight", self.weight
+    def named_parameters(self, prefix=""):
+        yield f"{prefix}weight", self.weight
         if self.bias is not None:
-            yield "bias", self.bias
+            yield f"{prefix}bias", self.bias
 
 
 class SharedBiasLinear(Linear):
@@ -211,11 +211,10 @@ class MLP(Module):
             grad_output = self.layers[k].backward(self.deltas[k], input_grad=k > 0 or input_grad)
         return grad_output
 
-    def named_parameters(self):
+    def named_parameters(self, prefix=""):
         """Every parameter, trained or frozen, under its state_dict name."""
         for k, layer in enumerate(self.layers):
-            for name, p in layer.named_parameters():
-                yield f"layers.{k}.{name}", p
+            yield from layer.named_parameters(f"{prefix}layers.{k}.")
 
     def zero_grad(self, set_to_none=True):
         for p in self.parameters():
