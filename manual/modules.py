@@ -125,7 +125,7 @@ class Linear(Module):
 
 
 class SharedBiasLinear(Linear):
-    """The seed's layer, as torch_ref.model.SharedBiasLinear(in_features, out_features, device, dtype):
+    """The seed's layer, as torch_ref.twin.model.SharedBiasLinear(in_features, out_features, device, dtype):
 
         y = x @ W.T + b          W: (out, in)  b: ()  one scalar added to every neuron of the layer
 
@@ -148,7 +148,7 @@ def substitute(component, replace=None, *layers):
     `replace`, else `component` itself. `replace` maps a component to its stand-in, or
     (component, k) to the stand-in of layer k's only (k < 0 counts from the output layer, as list
     indices do; `layers` are the indices the caller's instance answers to). This is the one hook
-    through which torch_ref/mistakes.py builds the engine with a planted mistake; the engine
+    through which torch_ref/zoo/mistakes.py builds the engine with a planted mistake; the engine
     itself passes no `replace` and builds what it names. A registry name whose arguments are
     adjusted (manual/names.py's `build`, a functools.partial of it) keeps its adjustment around
     the stand-in of its class."""
@@ -185,7 +185,7 @@ class MLP(Module):
         delta_k = dE/dnet_k = f_k'(net_k) * (delta_{k+1} @ W_{k+1})   chain rule, (N, sizes[k+1])
 
     Parameter names are torch's state_dict keys: `layers.{k}.weight`, `layers.{k}.bias`.
-    `bias` is the description's mode (see `linear_layer`), as torch_ref.model.MLP's. `replace`:
+    `bias` is the description's mode (see `linear_layer`), as torch_ref.twin.model.MLP's. `replace`:
     stand-ins for the layers and activations it builds (see `substitute`; None for the engine).
     """
 

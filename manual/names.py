@@ -6,8 +6,8 @@ arguments with their defaults (torch's argument names and defaults, which the te
 torch's signatures). Both sides resolve a name through its class name: `manual` in its own modules
 (manual.activations.LeakyReLU, manual.losses.MSELoss, manual.optim.Adam, ...), the torch twin in
 torch (torch.nn, torch.optim, torch.optim.lr_scheduler). Adding a name is one line here and the
-manual class; torch_ref/spec.py validates descriptions with the same tables (through
-torch_ref/names.py, which re-exports them).
+manual class; torch_ref/description/spec.py validates descriptions with the same tables (through
+torch_ref/description/names.py, which re-exports them).
 
 It lives in `manual` because `manual` may import neither torch nor torch_ref, and both sides read
 it; it imports nothing beyond the standard library (not even numpy).

@@ -21,7 +21,7 @@ class Trainer:
 
     `replace` maps a component the description names (a layer, activation, loss, optimizer or
     schedule class) to a stand-in built in its place: manual.modules.substitute, the hook through
-    which torch_ref/mistakes.py plants one mistake. None (the engine): what the description names."""
+    which torch_ref/zoo/mistakes.py plants one mistake. None (the engine): what the description names."""
 
     def __init__(self, desc, replace=None):
         net, opt = desc["network"], dict(desc["optimizer"])

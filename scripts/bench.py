@@ -31,10 +31,10 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from torch_ref import spec  # noqa: E402
-from torch_ref.lockstep import lockstep  # noqa: E402
+from torch_ref.description import spec  # noqa: E402
+from torch_ref.lockstep.run import lockstep  # noqa: E402
 import manual.data  # noqa: E402
-from torch_ref.solo import build, train_alone  # noqa: E402
+from torch_ref.lockstep.solo import build, train_alone  # noqa: E402
 
 REPEATS = 7             # medians over this many interleaved repeats
 CASE1_STEPS = 10000     # the worked example's long run
@@ -190,7 +190,7 @@ import sys, numpy as np
 sys.path.insert(0, {root!r})
 sys.argv = ["bench"]
 from scripts.bench import mlp_desc
-from torch_ref.solo import build
+from torch_ref.lockstep.solo import build
 import manual.data
 desc = mlp_desc([2048, 2048, 2048, 10], "relu", 256, steps=3)
 impl = build(desc, {side!r})

@@ -69,7 +69,7 @@ def run(spec):
 def _run(argv):
     import torch
 
-    from torch_ref import cli
+    from torch_ref.cli import main as cli
     torch.set_num_threads(1)
     out, err = io.StringIO(), io.StringIO()
     cwd = os.getcwd()

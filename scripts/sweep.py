@@ -79,8 +79,8 @@ def _init_worker():
 
 def _one(job):
     """(kind, name, mode, seed, steps) -> a row: the verdict of one run."""
-    from torch_ref import spec
-    from torch_ref.lockstep import lockstep
+    from torch_ref.description import spec
+    from torch_ref.lockstep.run import lockstep
     kind, name, mode, seed, steps = job
     if kind == "float32":
         raw = FLOAT32[name](seed)
@@ -115,8 +115,8 @@ def _shipped_float64():
 
 def _zoo32(e_id, mode):
     """One zoo mistake run in float32 (mode): where it is caught, and where it must be."""
-    from torch_ref import zoo
-    from torch_ref.lockstep import lockstep
+    from torch_ref.zoo import runner as zoo
+    from torch_ref.lockstep.run import lockstep
     e = zoo.entry(e_id)
     desc = e.description()
     desc["run"] = {**desc["run"], "dtype": "float32"}
@@ -128,7 +128,7 @@ def _zoo32(e_id, mode):
 
 
 def sweep(seeds, steps32, steps64, workers=2):
-    from torch_ref import zoo
+    from torch_ref.zoo import runner as zoo
     jobs = [("float32", n, mode, s, steps32) for n in FLOAT32 for mode in MODES32 for s in range(seeds)]
     jobs += [("float64", n, "free", 0, steps64) for n in _shipped_float64()]
     with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from torch_ref import spec
+from torch_ref.description import spec
 
 # The tests' tensors are tiny: torch's intra-op thread pool only adds contention. On a loaded
 # 2-core machine one backward of a 16x16 layer took 40 ms with 2 threads and 0.4 ms with 1.

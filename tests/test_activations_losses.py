@@ -1,15 +1,15 @@
 """Every activation and every loss (each reduction) in lockstep with the torch twin, float64 and
-float32, on small networks (their planted bugs: torch_ref/planted.py, run by tests/test_mistakes.py); their description syntax, its
+float32, on small networks (their planted bugs: torch_ref/zoo/planted.py, run by tests/test_mistakes.py); their description syntax, its
 defaults (compared with torch's signatures) and its refusals; random targets that fit the loss."""
 import json
 
 import numpy as np
 import pytest
-import torch
 
 import manual.data
-from torch_ref import cli, names, spec
-from torch_ref.lockstep import lockstep
+from torch_ref.cli import main as cli
+from torch_ref.description import names, spec
+from torch_ref.lockstep.run import lockstep
 
 from conftest import SPECS, make_desc
 
@@ -112,7 +112,7 @@ def test_explicit_class_indices_from_a_file_pass_in_both_dtypes(capsys):
         assert out["ok"] and out["steps_checked"] == 60
 
 
-# the planted bugs of these activations and losses are registry entries (torch_ref/planted.py),
+# the planted bugs of these activations and losses are registry entries (torch_ref/zoo/planted.py),
 # run by tests/test_mistakes.py
 
 

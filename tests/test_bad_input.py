@@ -16,7 +16,10 @@ import pytest
 import manual.data
 import manual.init
 from manual.lr_scheduler import ExponentialLR, StepLR
-from torch_ref import cli, fits, lockstep as lockstep_module, reports, spec, specfile
+from torch_ref.cli import main as cli
+from torch_ref.description import fits, spec, files as specfile
+from torch_ref.lockstep import run as lockstep_module
+from torch_ref import reports
 
 BASE = {"network": {"sizes": [2, 3, 2], "activation": "tanh", "loss": "mse"},
         "init": {"seed": 0}, "optimizer": {"name": "sgd", "lr": 0.1},

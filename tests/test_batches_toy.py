@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import manual.data
-from torch_ref import names, spec
-from torch_ref.lockstep import lockstep
+from torch_ref.description import names, spec
+from torch_ref.lockstep.run import lockstep
 
 
 def desc(data, sizes=(2, 8, 1), loss="mse", **run):

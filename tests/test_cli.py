@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from torch_ref import cli
+from torch_ref.cli import main as cli
 
 from conftest import SPECS
 
@@ -101,7 +101,7 @@ def test_bad_arguments_exit_2(args, needle, capsys):
 
 def test_bad_arguments_exit_2_in_a_real_process():
     """The same, once, through a real interpreter: exit status and stderr as a shell sees them."""
-    p = subprocess.run([sys.executable, "-m", "torch_ref.cli", "run", "missing.toml"], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-m", "torch_ref.cli.main", "run", "missing.toml"], capture_output=True, text=True)
     assert p.returncode == 2, p.stderr
     assert len(p.stderr.strip().splitlines()) == 1 and "SPEC: cannot read" in p.stderr, p.stderr
 
@@ -111,7 +111,7 @@ def test_a_closed_stdout_is_one_line_exit_2_not_a_traceback():
     r, w = os.pipe()
     os.close(r)
     try:
-        p = subprocess.run([sys.executable, "-m", "torch_ref.cli", "specs"], stdout=w, stderr=subprocess.PIPE, text=True)
+        p = subprocess.run([sys.executable, "-m", "torch_ref.cli.main", "specs"], stdout=w, stderr=subprocess.PIPE, text=True)
     finally:
         os.close(w)
     assert p.returncode == 2, p.stderr
@@ -150,8 +150,8 @@ def test_example_json_keys(worked_report, monkeypatch, capsys):
 @pytest.mark.parametrize("argv, call", [
     (["specs"], lambda api: api.specs()),
     (["run", "worked_example", "--steps", "3"], lambda api: api.check("worked_example", steps=3)),
-    (["run", "worked_example", "--steps", "2", "--impl", "torch_ref.mistakes:LossMissingHalf"],
-     lambda api: api.check("worked_example", "torch_ref.mistakes:LossMissingHalf", steps=2)),
+    (["run", "worked_example", "--steps", "2", "--impl", "torch_ref.zoo.mistakes:LossMissingHalf"],
+     lambda api: api.check("worked_example", "torch_ref.zoo.mistakes:LossMissingHalf", steps=2)),
 ], ids=["specs", "run", "run-impl"])
 def test_a_command_prints_what_its_api_call_returns(argv, call, capsys):
     """The command only parses its flags and calls the API: the same text, the same JSON, the same verdict."""

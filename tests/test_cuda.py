@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from torch_ref.lockstep import lockstep
+from torch_ref.lockstep.run import lockstep
 
 from conftest import make_desc
 

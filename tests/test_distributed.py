@@ -20,11 +20,14 @@ import torch
 
 import manual.init
 import manual.trainer
-from torch_ref import api, cli, spec, zoo_ddp
+from torch_ref import api
+from torch_ref.cli import main as cli
+from torch_ref.description import spec
+from torch_ref.zoo import ddp as zoo_ddp
 from torch_ref.distributed import (Case, RankFailure, Setup, batch_reduction, check, diagnose, free_port,
                                    shards)
 from torch_ref.testing import tolerance
-from torch_ref.verdict import Result
+from torch_ref.lockstep.verdict import Result
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "torch_ref" / "specs"
@@ -372,7 +375,7 @@ def _is_rank(pid):
 def test_a_rank_killed_mid_run_is_reported_and_nothing_is_left_behind():
     """SIGKILL one rank of `backprop-check run --ranks 2` while it trains: the command must stop the
     other rank, name the killed one (by its pid) and the signal, exit non-zero, and leave no process."""
-    cmd = [sys.executable, "-m", "torch_ref.cli", "run", str(WORKED6), "--ranks", "2", "--steps", "10000000",
+    cmd = [sys.executable, "-m", "torch_ref.cli.main", "run", str(WORKED6), "--ranks", "2", "--steps", "10000000",
            "--timeout", "10"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from torch_ref import cli, names, spec, testing
+from torch_ref.cli import main as cli
+from torch_ref.description import names, spec
+from torch_ref import testing
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]

@@ -8,8 +8,10 @@ import pytest
 import manual.data
 import manual.init
 from manual.finite_differences import central_differences
-from torch_ref import check, cli, spec
-from torch_ref.model import Twin
+from torch_ref import check
+from torch_ref.cli import main as cli
+from torch_ref.description import spec
+from torch_ref.twin.model import Twin
 from torch_ref.testing import TOLERANCES
 
 from conftest import SPECS, make_desc

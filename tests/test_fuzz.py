@@ -1,14 +1,14 @@
 """Fuzzing the description grammar: whatever the file says, the command ends in 0, 1 or 2, and a 2
 is exactly one line on stderr with no traceback.
 
-Hypothesis builds descriptions from the grammar of torch_ref/spec.py (section and field names,
+Hypothesis builds descriptions from the grammar of torch_ref/description/spec.py (section and field names,
 activation, loss, optimizer, schedule and init names read from its tables; small sizes, so a valid
 one runs in milliseconds), then spoils most of them (1 or 2 times): a field replaced by a value of the wrong type,
 a huge or non-finite number, a string with control characters, a deeply nested list; a section or
 field deleted; an unknown key with control characters added. Each description is written as TOML
 (a small emitter below: tomllib has no writer) and as JSON, and run in-process:
 
-    torch_ref.cli.main(["run", path, "--steps", "2", "--quiet"])
+    torch_ref.cli.main.main(["run", path, "--steps", "2", "--quiet"])
 
 An exception escaping main (a traceback) fails the test, as does any other exit code.
 
@@ -29,7 +29,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from torch_ref import cli, spec
+from torch_ref.cli import main as cli
+from torch_ref.description import spec
 
 LONG = os.environ.get("HYPOTHESIS_PROFILE") == "long"
 FUZZ = settings(max_examples=2000 if LONG else 60, deadline=None, database=None, derandomize=not LONG,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import manual.init
-from torch_ref import spec
-from torch_ref.lockstep import lockstep
+from torch_ref.description import spec
+from torch_ref.lockstep.run import lockstep
 
 FAN_IN, FAN_OUT = 200, 300  # not square, so fan_in and fan_out give different answers
 

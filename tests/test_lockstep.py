@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from torch_ref.lockstep import lockstep
+from torch_ref.lockstep.run import lockstep
 from torch_ref.testing import tolerance
 
 from conftest import make_desc
@@ -112,10 +112,10 @@ def test_a_fault_is_found_at_its_iteration_whatever_the_chunk(at, kind, batch):
 def test_comparing_a_chunk_at_once_changes_no_figure(batch, monkeypatch):
     """The same run compared one iteration at a time (the reference never ahead) gives the same
     per-stage figures and the same per-iteration history, to the bit."""
-    import torch_ref.loop
+    import torch_ref.lockstep.loop
     desc = make_desc([3, 4, 2], "tanh", batch_size=batch, n=10, steps=150)
     chunked = lockstep(desc, record=True)
-    monkeypatch.setattr(torch_ref.loop, "AHEAD_ITERATIONS", 1)
+    monkeypatch.setattr(torch_ref.lockstep.loop, "AHEAD_ITERATIONS", 1)
     single = lockstep(desc, record=True)
     assert chunked.ok and single.ok
     assert chunked.stats == single.stats

@@ -1,4 +1,4 @@
-"""Every registered mistake (torch_ref/mistakes.py: the zoo's and the tests' planted bugs) is caught
+"""Every registered mistake (torch_ref/zoo/mistakes.py: the zoo's and the tests' planted bugs) is caught
 by the lockstep at the iteration, stage and tensor the registry says, in every dtype and mode it
 lists; the same runs pass with the engine unbroken (the control of the control); and a mistake is
 planted by building, never by patching: the engine's own classes are left as they were."""
@@ -13,8 +13,10 @@ import manual.losses
 import manual.modules
 import manual.optim
 import manual.trainer
-from torch_ref import cli, faulty, mistakes, planted
-from torch_ref.lockstep import STAGES, lockstep
+from torch_ref.cli import main as cli
+from torch_ref.zoo import faulty, mistakes, planted
+from torch_ref.lockstep.run import lockstep
+from torch_ref.lockstep.verdict import STAGES
 
 from conftest import SPECS
 
@@ -107,7 +109,7 @@ def test_a_mistake_in_one_layer_leaves_the_others_correct():
 def test_a_planted_bug_runs_by_name_through_the_command(capsys):
     """The registry's names are plug-in targets: the command fails, naming where."""
     code = cli.main(["run", str(SPECS / "four_layer_mixed.toml"), "--steps", "50",
-                     "--impl", "torch_ref.planted:TanhDerivativeMissing"])
+                     "--impl", "torch_ref.zoo.planted:TanhDerivativeMissing"])
     out = capsys.readouterr().out
     assert code == 1
     assert "FAIL" in out

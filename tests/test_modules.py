@@ -5,7 +5,7 @@ in float64 with the tight tolerance of torch_ref.testing (and once in float32 wi
 shapes, a few seeds each.
 
 The references are written out here with torch.nn.functional directly, not taken from the twin, so
-a wrong mapping in torch_ref/model.py cannot hide a wrong manual formula (the lockstep tables in
+a wrong mapping in torch_ref/twin/model.py cannot hide a wrong manual formula (the lockstep tables in
 test_activations_losses.py check that mapping).
 """
 import warnings
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from manual.losses import LOSSES, make_loss
 import manual.activations
 from manual.activations import ACTIVATIONS
-from torch_ref import names, spec
+from torch_ref.description import names, spec
 from torch_ref.testing import compare, tolerance
 
 SEEDS = [0, 1, 2]

@@ -16,7 +16,7 @@ import manual.modules
 import manual.optim
 from manual import names
 from manual.names import Entry
-from torch_ref import model
+from torch_ref.twin import model
 
 # kind -> (registry, manual's module, torch's namespace, manual's mapping, the twin's mapping)
 KINDS = {

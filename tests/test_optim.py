@@ -1,6 +1,6 @@
 """Optimizers: lockstep with their state compared at every iteration, torch's defaults, torch's
 refusals, the resync restart of the optimizer state, and the planted wrong Adams' shared body (the broken
-update rules themselves: torch_ref/planted.py, run by tests/test_mistakes.py)."""
+update rules themselves: torch_ref/zoo/planted.py, run by tests/test_mistakes.py)."""
 
 import numpy as np
 import pytest
@@ -9,10 +9,11 @@ import torch
 import manual.init
 import manual.optim
 import manual.trainer
-from torch_ref import faulty, planted, spec
-from torch_ref.faulty import broken_adam
-from torch_ref.lockstep import lockstep
-from torch_ref.model import Twin
+from torch_ref.zoo import faulty, planted
+from torch_ref.description import spec
+from torch_ref.zoo.faulty import broken_adam
+from torch_ref.lockstep.run import lockstep
+from torch_ref.twin.model import Twin
 from torch_ref.testing import compare, tolerance
 
 from conftest import make_desc
@@ -159,11 +160,11 @@ def test_load_optimizer_state_restarts_from_the_twins(opt):
             assert compare(got[part][k], v, *tolerance("float64")).ok, (part, k)
 
 
-# --- broken update rules: registry entries (torch_ref/planted.py), run by tests/test_mistakes.py ---
+# --- broken update rules: registry entries (torch_ref/zoo/planted.py), run by tests/test_mistakes.py ---
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_planted_adams_share_a_correct_body(dtype):
-    """The planted wrong Adams (torch_ref/planted.py) differ from torch only in their planted line:
+    """The planted wrong Adams (torch_ref/zoo/planted.py) differ from torch only in their planted line:
     with torch's update in that line, the shared body passes the lockstep."""
     desc = planted.AdamWithoutBiasCorrection1.described(dtype)
     correct_adam = faulty.build(desc, {(manual.optim.Adam, "step"): broken_adam("correct", planted.corrected)})

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import manual.trainer
-from torch_ref import check, cli
-from torch_ref.contract import Conformer
+from torch_ref import check
+from torch_ref.cli import main as cli
+from torch_ref.implementation.contract import Conformer
 from torch_ref.errors import ImplError
 
 from conftest import SPECS, make_desc
@@ -313,7 +314,7 @@ def test_check_accepts_paths_dicts_targets_factories_and_overrides(worked, raw):
         assert result.ok and result.steps_checked == 3 and result.dtype == "float32"
     with pytest.raises(ImplError, match="no module named 'nowhere'"):
         check(WORKED, "nowhere:build")
-    from torch_ref.spec import SpecError
+    from torch_ref.description.spec import SpecError
     with pytest.raises(SpecError, match="run.steps"):
         check(WORKED, steps=0)
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 import manual.trainer
-from torch_ref import check, cli
+from torch_ref import check
+from torch_ref.cli import main as cli
 from torch_ref.interrupt import Interrupted
-from torch_ref.spec import SpecError
+from torch_ref.description.spec import SpecError
 
 from conftest import SPECS, make_desc
 
@@ -183,8 +184,8 @@ class RaisesAtOnce:
 
 def test_json_of_a_run_that_raised_is_strict(capsys, monkeypatch):
     """No bare NaN (the losses of a run that stopped before any step): null instead."""
-    import torch_ref.plugin
-    monkeypatch.setattr(torch_ref.plugin, "load", lambda target: lambda desc: RaisesAtOnce())
+    import torch_ref.implementation.plugin
+    monkeypatch.setattr(torch_ref.implementation.plugin, "load", lambda target: lambda desc: RaisesAtOnce())
     assert cli.main(["run", WORKED, "--impl", "any:factory", "--json"]) == 1
     out = strict_json(capsys.readouterr().out)
     assert out["final_loss"] == {"manual": None, "reference": out["final_loss"]["reference"]}

@@ -1,7 +1,7 @@
 """Property-based lockstep: hypothesis draws whole descriptions and each must pass for 20 iterations.
 
 Drawn: depth 1 to 5, widths 1 to 32, any activation per layer with drawn arguments, any loss that
-fits the output (names and arguments read from torch_ref/spec.py's tables, so every registered
+fits the output (names and arguments read from torch_ref/description/spec.py's tables, so every registered
 activation and loss is covered), any optimizer with drawn hyper-parameters in their valid ranges
 (eps of the normalising optimizers from 1e-8, torch's default, to 0.1; gradient ascent in both
 dtypes), sometimes a learning-rate schedule or gradient clipping, an init scheme, batch sizes from
@@ -14,7 +14,7 @@ These ranges were narrower while the verdict was a fixed tolerance alone: a smal
 gradient's rounding into a parameter difference 1/ε times larger, a steep softplus or a width-1
 chain of layers makes a quantity smaller than the atol it was held to, and a free float64 run of a
 network fitting its few samples compounds rounding past 1e-12. Each of these is now measured by
-the second opinion (torch_ref/rounding.py, docs/verdicts.md); widening the ranges found one more
+the second opinion (torch_ref/lockstep/rounding.py, docs/verdicts.md); widening the ranges found one more
 gap in it, now closed (gelu's tanh form in float32, whose tail value is a difference of terms of
 size |z|). Softplus keeps β ≥ 1/16 and threshold ≥ 1; RMSprop's alpha is drawn from [0.5, 0.999].
 
@@ -26,12 +26,11 @@ Profiles (HYPOTHESIS_PROFILE): "ci" (default: a modest, derandomized sample, no 
 import math
 import os
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from torch_ref import spec
-from torch_ref.lockstep import lockstep
+from torch_ref.description import spec
+from torch_ref.lockstep.run import lockstep
 
 settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

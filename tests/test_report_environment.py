@@ -7,9 +7,9 @@ import sys
 import pytest
 
 import torch_ref
-import torch_ref.lockstep
-from torch_ref import cli
-from torch_ref.spec import SpecError
+import torch_ref.lockstep.run
+from torch_ref.cli import main as cli
+from torch_ref.description.spec import SpecError
 
 from conftest import SPECS
 
@@ -27,7 +27,7 @@ def test_the_same_description_gives_the_same_report_in_another_process(tmp_path)
         paths[where] = ["run", WORKED, "--steps", "4", "--quiet",
                         "--report", str(tmp_path / where / "r.json"), "--markdown", str(tmp_path / where / "r.md")]
     seed = "1" if os.environ.get("PYTHONHASHSEED") != "1" else "2"
-    p = subprocess.run([sys.executable, "-m", "torch_ref.cli", *paths["there"]], cwd=ROOT, capture_output=True,
+    p = subprocess.run([sys.executable, "-m", "torch_ref.cli.main", *paths["there"]], cwd=ROOT, capture_output=True,
                        env={**os.environ, "PYTHONHASHSEED": seed}, timeout=120)
     assert p.returncode == 0, p.stderr.decode()
     assert cli.main(paths["here"]) == 0
@@ -38,7 +38,7 @@ def test_the_same_description_gives_the_same_report_in_another_process(tmp_path)
 def test_plot_without_matplotlib_is_a_usage_error_before_the_run(capsys, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` raises ImportError
     ran = []
-    monkeypatch.setattr(torch_ref.lockstep, "lockstep", lambda *a, **k: ran.append(1))
+    monkeypatch.setattr(torch_ref.lockstep.run, "lockstep", lambda *a, **k: ran.append(1))
     assert cli.main(["run", WORKED, "--plot", str(tmp_path / "p.png")]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1

@@ -12,10 +12,13 @@ import torch
 import manual.data
 import manual.init
 import manual.trainer
-from torch_ref import cli, reports, spec
-from torch_ref import lockstep as lockstep_module
-from torch_ref.lockstep import STAGES, lockstep
-from torch_ref.model import Twin
+from torch_ref.cli import main as cli
+from torch_ref import reports
+from torch_ref.description import spec
+from torch_ref.lockstep import run as lockstep_module
+from torch_ref.lockstep.run import lockstep
+from torch_ref.lockstep.verdict import STAGES
+from torch_ref.twin.model import Twin
 
 from conftest import SPECS
 
@@ -28,7 +31,7 @@ def written(tmp_path_factory):
     """One passing and one failing run, each with all three reports."""
     d = tmp_path_factory.mktemp("reports")
     out = {}
-    for kind, extra in (("pass", []), ("fail", ["--impl", "torch_ref.mistakes:GradsNotZeroed"])):
+    for kind, extra in (("pass", []), ("fail", ["--impl", "torch_ref.zoo.mistakes:GradsNotZeroed"])):
         paths = {"json": d / f"{kind}.json", "md": d / f"{kind}.md", "png": d / f"{kind}.png"}
         code = cli.main(["run", WORKED, "--steps", str(STEPS), "--report", str(paths["json"]),
                          "--markdown", str(paths["md"]), "--plot", str(paths["png"]), *extra])

@@ -1,4 +1,4 @@
-"""The second opinion (torch_ref/rounding.py): a difference that rounding explains passes, and each
+"""The second opinion (torch_ref/lockstep/rounding.py): a difference that rounding explains passes, and each
 case is first shown to fail the fixed tolerance alone; a real mistake is still caught at the
 iteration, stage and tensor where it acts, before and after the twin is re-anchored."""
 import importlib.util
@@ -10,8 +10,11 @@ import pytest
 import manual.activations
 import manual.modules
 import manual.trainer
-from torch_ref import rounding, spec, zoo
-from torch_ref.lockstep import Mismatch, lockstep
+from torch_ref.lockstep import rounding
+from torch_ref.description import spec
+from torch_ref.zoo import runner as zoo
+from torch_ref.lockstep.run import lockstep
+from torch_ref.lockstep.verdict import Mismatch
 
 
 @pytest.fixture

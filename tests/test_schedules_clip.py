@@ -1,5 +1,5 @@
 """Learning-rate schedules and gradient clipping: the manual schedule's rates against
-torch.optim.lr_scheduler's, lockstep with both, clipping that really clips (broken ones: torch_ref/planted.py, run by tests/test_mistakes.py)."""
+torch.optim.lr_scheduler's, lockstep with both, clipping that really clips (broken ones: torch_ref/zoo/planted.py, run by tests/test_mistakes.py)."""
 import math
 
 import numpy as np
@@ -9,9 +9,9 @@ import torch
 import manual.lr_scheduler
 import manual.optim
 import manual.trainer
-from torch_ref import spec
-from torch_ref.lockstep import lockstep
-from torch_ref.model import make_scheduler
+from torch_ref.description import spec
+from torch_ref.lockstep.run import lockstep
+from torch_ref.twin.model import make_scheduler
 
 SCHEDULES = [
     {"name": "step", "step_size": 7, "gamma": 0.5},
@@ -104,7 +104,7 @@ def test_clipping_really_clips(clip):
             np.testing.assert_allclose(g1[k], g0[k] * clip["max_norm"] / (n0 + 1e-6), rtol=1e-12, atol=1e-15)
 
 
-# broken schedules and clipping: registry entries (torch_ref/planted.py), run by tests/test_mistakes.py
+# broken schedules and clipping: registry entries (torch_ref/zoo/planted.py), run by tests/test_mistakes.py
 
 
 def test_toml_inf_is_the_infinity_norm(tmp_path):

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 import manual.trainer
-from torch_ref import check, cli, plugin
+from torch_ref import check
+from torch_ref.cli import main as cli
+from torch_ref.implementation import plugin
 
 from conftest import SPECS
 

@@ -3,14 +3,15 @@
 The long run of the issue's "done when" (5000 iterations of a 3-layer tanh network with adam,
 float32, free-running) passes. The same run with a broken Adam bias correction, or with Adam's eps
 moved inside the square root (an error too small for a fixed float32 tolerance at one step), fails
-and names iteration, stage and tensor with both distances: registry entries (torch_ref/planted.py),
+and names iteration, stage and tensor with both distances: registry entries (torch_ref/zoo/planted.py),
 run by tests/test_mistakes.py."""
 import json
 
 import pytest
 
-from torch_ref import cli, spec
-from torch_ref.lockstep import lockstep
+from torch_ref.cli import main as cli
+from torch_ref.description import spec
+from torch_ref.lockstep.run import lockstep
 from torch_ref.testing import shadow_tolerance
 
 from conftest import SPECS
@@ -56,7 +57,7 @@ def test_long_float32_adam_run_passes_against_the_shadow(long_run):
 
 
 # the same run with a broken Adam (no bias correction, corrections one step ahead, eps inside the root)
-# fails: registry entries (torch_ref/planted.py), run by tests/test_mistakes.py
+# fails: registry entries (torch_ref/zoo/planted.py), run by tests/test_mistakes.py
 
 
 def test_shadow_needs_float32():

@@ -1,4 +1,4 @@
-"""Signals to the `backprop-check` command (torch_ref/interrupt.py, torch_ref/cli.py's main,
+"""Signals to the `backprop-check` command (torch_ref/interrupt.py, torch_ref/cli/main.py's main,
 torch_ref/distributed.py): Ctrl-C and SIGTERM give one line naming the iteration and exit 130 /
 143, no traceback, no report touched; SIGTERM or SIGKILL to the parent of a data-parallel run
 leaves no rank, no forkserver and no temporary directory behind.
@@ -49,7 +49,7 @@ def _start_ranks(tmp_path):
     """`backprop-check run WORKED6 --ranks 2 --steps LONG`, its temporary files in a directory of its own."""
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    cmd = [sys.executable, "-m", "torch_ref.cli", "run", str(WORKED6), "--ranks", "2", "--steps", LONG]
+    cmd = [sys.executable, "-m", "torch_ref.cli.main", "run", str(WORKED6), "--ranks", "2", "--steps", LONG]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "TMPDIR": str(tmp)})
     return proc, tmp
@@ -120,7 +120,7 @@ def test_an_interrupted_run_says_where_exits_128_plus_the_signal_and_leaves_the_
     report = tmp_path / "run.json"
     report.write_text("the previous report\n")
     master, slave = pty.openpty()
-    cmd = [sys.executable, "-m", "torch_ref.cli", "run", str(WORKED6), "--steps", LONG, "--report", str(report)]
+    cmd = [sys.executable, "-m", "torch_ref.cli.main", "run", str(WORKED6), "--steps", LONG, "--report", str(report)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave)
     os.close(slave)
     try:

@@ -1,9 +1,9 @@
 """Snapshots: a correct numpy implementation written the way numpy code is written (in-place
 updates, live arrays, views, one result dict reused, keeping what it is given) gets the verdict of
 one that copies everything, in every mode, across the chunk edges of the reference running ahead
-(lockstep.AHEAD_ITERATIONS = 64); and a bug planted at a chunk edge is found exactly there.
+(torch_ref.lockstep.loop.AHEAD_ITERATIONS = 64); and a bug planted at a chunk edge is found exactly there.
 
-Without the guard's copies (torch_ref/plugin.py), such an implementation fails at an early
+Without the guard's copies (torch_ref/implementation/plugin.py), such an implementation fails at an early
 iteration with the values of a later one, and the verdict depends on --steps."""
 import copy
 
@@ -12,8 +12,9 @@ import pytest
 
 import manual.data
 import manual.trainer
-from torch_ref import check, spec
-from torch_ref.lockstep import AHEAD_ITERATIONS
+from torch_ref import check
+from torch_ref.description import spec
+from torch_ref.lockstep.loop import AHEAD_ITERATIONS
 
 from conftest import make_desc
 

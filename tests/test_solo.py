@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from torch_ref import cli
-from torch_ref.lockstep import lockstep
-from torch_ref.solo import train_alone
+from torch_ref.cli import main as cli
+from torch_ref.lockstep.run import lockstep
+from torch_ref.lockstep.solo import train_alone
 
 from conftest import SPECS, make_desc
 

@@ -27,7 +27,7 @@ import manual.lr_scheduler
 import manual.modules
 import manual.optim
 from manual.modules import Linear, Parameter, SharedBiasLinear
-from torch_ref.model import SharedBiasLinear as TorchSharedBiasLinear
+from torch_ref.twin.model import SharedBiasLinear as TorchSharedBiasLinear
 
 RTOL = {np.float64: 1e-12, np.float32: 1e-5}
 

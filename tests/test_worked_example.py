@@ -4,7 +4,8 @@ import math
 import pytest
 
 from torch_ref import example
-from torch_ref.lockstep import STAGES, lockstep
+from torch_ref.lockstep.run import lockstep
+from torch_ref.lockstep.verdict import STAGES
 
 
 def test_lockstep_10000_iterations_float64_within_1e12_relative(worked):
@@ -162,7 +163,7 @@ def scalar_layer_by_layer(steps):
 
 
 def test_every_erratum_says_which_zoo_mistake_explains_it(report):
-    from torch_ref import zoo
+    from torch_ref.zoo import runner as zoo
     tried = report["errata_tried"]
     assert tried == [e.id for e in zoo.ENTRIES if e.applies(example.load_spec())] and len(tried) >= 10
     for e in report["errata"]:

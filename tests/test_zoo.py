@@ -5,8 +5,10 @@ import json
 
 import pytest
 
-from torch_ref import cli, zoo
-from torch_ref.lockstep import STAGES
+from torch_ref.cli import main as cli
+from torch_ref.zoo import faulty
+from torch_ref.zoo import runner as zoo
+from torch_ref.lockstep.verdict import STAGES
 
 IDS = [e.id for e in zoo.ENTRIES]
 
@@ -43,7 +45,7 @@ def test_zoo_command_exits_1_when_a_mistake_is_not_caught_where_expected(monkeyp
 
 
 def test_applies_follows_the_network():
-    worked = zoo.worked()
+    worked = faulty.worked()
     applies = {e.id for e in zoo.ENTRIES if e.applies(worked)}
     assert "hidden-error-through-updated-weights" in applies and "frozen-bias-updated" in applies
     assert not applies & {"mean-loss-grad-not-divided-by-batch", "bias-grad-averaged-over-batch",

@@ -14,8 +14,9 @@ run, or an implementation that cannot be loaded or breaks the contract, raises `
 import copy
 from pathlib import Path
 
-from . import plugin, spec
-from .lockstep import lockstep, skipped_stages
+from .implementation import plugin
+from .description import spec
+from .lockstep.run import lockstep, skipped_stages
 
 
 def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0,
@@ -84,7 +85,7 @@ def assert_lockstep(desc, impl=None, **kwargs):
 def train_alone(desc, side, *, steps=None, dtype=None, device=None):
     """One side ("manual" or "twin") trained alone, without comparison: its final loss and time per
     step (`backprop-check run SPEC --only SIDE`). Returns solo.SoloResult."""
-    from .solo import train_alone as alone
+    from .lockstep.solo import train_alone as alone
     return alone(_described(desc, steps, dtype, device), side)
 
 
@@ -100,10 +101,10 @@ def zoo(ddp=False):
     """Every classic backprop mistake run in lockstep, each where it must be caught (`backprop-check
     zoo`); with ddp, the data-parallel mistakes on 2 processes (`zoo --ddp`)."""
     if ddp:
-        from . import zoo_ddp as z
+        from .zoo import ddp as z
         return Shown(z.run_zoo(), _all_expected, z.table,
                      lambda outcomes: {"ok": _all_expected(outcomes), "entries": [o.to_json() for o in outcomes]})
-    from . import zoo as z
+    from .zoo import runner as z
     return Shown(z.run_zoo(), _all_expected, z.table,
                  lambda outcomes: {"ok": _all_expected(outcomes), "entries": [o.to_json() for o in outcomes],
                                    "stages_covered": sorted({o.where[1] for o in outcomes if o.where})})
@@ -111,7 +112,7 @@ def zoo(ddp=False):
 
 def specs():
     """The bundled descriptions: (name, first comment line) each (`backprop-check specs`)."""
-    from . import specfile
+    from .description import files as specfile
     rows = [(name, specfile.first_comment(item.read_text(encoding="utf-8")))
             for name, item in specfile.bundled().items()]
     width = max((len(name) for name, _ in rows), default=0)

@@ -15,9 +15,9 @@ import manual.data
 import manual.init
 import manual.trainer
 
-from . import spec
-from .specfile import bundled_path
-from .model import Twin
+from .description import spec
+from .description.files import bundled_path
+from .twin.model import Twin
 from .testing import compare, tolerance
 
 W_INDEX = {f"w{4 * k + 2 * i + j + 1}": (f"layers.{k}.weight", (i, j))
@@ -229,7 +229,7 @@ def explain_errata(errata, paths, desc):
     as the correct one is, reproduces the seed's printed figure to the digits printed. Sets
     `explained_by` (the zoo id, or None), `explained_value` and `also_explained_by` on every
     erratum; returns the ids of the mistakes tried (those that apply to the worked example)."""
-    from . import zoo
+    from .zoo import runner as zoo
     tried = [e for e in zoo.ENTRIES if e.applies(desc)]
     with np.errstate(all="ignore"):  # some mistakes diverge; their figures are inf or NaN, never a match
         figures = {e.id: dict(_leaves(manual_figures(desc, build=e))) for e in tried}

@@ -1,6 +1,6 @@
 """Ctrl-C (SIGINT) and SIGTERM for the `backprop-check` command, and processes that die with it.
 
-`handled()` (used once, in torch_ref/cli.py's main) turns SIGINT and SIGTERM into `Interrupted`,
+`handled()` (used once, in torch_ref/cli/main.py's main) turns SIGINT and SIGTERM into `Interrupted`,
 raised in the main thread wherever the run is. The command then prints one line naming the
 iteration the run had reached (`track` records it from the lockstep's `progress(it, steps)`
 callback, the data-parallel parent from the ranks' heartbeats) and exits 128 + the signal's
@@ -13,7 +13,7 @@ calls) lets it through, and deliberately NOT a KeyboardInterrupt: a KeyboardInte
 user's plug-in code is that plug-in's failure, a signal sent to the command is not.
 
 `die_with_parent()` is for child processes (the data-parallel ranks, the forkserver): see its
-docstring and torch_ref/_forkserver.py.
+docstring and torch_ref/distributed/forkserver.py.
 """
 import contextlib
 import ctypes

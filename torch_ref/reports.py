@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lockstep import STAGES
+from .lockstep.verdict import STAGES
 from .errors import SpecError
 from .testing import tolerance
 
@@ -189,7 +189,7 @@ def build(result, desc, spec_path=None):
             "worst_tensor": [w if w >= 0 else None for w in s["worst"][:n].tolist()],  # index into tensors
         }
     first = result.first_mismatch
-    return _finite({
+    return finite({
         "schema": SCHEMA,
         "verdict": "PASS" if result.ok else "FAIL",
         "ok": result.ok,
@@ -217,12 +217,12 @@ def build(result, desc, spec_path=None):
     })
 
 
-def _finite(tree):
+def finite(tree):
     """The report with NaN and infinities as None (null): strict JSON, readable by any parser."""
     if isinstance(tree, dict):
-        return {k: _finite(v) for k, v in tree.items()}
+        return {k: finite(v) for k, v in tree.items()}
     if isinstance(tree, (list, tuple)):
-        return [_finite(v) for v in tree]
+        return [finite(v) for v in tree]
     if isinstance(tree, float) and not np.isfinite(tree):
         return None
     return tree

@@ -17,11 +17,11 @@ TOLERANCES = {
     # and its derivatives (measured: ≤ 1e-11 absolute on the specs here), so atol is multiplied by
     # max(1, |E|); a real backprop mistake is off by the size of the gradient itself.
     "finite-differences": {"rtol": 1e-6, "atol": 1e-8},
-    # Free-running float32 against a float64 shadow (torch_ref/shadow.py): a tensor passes when its
+    # Free-running float32 against a float64 shadow (torch_ref/lockstep/shadow.py): a tensor passes when its
     # distance from the shadow is at most factor times the float32 twin's own (largest so far),
     # plus a floor atol + rtol * max|shadow| (rtol: about 8 float32 ulps) for the first iterations.
     "shadow": {"factor": 4.0, "rtol": 1e-6, "atol": 1e-7},
-    # The second opinion on an element the row of its dtype rejects (torch_ref/rounding.py): torch's
+    # The second opinion on an element the row of its dtype rejects (torch_ref/lockstep/rounding.py): torch's
     # step re-run from the same start with every parameter, optimizer buffer and input perturbed by
     # ± magnitude · u · ξ (u the dtype's unit roundoff, ξ ~ U(−1, 1)), `pairs` antithetic pairs; the
     # element passes within factor × the largest distance of those steps from the float64 step.
@@ -42,7 +42,7 @@ def shadow_tolerance():
 
 
 def rounding_tolerance():
-    """(factor, magnitude, pairs) of the measured rounding allowance (torch_ref/rounding.py)."""
+    """(factor, magnitude, pairs) of the measured rounding allowance (torch_ref/lockstep/rounding.py)."""
     t = TOLERANCES["rounding"]
     return t["factor"], t["magnitude"], int(t["pairs"])
 

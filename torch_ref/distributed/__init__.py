@@ -32,7 +32,7 @@ which factors were used. With --ddp-as-written a rank back-propagates L_kr / K, 
 training loop does, and the loss reported is the mean over ranks; a mismatch then comes with a
 one-line diagnosis, found by testing the known data-parallel mistakes against the manual engine.
 
-The check runs through the one lockstep loop (torch_ref/loop.py), on rank 0: the reference is
+The check runs through the one lockstep loop (torch_ref/lockstep/loop.py), on rank 0: the reference is
 DDPReference (rank.py: it tells every rank to go on, runs this rank's DDP step and gathers every
 rank's results with torch.distributed.gather_object), the implementation the manual engine, the
 rule DataParallelRule (rule.py: the comparisons above). The other ranks follow: step, send, until

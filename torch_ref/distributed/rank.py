@@ -1,5 +1,5 @@
 """What one rank does: its heartbeat, DDP's forward and backward on its shards (_Shards), and its
-part in the lockstep: rank 0 runs the lockstep loop (torch_ref/loop.py) with the manual engine
+part in the lockstep: rank 0 runs the lockstep loop (torch_ref/lockstep/loop.py) with the manual engine
 against DDPReference, which gathers every rank's results, judged by DataParallelRule (rule.py);
 the other ranks follow (step, send, until rank 0 says stop)."""
 import contextlib
@@ -16,11 +16,11 @@ import torch.distributed as dist
 import manual.data
 import manual.init
 
-from .. import plugin
+from ..implementation import plugin
 from ..interrupt import die_with_parent
-from ..loop import Loop
-from ..verdict import DataParallel, Result, prepare_device
-from ..model import Twin
+from ..lockstep.loop import Loop
+from ..lockstep.verdict import DataParallel, Result, prepare_device
+from ..twin.model import Twin
 from ..errors import SpecError
 from ..testing import tolerance
 from .cases import batch_reduction, loss_factor, scaling_note, shards
@@ -143,7 +143,7 @@ class _Shards:
 
 
 class DDPReference:
-    """Rank 0's reference in the lockstep loop (torch_ref/loop.py): train_step(x, y) tells every
+    """Rank 0's reference in the lockstep loop (torch_ref/lockstep/loop.py): train_step(x, y) tells every
     rank to go on, runs this rank's DDP step and gathers every rank's view of it
     (torch.distributed.gather_object): {"loss": the reduced loss, "ranks": [view of rank r],
     "plan": the shards, "batch": (x, y)}. finish() tells the other ranks to stop."""
@@ -207,7 +207,7 @@ def _np(t):
 
 def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
     """Train one Case on this rank in lockstep with the others. On rank 0, the lockstep loop
-    (torch_ref/loop.py) runs the manual engine against DDPReference, judged by DataParallelRule,
+    (torch_ref/lockstep/loop.py) runs the manual engine against DDPReference, judged by DataParallelRule,
     and returns the Result; the other ranks follow (and return None)."""
     beat = beat or _Heartbeat(None, rank)
     desc = case.desc

@@ -2,7 +2,7 @@
 data-parallel run's result is the lockstep's own verdict.Result, with its `parallel` record.)"""
 from dataclasses import dataclass
 
-from ..verdict import Mismatch
+from ..lockstep.verdict import Mismatch
 
 
 @dataclass

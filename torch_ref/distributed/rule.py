@@ -1,6 +1,6 @@
 """The data-parallel rule: how rank 0 judges one iteration of every rank's DDP step (gathered by
 the reference, reference.py) against the manual engine's full-batch step, in the order of STAGES,
-with the lockstep loop's rule interface (torch_ref/loop.py): check_many, explain, absorb, stats,
+with the lockstep loop's rule interface (torch_ref/lockstep/loop.py): check_many, explain, absorb, stats,
 not_reached, size."""
 import numpy as np
 

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..verdict import prepare_device
+from ..lockstep.verdict import prepare_device
 from ..errors import SpecError
 from .cases import validate
 from .rank import PEER_LOST, PHASES, WAITING, worker
@@ -54,7 +54,7 @@ def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None, watc
 
     Nothing outlives the calling process, even when it is killed by SIGKILL, which no handler
     sees: every rank asks the kernel (prctl PR_SET_PDEATHSIG, Linux) to SIGKILL it when its
-    parent ends, and so does the forkserver, the ranks' parent (torch_ref/_forkserver.py, first
+    parent ends, and so does the forkserver, the ranks' parent (torch_ref/distributed/forkserver.py, first
     in its preload list; without it the forkserver stays up as long as the ranks it forked, and
     they as long as it). A death signal, not a pipe watched by a thread, because the kernel
     delivers it whatever the rank is doing: stuck in a collective, holding the GIL, or stopped.
@@ -73,10 +73,10 @@ def check(cases, ranks, timeout=DEFAULT_TIMEOUT, fault=None, on_start=None, watc
             raise SpecError("run.device", f"cuda with {ranks} rank(s) needs one GPU per rank, found"
                                           f" {torch.cuda.device_count()}")
     ctx = multiprocessing.get_context(START_METHOD)
-    os.environ["BACKPROP_CHECK_PARENT_PID"] = str(os.getpid())  # read by torch_ref/_forkserver.py
+    os.environ["BACKPROP_CHECK_PARENT_PID"] = str(os.getpid())  # read by torch_ref/distributed/forkserver.py
     if START_METHOD == "forkserver":  # the server imports torch once; every later launch forks from it
-        # torch_ref._forkserver first: the server dies with this process (see above)
-        ctx.set_forkserver_preload(["torch_ref._forkserver", "torch_ref.distributed", "torch._dynamo"])  # torch.optim imports _dynamo
+        # torch_ref.distributed.forkserver first: the server dies with this process (see above)
+        ctx.set_forkserver_preload(["torch_ref.distributed.forkserver", "torch_ref.distributed", "torch._dynamo"])  # torch.optim imports _dynamo
     shared = ctx.RawArray("d", 3 * ranks)
     results_in, results_out = ctx.Pipe(duplex=False)
     port = free_port()

@@ -26,8 +26,8 @@ def _arguments(parser):
 def main(argv=None):
     """One rank under torchrun (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT from the
     environment); rank 0 prints the report and exits 0 (pass), 1 (mismatch) or 2 (bad input)."""
-    from .. import spec
-    from ..usage import OneLineParser
+    from ..description import spec
+    from ..cli.usage import OneLineParser
     p = OneLineParser(prog="python -m torch_ref.distributed", description=main.__doc__)
     p.add_argument("spec", metavar="SPEC")
     p.add_argument("--json", action="store_true")

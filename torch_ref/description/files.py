@@ -5,7 +5,7 @@ import os
 import stat
 from pathlib import Path
 
-from .errors import SpecError, show
+from ..errors import SpecError, show
 
 MAX_FILE_BYTES = 16 << 20  # the description file is read up to this size (a larger one is refused)
 

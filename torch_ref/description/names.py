@@ -1,6 +1,6 @@
 """The names a description uses, with torch's argument names and defaults: activations, losses,
 optimizers, schedules, initialisation schemes, and the description's own choices (bias modes,
-dtypes, toy sets...). torch_ref/spec.py checks descriptions against them; the tests draw from them
+dtypes, toy sets...). torch_ref/description/spec.py checks descriptions against them; the tests draw from them
 (a name added to a registry is drawn everywhere).
 
 The names of activations, losses, optimizers, schedules and init schemes, with torch's class names
@@ -8,7 +8,7 @@ and argument defaults, are manual/names.py's registries (both sides read them; m
 import torch_ref); the tables here are derived from them, and the rest (argument choices, limits,
 bias modes, dtypes, toy sets) is the description's own."""
 from manual.names import (ACTIVATION_REGISTRY, INIT_REGISTRY, LOSS_REGISTRY, OPTIMIZER_REGISTRY,  # noqa: F401
-                          SCHEDULER_REGISTRY, Entry, arguments)
+                          SCHEDULER_REGISTRY, arguments)
 
 
 ACTIVATION_ARGS = arguments(ACTIVATION_REGISTRY)  # name -> {argument: default}, torch's names

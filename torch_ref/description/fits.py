@@ -5,7 +5,7 @@ import math
 import os
 import sys
 
-from .errors import SpecError, show
+from ..errors import SpecError, show
 
 DTYPE_MAX = {"float64": sys.float_info.max, "float32": 3.4028234663852886e38}  # largest finite value
 # Memory, estimated before anything is allocated (measured on CPU: a lower bound, so that no run

@@ -58,8 +58,8 @@ import numpy as np
 
 import manual.trainer
 
-from .interrupt import Interrupted
-from .errors import ImplError, SpecError, exception_text
+from ..interrupt import Interrupted
+from ..errors import ImplError, SpecError, exception_text
 
 DEFAULT_STEP_TIMEOUT = 300.0  # seconds one call of the implementation may take (--step-timeout)
 
@@ -285,7 +285,7 @@ def _name(target):
 
 
 def guarded(desc, impl, impl_name, step_timeout=None):
-    """The implementation in its guard (torch_ref/plugin.py); the manual engine, trusted, for None."""
+    """The implementation in its guard (torch_ref/implementation/plugin.py); the manual engine, trusted, for None."""
     if impl is None:
         return Guard(manual.trainer.build(desc), "manual", trusted=True)
     return guard(impl, impl_name, timeout=step_timeout)

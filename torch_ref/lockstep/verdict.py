@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from .errors import SpecError
+from ..errors import SpecError
 
 STAGES = ("output", "loss", "delta", "grad", "optim", "param")
 

@@ -10,12 +10,11 @@ the manual engine computes for every shard, and names the one that explains what
 """
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from . import spec
-from .distributed import Case, Setup, check
+from ..description import spec
+from ..description.files import bundled
+from ..distributed import Case, Setup, check
 
-SPECS = Path(__file__).resolve().parent / "specs"
 RANKS = 2
 
 
@@ -35,7 +34,7 @@ def three_layer_even(steps=5):
 
 
 def _load(name, steps, batch_size=None, n=None):
-    raw = tomllib.loads((SPECS / name).read_text(encoding="utf-8"))
+    raw = tomllib.loads(bundled()[name.removesuffix(".toml")].read_text(encoding="utf-8"))
     raw["run"]["steps"] = steps
     if n is not None:
         raw["data"]["random"]["n"] = n

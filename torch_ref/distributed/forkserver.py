@@ -10,6 +10,6 @@ gone (BACKPROP_CHECK_PARENT_PID, set by distributed.check, says which process th
 """
 import os
 
-from .interrupt import die_with_parent
+from ..interrupt import die_with_parent
 
 die_with_parent(int(os.environ["BACKPROP_CHECK_PARENT_PID"]) if "BACKPROP_CHECK_PARENT_PID" in os.environ else None)

@@ -13,7 +13,7 @@ import manual.data
 import manual.init
 import manual.trainer
 
-from .errors import SpecError
+from ..errors import SpecError
 
 SIDES = ("manual", "twin")
 
@@ -49,8 +49,8 @@ def build(desc, side):
         impl = manual.trainer.build(desc)
         impl.load_state_dict(state)
         return impl
-    from .lockstep import prepare_device
-    from .model import Twin
+    from .run import prepare_device
+    from ..twin.model import Twin
     prepare_device(desc["run"]["device"])
     return Twin(desc, state)
 

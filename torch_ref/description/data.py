@@ -1,10 +1,10 @@
 """The [data] section of a description: explicit samples, random ones or a toy set, and their
 order (batch_size, shuffle, drop_last); targets that fit the loss, refused where torch would
 refuse them."""
-from .errors import SpecError, field_key, show
+from ..errors import SpecError, field_key, show
 from .fits import class_index_targets
 from .names import TOY_SETS
-from .spec_checks import choice, get, integer, is_int, matrix, number, table
+from .checks import choice, get, integer, is_int, matrix, number, table
 
 
 def check_data(t, network):

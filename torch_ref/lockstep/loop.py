@@ -17,7 +17,7 @@ first mismatch, when the implementation fails, when the reference diverges, or a
 import math
 from dataclasses import dataclass
 
-from . import plugin
+from ..implementation import plugin
 from .rounding import start_of
 from .verdict import diverged, raised
 
@@ -131,7 +131,7 @@ class Loop:
     def _judge(self, pending, prev, rule):
         """The first mismatch of a chunk of iterations, or None. An iteration the rule (the fixed
         tolerance, the shadow's, the data-parallel one) rejects gets the second opinion
-        (torch_ref/rounding.py), where there is one: within the measured rounding allowance, it
+        (torch_ref/lockstep/rounding.py), where there is one: within the measured rounding allowance, it
         passes; in free and shadow mode the reference then continues from the implementation's
         state (the runs had parted by rounding), and the rest of the chunk is compared against it."""
         i = 0

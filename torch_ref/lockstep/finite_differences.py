@@ -18,7 +18,7 @@ import numpy as np
 
 from manual.finite_differences import central_differences
 
-from .testing import compare, fd_tolerance, tolerance
+from ..testing import compare, fd_tolerance, tolerance
 
 PAIRS = (("impl", "autograd"), ("impl", "fd"), ("autograd", "fd"))
 PAIR_NAMES = {p: f"{p[0]}_vs_{p[1]}" for p in PAIRS}

@@ -1,10 +1,10 @@
 """The [network] and [init] sections of a description: sizes, activations and the loss (each a
 name or a table of torch's arguments, checked against the registry's), the bias mode, and the
 initial parameters (explicit, or a seed and a torch.nn.init scheme)."""
-from .errors import SpecError, field_key, show
+from ..errors import SpecError, field_key, show
 from .names import (ACTIVATION_ARGS, ARG_CHOICES, BIASES, GAIN_NONLINEARITIES, INIT_ALIASES, INIT_BIASES,
                     INIT_SCHEMES, LOSS_ARGS, PROBABILITY_OUTPUTS)
-from .spec_checks import choice, get, integer, is_int, matrix, number, vector
+from .checks import choice, get, integer, is_int, matrix, number, vector
 
 
 def check_network(t):

@@ -4,7 +4,7 @@ values converted to float64 copies taken at return time (an implementation that 
 or hands out its live arrays is judged on what it returned), optional keys fixed at iteration 0."""
 import numpy as np
 
-from .errors import ImplError, exception_text
+from ..errors import ImplError, exception_text
 
 REQUIRED = ("output", "loss", "grads", "state_dict")
 OPTIONAL = ("deltas", "optimizer_state")

@@ -158,7 +158,7 @@ class Twin:
     def restore(self, state, optimizer_state, schedule):
         """Set parameters, optimizer state ({"{param}.{key}": array}; a parameter without entries
         starts afresh) and the schedule's position (schedule_state()): the twin then takes the
-        iteration that starts there (torch_ref/rounding.py re-runs steps from such starts)."""
+        iteration that starts there (torch_ref/lockstep/rounding.py re-runs steps from such starts)."""
         self.load_state_dict(state)
         by_param = {}
         for flat, value in (optimizer_state or {}).items():

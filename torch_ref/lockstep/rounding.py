@@ -29,8 +29,8 @@ the same run gives the same verdict and the same report.
 import numpy as np
 import torch
 
-from .model import Twin
-from .testing import rounding_tolerance, tolerance
+from ..twin.model import Twin
+from ..testing import rounding_tolerance, tolerance
 from .verdict import Mismatch, pairs
 
 

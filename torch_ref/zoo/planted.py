@@ -1,9 +1,9 @@
 """The tests' planted bugs: one wrong formula each, in an activation, a loss, a layer, an optimizer,
-a schedule or the clipping, registered with the zoo's mistakes in torch_ref/mistakes.py (REGISTRY)
-and built the same way (torch_ref/faulty.py). Not shown by `backprop-check zoo`: each checks that
+a schedule or the clipping, registered with the zoo's mistakes in torch_ref/zoo/mistakes.py (REGISTRY)
+and built the same way (torch_ref/zoo/faulty.py). Not shown by `backprop-check zoo`: each checks that
 one more formula of the engine is held by the lockstep, at the iteration, stage and tensor where
 its wrong value first appears (tests/test_mistakes.py runs them all, and their controls). Each is
-also a plug-in factory, e.g. `--impl torch_ref.planted:TanhDerivativeMissing`."""
+also a plug-in factory, e.g. `--impl torch_ref.zoo.planted:TanhDerivativeMissing`."""
 import math
 
 import numpy as np
@@ -17,8 +17,8 @@ import manual.modules
 import manual.optim as O
 import manual.trainer
 from .faulty import Mistake, broken_adam, net
-from .specfile import bundled_path
-from . import spec
+from ..description.files import bundled_path
+from ..description import spec
 
 BOTH = (("float64", "free"), ("float32", "free"))
 Linear = manual.modules.Linear

@@ -17,24 +17,24 @@ reported, per stage, over the whole run.
 d_twin is the float32 twin's largest distance on that tensor up to this iteration: free-running
 float32 drift only accumulates, and a one-element tensor (a bias, the loss) where the twin lands on
 the shadow by luck at one iteration must not fail a correct implementation. A tensor this rule
-rejects gets the second opinion of torch_ref/rounding.py, from the implementation's own start of
+rejects gets the second opinion of torch_ref/lockstep/rounding.py, from the implementation's own start of
 that iteration: within the measured rounding allowance, the three runs had parted by rounding, and
 both twins continue from the implementation's state (counted in Result.rounding).
 
 This module holds what is particular to the mode, the reference (ShadowTwins) and the rule
-(ShadowRule); the loop is the lockstep's own (torch_ref/lockstep.py), as for free and resync.
+(ShadowRule); the loop is the lockstep's own (torch_ref/lockstep/run.py), as for free and resync.
 """
 import numpy as np
 
-from .model import Twin
-from .testing import shadow_tolerance
+from ..twin.model import Twin
+from ..testing import shadow_tolerance
 from .verdict import STAGES, Mismatch, pairs
 
 
 class ShadowTwins:
     """The reference of shadow mode: the float32 twin, and the float64 shadow twin stepping beside
     it on the same batches (widened); train_step gives the twin's result with the shadow's under
-    "shadow". restore() re-anchors both (torch_ref/rounding.py's second opinion)."""
+    "shadow". restore() re-anchors both (torch_ref/lockstep/rounding.py's second opinion)."""
 
     def __init__(self, desc, state32):
         self.twin = Twin(desc, state32)

@@ -3,7 +3,7 @@ each run in lockstep against the torch twin on a description chosen for it, each
 
     backprop-check zoo [--json]
 
-Every entry is a mistake of the registry (torch_ref/mistakes.py, `ZOO`): the manual engine built
+Every entry is a mistake of the registry (torch_ref/zoo/mistakes.py, `ZOO`): the manual engine built
 with one component replaced by a faulty one, nothing else changed; the real engine is never
 touched. An entry names where the oracle must catch it (iteration, stage, tensor); `run_zoo`
 checks that it does.
@@ -13,12 +13,10 @@ applies to the worked example's network is tried on it, figure by figure.
 """
 from dataclasses import dataclass
 
-from .faulty import adam, classifier, minibatch, momentum, random_net, square, worked  # noqa: F401 (the zoo's descriptions)
 from .mistakes import ZOO, Mistake
 
-# the zoo: the registry's mistakes shown to the user (torch_ref/mistakes.py), in the zoo's order
+# the zoo: the registry's mistakes shown to the user (torch_ref/zoo/mistakes.py), in the zoo's order
 ENTRIES = ZOO
-Entry = Mistake
 
 
 def entry(entry_id):
@@ -30,7 +28,7 @@ def entry(entry_id):
 
 @dataclass
 class Outcome:
-    entry: Entry
+    entry: Mistake
     caught: bool           # the oracle found a mismatch
     where: tuple | None    # (iteration, stage, tensor) of the first mismatch
     mismatch: object       # the Mismatch, or None
@@ -57,7 +55,7 @@ def _first_line(doc):
 
 def run_entry(e):
     """Run one entry in lockstep against the torch twin on its own description."""
-    from .lockstep import lockstep
+    from ..lockstep.run import lockstep
     desc = e.description()
     result = lockstep(desc, impl=e(desc), impl_name=f"zoo:{e.id}")
     m = result.first_mismatch

@@ -4,7 +4,7 @@ numbers, vectors and matrices of them, and the nesting limit. No torch, no numpy
 import math
 import sys
 
-from .errors import SpecError, field_key, show
+from ..errors import SpecError, field_key, show
 
 # Limits on what a description may ask for, each refused with the field that asks (SpecError):
 MAX_DEPTH = 32             # nesting of tables and lists (a valid description needs 4)

@@ -13,7 +13,7 @@
     backprop-check --version                        prints `backprop-check X.Y.Z`
 
 SPEC is a description file, or where no file of that name exists, the name of a bundled description
-(`backprop-check run worked_example`; torch_ref/spec.py's locate). `python -m torch_ref ...` is the
+(`backprop-check run worked_example`; torch_ref/description/spec.py's locate). `python -m torch_ref ...` is the
 same command, with the same exit codes.
 
 With --json, stdout carries exactly one strict JSON document (NaN and infinities as null):
@@ -35,8 +35,9 @@ import json
 import os
 import sys
 
-from . import interrupt, version
-from .spec import DEVICES, DTYPES, SpecError
+from .. import interrupt
+from .. import version
+from ..description.spec import DEVICES, DTYPES, SpecError
 from .usage import OneLineParser
 
 PROG = "backprop-check"
@@ -109,17 +110,17 @@ def _parser():
 
 
 def cmd_example(args):
-    from . import api
+    from .. import api
     return _show(args, api.worked_example)
 
 
 def cmd_zoo(args):
-    from . import api
+    from .. import api
     return _show(args, api.zoo, ddp=args.ddp)
 
 
 def cmd_specs(args):
-    from . import api
+    from .. import api
     return _show(args, api.specs)
 
 
@@ -132,7 +133,7 @@ def _show(args, call, *a, **kw):
 
 
 def cmd_run(args):
-    from . import api, reports
+    from .. import api, reports
     for flag, given in (("--impl", args.impl is not None), ("--fd", args.fd or args.fd_steps is not None),
                         ("--skip-stage", args.skip_stage is not None),
                         ("--step-timeout", args.step_timeout is not None),
@@ -178,8 +179,8 @@ def _flags():
 
 def _dumps(tree):
     """Strict JSON (NaN and infinities as null): what json.loads(..., parse_constant=raise) accepts."""
-    from .reports import _finite
-    return json.dumps(_finite(tree), indent=2, allow_nan=False)
+    from ..reports import finite
+    return json.dumps(finite(tree), indent=2, allow_nan=False)
 
 
 @contextlib.contextmanager
@@ -233,7 +234,7 @@ def _restore_stdout(saved):
 
 def _cmd_run_ranks(args, over):
     """`run SPEC --ranks R`: the data-parallel lockstep (torch_ref/distributed/), through api.check."""
-    from . import api, distributed
+    from .. import api, distributed
     if args.ranks is None:
         raise SpecError("--ranks", "--accumulate, --ddp-as-written and --timeout need --ranks R")
     for flag, given in (("--mode", args.mode != "free"), ("--only", args.only is not None)):

@@ -1,12 +1,12 @@
 """The registry of planted mistakes: the classic backprop mistakes of the zoo (`backprop-check zoo`,
-torch_ref/zoo.py; the worked example's errata are explained with them) and the tests' planted bugs
-(torch_ref/planted.py), each a `Mistake` (torch_ref/faulty.py): what it replaces in the manual
+torch_ref/zoo/runner.py; the worked example's errata are explained with them) and the tests' planted bugs
+(torch_ref/zoo/planted.py), each a `Mistake` (torch_ref/zoo/faulty.py): what it replaces in the manual
 engine and with what faulty code, what it is, the description it runs on, where the lockstep must
 catch it (iteration, stage, tensor) and in which dtypes and modes, and where it applies.
 
 Each is built by planting it in the manual engine's builder (no live object is changed, the engine
 itself is never touched), and each is a plug-in factory under its name here, e.g.
-`backprop-check run worked_example --impl torch_ref.mistakes:GradsNotZeroed`. The engine without
+`backprop-check run worked_example --impl torch_ref.zoo.mistakes:GradsNotZeroed`. The engine without
 the mistake, manual.trainer.build, is every mistake's control.
 
     REGISTRY        every mistake, zoo first (in the zoo's order), then the tests' planted bugs

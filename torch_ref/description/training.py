@@ -3,9 +3,9 @@
 would refuse it."""
 import math
 
-from .errors import SpecError, field_key, show
+from ..errors import SpecError, field_key, show
 from .names import INTEGER_ARGS, NON_NEGATIVE, OPTIMIZERS, SCHEDULERS
-from .spec_checks import choice, get, integer, number, table
+from .checks import choice, get, integer, number, table
 
 
 def check_scheduler(t):

@@ -1,5 +1,5 @@
-"""How a planted mistake is built and described: the mechanism under torch_ref/mistakes.py (the
-registry of mistakes) and torch_ref/planted.py (the tests' planted bugs).
+"""How a planted mistake is built and described: the mechanism under torch_ref/zoo/mistakes.py (the
+registry of mistakes) and torch_ref/zoo/planted.py (the tests' planted bugs).
 
 A `Mistake` names what it replaces, `{(owner, method): faulty function}`: the owner is a class of
 the manual engine (a layer, activation, loss, optimizer or schedule, or manual.trainer.Trainer for
@@ -19,8 +19,8 @@ from functools import cache, partial
 import numpy as np
 
 import manual.trainer
-from . import spec
-from .specfile import bundled_path
+from ..description import spec
+from ..description.files import bundled_path
 
 
 # --- the mechanism --------------------------------------------------------------------------------
@@ -30,7 +30,7 @@ class Mistake:
     """One planted mistake: what it is, what it replaces, the description it runs on, where the
     lockstep must catch it, where it has a meaning, and whether the user-facing zoo shows it.
 
-    Called with a parsed description it is a plug-in factory (`--impl torch_ref.mistakes:Name`):
+    Called with a parsed description it is a plug-in factory (`--impl torch_ref.zoo.mistakes:Name`):
     the manual engine with the mistake planted."""
     id: str
     what: str                 # one sentence: the mistake

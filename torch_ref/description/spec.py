@@ -13,16 +13,16 @@ import json
 import tomllib
 from pathlib import Path
 
-from .errors import SpecError, field_key, show
+from ..errors import SpecError, field_key, show
 from .fits import check_fits
 from .names import (ACTIVATION_ARGS, ARG_CHOICES, BIASES, DEVICES, DTYPES, GAIN_NONLINEARITIES,  # noqa: F401
                     INIT_ALIASES, INIT_BIASES, INIT_SCHEMES, INTEGER_ARGS, LOSS_ARGS, NON_NEGATIVE, OPTIMIZERS,
                     PROBABILITY_OUTPUTS, SCHEDULERS, TOY_SETS)
-from .spec_checks import MAX_DEPTH, MAX_INT, check_depth, choice, integer, table  # noqa: F401
-from .spec_data import check_data
-from .spec_network import check_init, check_network
-from .spec_training import check_clip, check_optimizer, check_scheduler
-from .specfile import locate, read_bundled, read_file
+from .checks import MAX_DEPTH, MAX_INT, check_depth, choice, integer, table  # noqa: F401
+from .data import check_data
+from .network import check_init, check_network
+from .training import check_clip, check_optimizer, check_scheduler
+from .files import locate, read_bundled, read_file
 
 SECTIONS = {
     "network": {"sizes", "activation", "bias", "loss"},

@@ -1,0 +1,101 @@
+"""The lockstep cross-check: an implementation and the torch twin, step by step.
+
+Both sides start from the same parameters and get the same batches. At every iteration the
+results are compared in the order the computation produces them:
+
+    output → loss → delta (dE/dnet per layer) → grad (per parameter, after clipping)
+           → optim (optimizer state, after the update) → param (after the update)
+
+and the run stops at the first mismatch, which is reported with its iteration, stage, tensor,
+worst index, both values and the tolerance. Two modes:
+
+    free    both sides train on their own from the shared start (the default): a float64 check
+            of the whole trajectory;
+    resync  after every iteration the implementation restarts from the twin's updated
+            parameters and optimizer state, so each step is judged on its own (long float32 runs);
+    shadow  float32, free-running, each quantity judged by its distance from a float64 shadow twin
+            against the float32 twin's own distance (torch_ref/lockstep/shadow.py; long float32 runs).
+
+This module sets a run up (the reference, the implementation, the rule: Checker, or shadow.ShadowRule)
+and makes its Result; the loop itself is torch_ref/lockstep/loop.py's, which the data-parallel check shares.
+"""
+import numpy as np
+
+import manual.data
+import manual.init
+import manual.trainer
+
+from .finite_differences import FDCheck
+from ..twin.model import Twin
+from ..implementation import plugin
+from ..implementation.contract import Conformer
+from .checker import Checker, History
+from .loop import Loop, Outcome
+from .rounding import SecondOpinion, Start
+from .shadow import ShadowRule, ShadowTwins
+from ..errors import SpecError
+from ..description.fits import check_fits
+from ..testing import tolerance
+from .verdict import STAGES, Result, Rounding, prepare_device, raised, skipped_stages
+
+MODES = ("free", "resync", "shadow")
+
+
+def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=False, progress=None,
+             skip_stages=(), step_timeout=None):
+    """Run the cross-check described by `desc` (a parsed description). `impl` is any object with
+    load_state_dict/train_step; by default the manual engine. Returns a `Result`.
+
+    A plug-in is called through its guard (torch_ref/implementation/plugin.py: copies in and out, a time limit of
+    `step_timeout` seconds per call, default 300, 0 for none); its results are checked against the
+    contract: breaking it raises `ImplError` (exit 2); an exception raised by its own code (any
+    BaseException but a real interruption), or a call out of time, ends the run as a failure at
+    stage "exception" (exit 1). `skip_stages` (e.g. ["loss"], --skip-stage) are not compared; the
+    Result lists them under `skipped`. `fd_steps` > 0 adds central finite differences as a third opinion on the
+    gradients of the first `fd_steps` iterations (2 forward passes per parameter element).
+    `record=True` keeps, per iteration, both losses and every tensor's largest differences
+    (`Result.history`, for reports and plots); `progress(it, steps)` is called before each iteration."""
+    if mode not in MODES:
+        raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
+    skip = skipped_stages(skip_stages)
+    check_fits(desc, record)  # before anything is allocated: the dtype's range, the memory (and history's)
+    shadow = mode == "shadow"  # float32 judged against a float64 shadow twin: torch_ref/lockstep/shadow.py
+    if shadow and desc["run"]["dtype"] != "float32":
+        raise SpecError("mode", f"shadow mode checks float32 against a float64 shadow; run.dtype is "
+                                f"{desc['run']['dtype']!r}")
+    if shadow and (record or fd_steps):
+        raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
+                                " (--report, --markdown, --plot, --fd): use free or resync for those")
+    run = desc["run"]
+    prepare_device(run["device"])
+    dtype = np.dtype(run["dtype"])
+    rtol, atol = tolerance(dtype)
+    impl_name = impl_name or ("manual" if impl is None else type(impl).__qualname__)
+    conform = Conformer(trusted=impl is None)  # the manual engine needs no conversion
+    impl = plugin.guarded(desc, impl, impl_name, step_timeout)
+    state = {k: v.astype(dtype) for k, v in manual.init.initial_state(desc).items()}
+    twin = ShadowTwins(desc, state) if shadow else Twin(desc, state)
+    fd = FDCheck(desc, fd_steps) if fd_steps > 0 else None
+
+    history = History(run["steps"]) if record else None
+    make_rule = ((lambda m, r: ShadowRule(m, r, skip)) if shadow
+                 else (lambda m, r: Checker(m, r, rtol, atol, history, skip)))
+    rounding = Rounding()
+    loop = Loop(twin, impl, make_rule, rtol, atol, conform=conform, opinion=SecondOpinion(desc, skip),
+                rounding=rounding, mode=mode, start0=Start(state, twin.optimizer_state(), twin.schedule_state()),
+                fd=fd, history=history, progress=progress)  # iteration 0's start, shared
+    try:
+        impl.load_state_dict(state)
+    except plugin.Failed as e:
+        out = Outcome(raised(0, e, rtol, atol))
+    else:
+        out = loop.run(manual.data.batches(desc, dtype), run["steps"])
+    first, m, r, checker = out.first, out.m, out.r, out.rule
+    nan = float("nan")
+    losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
+    if shadow:
+        losses["shadow"] = float(r["shadow"]["loss"]) if r else nan
+    return Result(first is None, out.steps, first, checker.stats() if checker else {}, str(dtype),
+                  run["device"], mode, losses, [s for s in conform.not_reported(r or {}) if s not in skip], fd,
+                  impl_name, history=history, not_reached=checker.not_reached() if checker else [],
+                  skipped=[s for s in STAGES if s in skip], rounding=rounding.to_json())
