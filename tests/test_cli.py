@@ -101,8 +101,11 @@ def test_bad_arguments_exit_2(args, needle, capsys):
 
 def test_bad_arguments_exit_2_in_a_real_process():
     """The same, once, through a real interpreter: exit status and stderr as a shell sees them."""
-    p = subprocess.run([sys.executable, "-m", "torch_ref.cli.main", "run", "missing.toml"], capture_output=True, text=True)
+    program = ("import sys; from torch_ref.cli.main import main; code = main(['run', 'missing.toml']);"
+               " print('torch' in sys.modules); sys.exit(code)")
+    p = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert p.returncode == 2, p.stderr
+    assert p.stdout == "False\n"  # refused before torch is imported: a bad input costs no torch start-up
     assert len(p.stderr.strip().splitlines()) == 1 and "SPEC: cannot read" in p.stderr, p.stderr
 
 

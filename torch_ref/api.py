@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .implementation import plugin
 from .description import spec
-from .lockstep.run import lockstep, skipped_stages
+from .lockstep.verdict import skipped_stages
 
 
 def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0,
@@ -65,6 +65,7 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
         impl = plugin.build(impl, desc, step_timeout)  # a TARGET, a class, a factory
     if name is None and impl is not None:
         name = impl.name if isinstance(impl, plugin.Guard) else type(impl).__qualname__
+    from .lockstep.run import lockstep  # torch: imported once the arguments are known to be good
     result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=bool(outputs),
                       progress=progress, skip_stages=skip_stages,
                       step_timeout=step_timeout)

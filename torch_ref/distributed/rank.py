@@ -19,7 +19,8 @@ import manual.init
 from ..implementation import plugin
 from ..interrupt import die_with_parent
 from ..lockstep.loop import Loop
-from ..lockstep.verdict import DataParallel, Result, prepare_device
+from ..lockstep.verdict import DataParallel, Result
+from ..twin.model import prepare_device
 from ..twin.model import Twin
 from ..errors import SpecError
 from ..testing import tolerance

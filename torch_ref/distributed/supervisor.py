@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..lockstep.verdict import prepare_device
+from ..twin.model import prepare_device
 from ..errors import SpecError
 from .cases import validate
 from .rank import PEER_LOST, PHASES, WAITING, worker

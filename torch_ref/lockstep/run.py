@@ -26,7 +26,7 @@ import manual.init
 import manual.trainer
 
 from .finite_differences import FDCheck
-from ..twin.model import Twin
+from ..twin.model import Twin, prepare_device
 from ..implementation import plugin
 from ..implementation.contract import Conformer
 from .checker import Checker, History
@@ -36,7 +36,7 @@ from .shadow import ShadowRule, ShadowTwins
 from ..errors import SpecError
 from ..description.fits import check_fits
 from ..testing import tolerance
-from .verdict import STAGES, Result, Rounding, prepare_device, raised, skipped_stages
+from .verdict import STAGES, Result, Rounding, raised, skipped_stages
 
 MODES = ("free", "resync", "shadow")
 

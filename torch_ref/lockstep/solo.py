@@ -49,7 +49,7 @@ def build(desc, side):
         impl = manual.trainer.build(desc)
         impl.load_state_dict(state)
         return impl
-    from .run import prepare_device
+    from ..twin.model import prepare_device
     from ..twin.model import Twin
     prepare_device(desc["run"]["device"])
     return Twin(desc, state)

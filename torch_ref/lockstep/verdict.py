@@ -4,8 +4,6 @@ produces them, the pairs of values compared at one iteration, and the verdict ty
 Result, DataParallel, Rounding)."""
 from dataclasses import asdict, dataclass, field
 
-import torch
-
 from ..errors import SpecError
 
 STAGES = ("output", "loss", "delta", "grad", "optim", "param")
@@ -175,15 +173,6 @@ class DataParallel:
         if first:
             lines.append(str(first))
         return "\n".join(lines)
-
-
-def prepare_device(device):
-    """Check the device exists; on CUDA switch TF32 off so float32 means float32."""
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise SpecError("run.device", "cuda requested but torch.cuda.is_available() is False")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
 
 
 def skipped_stages(stages):

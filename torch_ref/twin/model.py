@@ -14,6 +14,8 @@ from torch import nn
 from manual.names import (ACTIVATION_REGISTRY, LOSS_REGISTRY, OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY,
                           resolve)
 
+from ..errors import SpecError
+
 
 class HalfSSELoss(nn.Module):
     """The seed's error E = Σ ½(target − out)², summed over outputs and batch (not torch's)."""
@@ -268,3 +270,12 @@ def _numpy(t):
     """A numpy copy of a tensor (a view would change with the next step)."""
     t = t.detach()
     return t.numpy().copy() if t.device.type == "cpu" else t.cpu().numpy()
+
+
+def prepare_device(device):
+    """Check the device exists; on CUDA switch TF32 off so float32 means float32."""
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise SpecError("run.device", "cuda requested but torch.cuda.is_available() is False")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
