@@ -17,7 +17,7 @@ import numpy as np
 
 from .module import Module
 from .modules import Parameter
-from .normalization import accumulate_affine, normalize, normalize_backward, resolve_dtype
+from .normalization import accumulate_affine, resolve_dtype, standardize, standardize_backward
 
 
 class BatchNorm(Module):
@@ -63,7 +63,7 @@ class BatchNorm(Module):
             if n == 1:  # torch's _verify_batch_size
                 raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when "
                                  f"training, got input size {list(x.shape)}")
-            self.xhat, self.rstd, mean, var = normalize(x, self.axes, self.eps)
+            self.xhat, self.rstd, mean, var = standardize(x, self.axes, self.eps)
             if self.training and self.track_running_stats:
                 self.update_running_stats(mean.reshape(-1), var.reshape(-1) * (n / (n - 1)))
         else:
@@ -94,7 +94,7 @@ class BatchNorm(Module):
         accumulate_affine(self.weight, self.bias, grad_output, self.xhat, self.axes)
         g = grad_output * self.channel(self.weight.data, grad_output.ndim) if self.weight is not None else grad_output
         if self.batch_stats:
-            return normalize_backward(g, self.xhat, self.rstd, self.axes)
+            return standardize_backward(g, self.xhat, self.rstd, self.axes)
         return g * self.rstd
 
     def named_parameters(self, prefix=""):

@@ -11,7 +11,7 @@ from .module import Module
 
 
 class Sequential(Module):
-    """torch.nn.Sequential(*modules), or Sequential(OrderedDict of name -> module) as torch's.
+    """torch.nn.Sequential(*args): the modules, or one OrderedDict of name -> module, as torch's.
 
         forward:   y_0 = m_0(x),  y_i = m_i(y_{i−1}),  y = y_{k−1}            outputs[i] = y_i
         backward:  g_{k−1} = grad_y,  g_{i−1} = m_i.backward(g_i),  grad_x = m_0.backward(g_0)
@@ -23,11 +23,11 @@ class Sequential(Module):
     the number of modules, as torch's.
     """
 
-    def __init__(self, *modules):
-        if len(modules) == 1 and isinstance(modules[0], OrderedDict):
-            self._modules = OrderedDict(modules[0])
+    def __init__(self, *args):
+        if len(args) == 1 and isinstance(args[0], OrderedDict):
+            self._modules = OrderedDict(args[0])
         else:
-            self._modules = OrderedDict((str(i), m) for i, m in enumerate(modules))
+            self._modules = OrderedDict((str(i), m) for i, m in enumerate(args))
         for name, m in self._modules.items():
             if not isinstance(m, Module):
                 raise TypeError(f"Sequential: module {name} is a {type(m).__name__}, not a manual Module")

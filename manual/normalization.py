@@ -21,7 +21,7 @@ def resolve_dtype(device, dtype):
     return np.dtype(np.float64 if dtype is None else dtype)
 
 
-def normalize(x, axes, eps):
+def standardize(x, axes, eps):
     """(x̂, rstd, mean, var): x̂ = (x − mean) · rstd, rstd = 1 / √(var + eps), mean and the biased var
     over `axes` (kept as size-1 axes so that they broadcast; two passes, not E[x²] − E[x]²)."""
     mean = x.mean(axis=axes, keepdims=True)
@@ -31,8 +31,8 @@ def normalize(x, axes, eps):
     return centred * rstd, rstd, mean, var
 
 
-def normalize_backward(grad_xhat, xhat, rstd, axes):
-    """dE/dx from dE/dx̂ for x̂ = normalize(x, axes), through the mean and the variance (n the count
+def standardize_backward(grad_xhat, xhat, rstd, axes):
+    """dE/dx from dE/dx̂ for x̂ = standardize(x, axes), through the mean and the variance (n the count
     of elements over `axes`):
 
         dE/dx = rstd · (g − mean(g) − x̂ · mean(g · x̂))      g = dE/dx̂, the means over `axes`
@@ -80,7 +80,7 @@ class LayerNorm(Module):
             raise ValueError(f"LayerNorm: normalized_shape={list(self.normalized_shape)} expects an input of "
                              f"shape [*, {', '.join(map(str, self.normalized_shape))}], got {list(x.shape)}")
         self.axes = tuple(range(x.ndim - d, x.ndim))
-        self.xhat, self.rstd, _, _ = normalize(x, self.axes, self.eps)
+        self.xhat, self.rstd, _, _ = standardize(x, self.axes, self.eps)
         y = self.xhat * self.weight.data if self.weight is not None else self.xhat.copy()
         if self.bias is not None:
             y += self.bias.data
@@ -90,7 +90,7 @@ class LayerNorm(Module):
         leading = tuple(range(grad_output.ndim - len(self.normalized_shape)))
         accumulate_affine(self.weight, self.bias, grad_output, self.xhat, leading)
         g = grad_output * self.weight.data if self.weight is not None else grad_output
-        return normalize_backward(g, self.xhat, self.rstd, self.axes)
+        return standardize_backward(g, self.xhat, self.rstd, self.axes)
 
     def named_parameters(self, prefix=""):
         if self.weight is not None:
@@ -128,7 +128,7 @@ class GroupNorm(Module):
         if n * (self.num_channels // self.num_groups) * spatial == 1:  # torch's _verify_batch_size on its view
             raise ValueError(f"GroupNorm: expected more than 1 value per channel when training, got input size {list(x.shape)}")
         grouped = x.reshape(n, self.num_groups, -1)  # (N, G, C/G · Π*)
-        xhat, self.rstd, _, _ = normalize(grouped, (2,), self.eps)
+        xhat, self.rstd, _, _ = standardize(grouped, (2,), self.eps)
         self.xhat = xhat.reshape(x.shape)
         y = self.xhat * self.channel(self.weight) if self.weight is not None else self.xhat.copy()
         if self.bias is not None:
@@ -143,7 +143,7 @@ class GroupNorm(Module):
         accumulate_affine(self.weight, self.bias, grad_output, self.xhat, (0,) + tuple(range(2, grad_output.ndim)))
         g = grad_output * self.channel(self.weight) if self.weight is not None else grad_output
         n = g.shape[0]
-        grad = normalize_backward(g.reshape(n, self.num_groups, -1), self.xhat.reshape(n, self.num_groups, -1),
+        grad = standardize_backward(g.reshape(n, self.num_groups, -1), self.xhat.reshape(n, self.num_groups, -1),
                                   self.rstd, (2,))
         return grad.reshape(grad_output.shape)
 
