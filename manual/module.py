@@ -47,7 +47,16 @@ class Module:
         return self.train(False)
 
     def state_dict(self):
-        """Parameters and buffers by torch's names, copied."""
-        out = {name: p.data.copy() for name, p in self.named_parameters()}
-        out.update((name, b.copy()) for name, b in self.named_buffers())
-        return out
+        """Parameters and buffers by torch's names, copied, in torch's order: module by module, each
+        module's parameters, then its buffers."""
+        return {name: value.copy() for name, value in self.named_state()}
+
+    def named_state(self, prefix=""):
+        """(name, array) of state_dict, in its order, not copied."""
+        children = list(self.named_children())
+        if children:
+            for name, child in children:
+                yield from child.named_state(f"{prefix}{name}.")
+            return
+        yield from ((name, p.data) for name, p in self.named_parameters(prefix))
+        yield from self.named_buffers(prefix)
