@@ -21,6 +21,16 @@ def worked_report():
     return example.report()
 
 
+@pytest.fixture(scope="session")
+def worked_fd_run():
+    """`backprop-check run worked_example --fd` as the API runs it (all 10000 iterations, finite
+    differences on the first 3), computed once: tests/test_worked_example.py asserts on it, and the
+    README shows what the command prints of it (tests/test_docs.py)."""
+    from torch_ref import api
+    from torch_ref.cli.main import FD_STEPS
+    return api.check("worked_example", fd_steps=FD_STEPS)
+
+
 @pytest.fixture
 def worked():
     """The worked example's parsed description (a fresh copy per test)."""

@@ -272,7 +272,7 @@ def random_check(name, seed, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("seed", range(5))
+@pytest.mark.parametrize("seed", range(2))
 @pytest.mark.parametrize("name", DRAWS)
 def test_random_cases_match_torch(name, seed, dtype):
     random_check(name, seed, dtype)

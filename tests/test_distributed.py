@@ -312,7 +312,9 @@ def _exists(pid):
 @pytest.mark.parametrize("kind,cause", [("raise", "RuntimeError: fault injected on purpose at iteration 2"),
                                         ("exit", "exited with code 3"),
                                         ("hang", "hung"),
-                                        ("stop", "stopped")])  # SIGSTOP: its peer times out, it is to blame
+                                        # SIGSTOP: its peer times out, it is to blame (waits out the
+                                        # timeout as "hang" does: the default profile has that one)
+                                        pytest.param("stop", "stopped", marks=pytest.mark.slow)])
 def test_a_failing_rank_is_named_and_the_others_are_stopped(kind, cause):
     started = []
     with pytest.raises(RankFailure) as info:
@@ -407,7 +409,10 @@ def test_a_rank_killed_mid_run_is_reported_and_nothing_is_left_behind():
 
 # --- the command line ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path,ranks", [(WORKED6, 2), (WORKED6, 3), (THREE, 2), (THREE, 3)])
+@pytest.mark.parametrize("path,ranks", [(WORKED6, 2), pytest.param(WORKED6, 3, marks=pytest.mark.slow),
+                                        pytest.param(THREE, 2, marks=pytest.mark.slow), (THREE, 3)])
+# (every case runs in the default profile's two launches, test_every_iteration_matches...: the command
+# line needs one launch per world size)
 def test_cli_run_ranks_passes_every_iteration(path, ranks, capsys):
     """The issue's 'done when': the full spec (30 iterations), exit 0, every stage within tolerance."""
     code = cli.main(["run", str(path), "--ranks", str(ranks), "--json"])

@@ -54,9 +54,19 @@ def _docs_script():
     return module
 
 
-def test_every_output_shown_is_what_its_command_prints(worked_report, monkeypatch, capsys):
-    from torch_ref import example
+def test_every_output_shown_is_what_its_command_prints(worked_report, worked_fd_run, monkeypatch, capsys):
+    from torch_ref import api, example
+    from torch_ref.cli.main import FD_STEPS
     monkeypatch.setattr(example, "report", lambda: worked_report)  # computed once for the session
+    check = api.check
+
+    def computed_once(desc, impl=None, **kwargs):  # `run worked_example --fd`: the session's run
+        asked = {k: v for k, v in kwargs.items() if v not in (None, (), False) and k != "progress"}
+        if (desc, impl, asked) == ("worked_example", None, {"mode": "free", "fd_steps": FD_STEPS}):
+            return worked_fd_run
+        return check(desc, impl, **kwargs)
+
+    monkeypatch.setattr(api, "check", computed_once)
     assert _docs_script().main(["--check"]) == 0, capsys.readouterr().out
 
 

@@ -4,18 +4,20 @@ import math
 import pytest
 
 from torch_ref import example
-from torch_ref.lockstep.run import lockstep
 from torch_ref.lockstep.verdict import STAGES
 
 
-def test_lockstep_10000_iterations_float64_within_1e12_relative(worked):
+def test_lockstep_10000_iterations_float64_within_1e12_relative(worked, worked_fd_run):
+    """`backprop-check run worked_example --fd`, the README's: every iteration, every stage within
+    1e-12 relative, and the finite differences agreeing on the first iterations."""
+    result = worked_fd_run
     assert worked["run"]["steps"] == 10000
-    result = lockstep(worked)
     assert result.ok, str(result.first_mismatch)
     assert result.steps_checked == 10000
     assert set(result.stats) == set(STAGES) - {"optim"}  # plain SGD keeps no optimizer state
     for stage, s in result.stats.items():
         assert s["max_rel_err"] <= 1e-12, (stage, s)
+    assert result.fd is not None and result.fd.ok
 
 
 def scalar_walkthrough():
