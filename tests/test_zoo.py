@@ -8,6 +8,7 @@ import pytest
 from torch_ref.cli import main as cli
 from torch_ref.zoo import faulty
 from torch_ref.zoo import runner as zoo
+from torch_ref.lockstep.run import lockstep
 from torch_ref.lockstep.verdict import STAGES
 
 IDS = [e.id for e in zoo.ENTRIES]
@@ -17,10 +18,15 @@ IDS = [e.id for e in zoo.ENTRIES]
 # with the engine unbroken: tests/test_mistakes.py, over the whole registry
 
 
-def test_transposed_gradient_is_caught_on_square_layers():
-    desc = zoo.entry("weight-grad-transposed").description()
-    sizes = desc["network"]["sizes"]
-    assert len(set(sizes)) == 1  # every weight is square: the shape cannot give the mistake away
+def test_transposed_gradient_is_caught_by_its_values_on_square_layers():
+    """On square weights a transposed gradient has the right shape: it must be caught by its values."""
+    e = zoo.entry("weight-grad-transposed")
+    desc = e.description()
+    assert len(set(desc["network"]["sizes"])) == 1  # every weight is square: the shape cannot give it away
+    m = lockstep(desc, impl=e(desc)).first_mismatch
+    assert (m.stage, m.name) == ("grad", "layers.1.weight") and "shape" not in str(m), str(m)
+    i, j = m.index
+    assert i != j and (m.n_bad, m.numel) == (6, 9), str(m)  # the off-diagonal elements, all of them and only them
 
 
 def test_zoo_command_json_and_exit_code(capsys):
