@@ -1,6 +1,8 @@
 """Training data and the order of its mini-batches, decided here and handed to both sides."""
 import numpy as np
 
+from .images import IMAGE_CLASSES, images
+
 
 def class_index_targets(network):
     """True where the loss takes class indices, (n,) integers: nll, and cross_entropy with
@@ -79,9 +81,18 @@ def dataset(desc):
     """(x, y): x float64 (n, sizes[0]); y float64 (n, sizes[-1]), or int64 (n,) class indices for
     nll and index-target cross_entropy; explicit or drawn from a seed.
 
-    Random data: x ~ N(0, 1), then y from `targets` (a target that fits the loss).
+    Random data: x ~ N(0, 1), then y from `targets` (a target that fits the loss). Images
+    (manual/images.py): x (n, *network.input_shape) for the layer-list form, flattened to
+    (n, C·H·W) for the MLP form; their class labels as indices for class-index losses, one-hot
+    rows otherwise (the description checks that the classes are the network's outputs).
     """
     data, net = desc["data"], desc["network"]
+    if "images" in data:
+        i = data["images"]
+        x, labels = images(i["name"], i["n"], i["size"], i["channels"], i["noise"], i["seed"])
+        shape = tuple(net["input_shape"]) if "input_shape" in net else (-1,)
+        y = labels if class_index_targets(net) else np.eye(len(IMAGE_CLASSES[i["name"]]))[labels]
+        return x.reshape(len(x), *shape), y
     if "toy" in data:
         t = data["toy"]
         x, y = toy(t["name"], t["n"], t["noise"], t["seed"], net["sizes"][0], net["sizes"][-1])

@@ -7,6 +7,7 @@ depend on the machine running the tests.
 """
 import copy
 import errno
+import importlib.util
 import json
 import math
 import os
@@ -37,11 +38,12 @@ def spoiled(*changes):
         if value is None:
             del t[path[-1]]
         else:
-            t[path[-1]] = value
+            t[path[-1]] = copy.deepcopy(value)  # a shared value (IMG) stays unchanged
     return d
 
 
 F32 = (("run", "dtype"), "float32")
+IMG = (("network",), {"sizes": [64, 3, 3], "activation": "tanh", "loss": "cross_entropy"})  # bars of 8×8
 BAD = [  # (id, description, the field the message must start with)
     # a wrong JSON/TOML type where a string, a table or a list is expected
     ("scheme-list", spoiled((("init", "scheme"), ["xavier_uniform"])), "init.scheme"),
@@ -63,6 +65,32 @@ BAD = [  # (id, description, the field the message must start with)
      "init.gain"),
     ("gain-inf", spoiled((("init",), {"seed": 0, "scheme": "xavier_uniform", "gain": math.inf})), "init.gain"),
     ("noise-nan", spoiled((("data",), {"toy": {"name": "linear", "noise": math.nan}})), "data.toy.noise"),
+    # image sets ([data] images): bad values, and images that cannot be the network's input or classes
+    *[(f"images-{key}", spoiled(IMG, (("data",), {"images": {"name": "bars", "size": 8, **value}})), field)
+      for key, value, field in [
+          ("name", {"name": "spirals"}, "data.images.name"),
+          ("name-list", {"name": ["bars"]}, "data.images.name"),
+          ("n", {"n": 0}, "data.images.n"),
+          ("size-small", {"size": 3}, "data.images.size"),
+          ("size-float", {"size": 8.0}, "data.images.size"),
+          ("channels", {"channels": 0}, "data.images.channels"),
+          ("seed", {"seed": -1}, "data.images.seed"),
+          ("noise", {"noise": -0.5}, "data.images.noise"),
+          ("noise-nan", {"noise": math.nan}, "data.images.noise"),
+          ("noise-string", {"noise": "0.1"}, "data.images.noise"),
+          ("unknown-key", {"colour": 1}, "data.images.colour"),
+          ("inputs", {"size": 9}, "data.images.size"),
+          ("inputs-channels", {"channels": 2}, "data.images.size"),
+          ("classes", {"name": "digits"}, "data.images.name"),  # 10 classes (or no scikit-learn)
+          ("digits-size", {"name": "digits", "size": 12}, "data.images.size"),
+      ]],
+    ("images-digits-n", spoiled(IMG, (("network", "sizes"), [64, 3, 10]),
+                                (("data",), {"images": {"name": "digits", "n": 2000}})),
+     "data.images.n" if importlib.util.find_spec("sklearn") else "data.images.name"),
+    ("images-table", spoiled((("data",), {"images": ["bars"]})), "data.images"),
+    ("images-and-random", spoiled(IMG, (("data", "images"), {"name": "bars", "size": 8})), "data"),
+    ("images-and-toy", spoiled(IMG, (("data",), {"images": {"name": "bars", "size": 8}, "toy": {"name": "xor"}})),
+     "data"),
     # counts and seeds beyond int64
     ("seed-400-digits", spoiled((("init", "seed"), 10 ** 400)), "init.seed"),
     ("T_max-400-digits", spoiled((("scheduler",), {"name": "cosine", "T_max": 10 ** 400})), "scheduler.T_max"),
@@ -181,6 +209,7 @@ MEMORY = [  # (id, changes, extra arguments, the field named), with 1 GiB availa
     ("sizes", [(("network", "sizes"), [100000, 100000, 10])], (), "network.sizes"),
     ("random.n", [(("data", "random"), {"n": 10 ** 9})], (), "data.random.n"),
     ("toy.n", [(("data",), {"toy": {"name": "xor", "n": 10 ** 9}})], (), "data.toy.n"),
+    ("images.n", [IMG, (("data",), {"images": {"name": "bars", "size": 8, "n": 10 ** 8}})], (), "data.images.n"),
     ("batch", [(("network", "sizes"), [2, 4000, 2]), (("data",), {"random": {"n": 10 ** 6}, "batch_size": 10 ** 6})],
      (), "data.batch_size"),
     ("history", [], ("--steps", "100000000", "--report", "REPORT"), "run.steps"),

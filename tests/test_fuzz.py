@@ -91,7 +91,7 @@ def named(draw, table):
 @st.composite
 def descriptions(draw):
     """A description from the grammar, made to fit together (bce after a sigmoid, a toy set's 2
-    inputs) so that most run; some are still refused (a class loss with one output, ...), which is
+    inputs, an image set's C·H·W inputs and 3 classes) so that most run; some are still refused (a class loss with one output, ...), which is
     fine: the property holds either way."""
     sizes = draw(st.lists(st.integers(1, 4), min_size=2, max_size=4))
     layers = len(sizes) - 1
@@ -109,8 +109,15 @@ def descriptions(draw):
     desc["init"] = init
     optimizer = draw(st.sampled_from(sorted(spec.OPTIMIZERS)))
     desc["optimizer"] = {"name": optimizer, "lr": draw(st.floats(1e-4, 0.1))}
-    if draw(st.booleans()):
+    kind = draw(st.sampled_from(["random", "toy", "images"]))
+    if kind == "random":
         desc["data"] = {"random": {"n": draw(st.integers(1, 6)), "seed": draw(st.integers(0, 5))}}
+    elif kind == "images":
+        name, size = draw(st.sampled_from(["bars", "shapes"])), draw(st.integers(5, 6))
+        channels = draw(st.integers(1, 2))
+        sizes[0], sizes[-1] = channels * size * size, 3  # flattened images, three classes
+        desc["data"] = {"images": {"name": name, "n": draw(st.integers(1, 8)), "size": size,
+                                   "channels": channels, "noise": draw(st.floats(0.0, 0.5))}}
     else:
         toy = draw(st.sampled_from(spec.TOY_SETS))
         if toy == "linear" and loss_name in ("nll", "cross_entropy", "bce", "bce_with_logits"):

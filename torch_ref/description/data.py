@@ -1,28 +1,36 @@
-"""The [data] section of a description: explicit samples, random ones or a toy set, and their
-order (batch_size, shuffle, drop_last); targets that fit the loss, refused where torch would
-refuse them."""
+"""The [data] section of a description: explicit samples, random ones, a toy set or an image set,
+and their order (batch_size, shuffle, drop_last); targets that fit the loss, refused where torch
+would refuse them."""
+import importlib.util
+
+from manual.images import DIGITS_COUNT, DIGITS_SIZE, IMAGE_CLASSES, MIN_SIZE
 from ..errors import SpecError, field_key, show
 from .fits import class_index_targets
-from .names import TOY_SETS
+from .names import IMAGE_SETS, TOY_SETS
 from .checks import choice, get, integer, is_int, matrix, number, table
 
 
 def check_data(t, network):
-    """Samples (explicit, random or a toy set) and their order: batch_size, shuffle, drop_last."""
+    """Samples (explicit, random, a toy set or an image set) and their order: batch_size, shuffle,
+    drop_last."""
     order = {"shuffle": t.get("shuffle", False), "shuffle_seed": t.get("shuffle_seed", 0),
              "drop_last": t.get("drop_last", False)}
     for key in ("shuffle", "drop_last"):
         if not isinstance(order[key], bool):
             raise SpecError(f"data.{key}", f"expected true or false, got {show(order[key])}")
     integer(order["shuffle_seed"], "data.shuffle_seed", 0)
-    if "toy" in t:
-        if "x" in t or "y" in t or "random" in t:
-            raise SpecError("data", "give one of explicit x and y, random, or toy")
-        data = {"toy": _toy(t["toy"], network), "batch_size": t.get("batch_size", 1)}
+    drawn = [k for k in ("toy", "images") if k in t]
+    if drawn:
+        if len(drawn) > 1 or "x" in t or "y" in t or "random" in t:
+            raise SpecError("data", "give one of explicit x and y, random, toy or images")
+        kind = drawn[0]
+        data = {kind: (_toy if kind == "toy" else check_images)(t[kind], network),
+                "batch_size": t.get("batch_size", 1)}
         integer(data["batch_size"], "data.batch_size", 1)
     else:
         data = _samples({k: v for k, v in t.items() if k not in order}, network)
-    n = data["toy"]["n"] if "toy" in data else data["random"]["n"] if "random" in data else len(data["x"])
+    n = next((data[k]["n"] for k in ("toy", "images", "random") if k in data), None)
+    n = len(data["x"]) if n is None else n
     if order["drop_last"] and n < data["batch_size"]:
         raise SpecError("data.drop_last", f"{n} samples and batch_size {data['batch_size']}: no full batch to keep")
     return {**data, **order}
@@ -52,6 +60,86 @@ def _toy(t, network):
         if sizes[-1] < 2 and loss in ("nll", "cross_entropy"):
             raise SpecError("data.toy.name", f"{name} has 2 classes; {loss} needs at least 2 outputs, got {sizes[-1]}")
     return {"name": name, "n": n, "noise": noise, "seed": seed}
+
+
+IMAGE_DEFAULTS = {"n": 200, "size": 12, "channels": 1, "noise": 0.1, "seed": 0}
+
+
+def check_images(t, network):
+    """An image set: {name, n, size, channels, noise, seed} (manual/images.py), defaults filled in.
+    Its samples (channels, size, size) must be the network's input: network.input_shape for the
+    layer-list form (or its one flat size), C·H·W = network.sizes[0] for the MLP form (flattened);
+    its classes the network's outputs. "digits" is 8×8 and needs scikit-learn."""
+    table(t, "data.images")
+    for key in t:
+        if key not in ("name", *IMAGE_DEFAULTS):
+            raise SpecError(f"data.images.{field_key(key)}", f"unknown field; expected name, {', '.join(IMAGE_DEFAULTS)}")
+    name = choice(get(t, "data.images", "name"), IMAGE_SETS, "data.images.name")
+    defaults = {**IMAGE_DEFAULTS, **({"size": DIGITS_SIZE, "noise": 0.0} if name == "digits" else {})}
+    i = {"name": name, **defaults, **{k: v for k, v in t.items() if k != "name"}}
+    for key, minimum in (("n", 1), ("seed", 0), ("channels", 1), ("size", MIN_SIZE[name])):
+        if key == "size" and is_int(i[key]) and i[key] < minimum:
+            raise SpecError("data.images.size", f"{name} needs a grid of at least {minimum}×{minimum}, got {i[key]}")
+        integer(i[key], f"data.images.{key}", minimum)
+    i["noise"] = number(i["noise"], "data.images.noise")
+    if i["noise"] < 0:
+        raise SpecError("data.images.noise", f"must be >= 0, got {i['noise']}")
+    if name == "digits":
+        _check_digits(i)
+    image_fits(i, network)
+    return i
+
+
+def _check_digits(i):
+    """scikit-learn's digits: installed, 8×8, at most the 1797 images it ships."""
+    if not _have_sklearn():
+        raise SpecError("data.images.name", 'digits are scikit-learn\'s load_digits, and scikit-learn is not'
+                                            ' installed: pip install "backprop-check[digits]" (or scikit-learn)')
+    if i["size"] != DIGITS_SIZE:
+        raise SpecError("data.images.size", f"digits are {DIGITS_SIZE}×{DIGITS_SIZE}, got {i['size']}")
+    if i["n"] > DIGITS_COUNT:
+        raise SpecError("data.images.n", f"scikit-learn's digits are {DIGITS_COUNT} images, got {i['n']}")
+
+
+def _have_sklearn():
+    """True where scikit-learn can be imported (looked up, not imported: that takes a second)."""
+    try:
+        return importlib.util.find_spec("sklearn") is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules holds None for it
+        return False
+
+
+def image_fits(i, network):
+    """Refuse an image set whose samples are not the network's input, or whose classes are not
+    its outputs. The layer-list form gives network.input_shape: (C, H, W) must equal it (or, for a
+    flat input_shape = [features], C·H·W must); the MLP form takes the images flattened."""
+    shape = (i["channels"], i["size"], i["size"])
+    features = shape[0] * shape[1] * shape[2]
+    what = f"{i['name']} images are (channels, size, size) = {shape}"
+    if "input_shape" in network:
+        want = tuple(network["input_shape"])
+        if want != shape and want != (features,):
+            field = "data.images.channels" if len(want) == 3 and want[1:] == shape[1:] else "data.images.size"
+            raise SpecError(field, f"{what}, but network.input_shape = {list(want)}")
+    elif network["sizes"][0] != features:
+        raise SpecError("data.images.size", f"{what}, {features} inputs flattened, but network.sizes[0] ="
+                                            f" {network['sizes'][0]}")
+    classes, outputs = len(IMAGE_CLASSES[i["name"]]), n_outputs(network)
+    if outputs is not None and outputs != classes:
+        where = "network.sizes[-1]" if "sizes" in network else "the last layer's out_features"
+        raise SpecError("data.images.name", f"{i['name']} has {classes} classes ({', '.join(IMAGE_CLASSES[i['name']])}),"
+                                            f" but {where} = {outputs}")
+
+
+def n_outputs(network):
+    """The network's output width: network.sizes[-1] for the MLP form, the last layer's
+    out_features for the layer-list form (None where no layer gives one)."""
+    if "sizes" in network:
+        return network["sizes"][-1]
+    for layer in reversed(network.get("layers", [])):
+        if isinstance(layer, dict) and "out_features" in layer:
+            return layer["out_features"]
+    return None
 
 
 def _samples(t, network):

@@ -64,8 +64,9 @@ def _hyper_numbers(desc):
     yield from ((f"init.{arg}", init[arg]) for arg in ("gain", "a", "param") if init.get(arg) is not None)
     yield "init.weights", init.get("weights", [])  # nested lists: _fits names the element
     yield "init.biases", init.get("biases", [])
-    if "toy" in data:
-        yield "data.toy.noise", data["toy"]["noise"]
+    if "toy" in data or "images" in data:
+        kind = "toy" if "toy" in data else "images"
+        yield f"data.{kind}.noise", data[kind]["noise"]
     elif "x" in data:
         yield "data.x", data["x"]
         if not class_index_targets(net):
@@ -111,8 +112,9 @@ def memory_estimate(desc, record=False):
     data.batch_size a batch's activations, run.steps the per-iteration history (with `record`)."""
     sizes, data = desc["network"]["sizes"], desc["data"]
     n_params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    if "toy" in data:
-        n, where = data["toy"]["n"], "data.toy.n"
+    if "toy" in data or "images" in data:
+        kind = "toy" if "toy" in data else "images"
+        n, where = data[kind]["n"], f"data.{kind}.n"
     elif "random" in data:
         n, where = data["random"]["n"], "data.random.n"
     else:

@@ -6,9 +6,10 @@ dtypes, toy sets...). torch_ref/description/spec.py checks descriptions against 
 The names of activations, losses, optimizers, schedules and init schemes, with torch's class names
 and argument defaults, are manual/names.py's registries (both sides read them; manual may not
 import torch_ref); the tables here are derived from them, and the rest (argument choices, limits,
-bias modes, dtypes, toy sets) is the description's own."""
+bias modes, dtypes, toy and image sets) is the description's own."""
 from manual.names import (ACTIVATION_REGISTRY, INIT_REGISTRY, LOSS_REGISTRY, OPTIMIZER_REGISTRY,  # noqa: F401
                           SCHEDULER_REGISTRY, arguments)
+from manual.images import IMAGE_CLASSES
 
 
 ACTIVATION_ARGS = arguments(ACTIVATION_REGISTRY)  # name -> {argument: default}, torch's names
@@ -34,3 +35,4 @@ INIT_ALIASES = {"glorot_uniform": "xavier_uniform", "glorot_normal": "xavier_nor
 GAIN_NONLINEARITIES = ("linear", "identity", "sigmoid", "tanh", "relu", "leaky_relu", "selu")  # calculate_gain's
 INIT_BIASES = ("linear-default", "zeros")
 TOY_SETS = ("xor", "moons", "circles", "linear")
+IMAGE_SETS = tuple(IMAGE_CLASSES)  # "bars", "shapes", "digits": manual/images.py

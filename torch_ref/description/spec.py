@@ -17,7 +17,7 @@ from ..errors import SpecError, field_key, show
 from .fits import check_fits
 from .names import (ACTIVATION_ARGS, ARG_CHOICES, BIASES, DEVICES, DTYPES, GAIN_NONLINEARITIES,  # noqa: F401
                     INIT_ALIASES, INIT_BIASES, INIT_SCHEMES, INTEGER_ARGS, LOSS_ARGS, NON_NEGATIVE, OPTIMIZERS,
-                    PROBABILITY_OUTPUTS, SCHEDULERS, TOY_SETS)
+                    PROBABILITY_OUTPUTS, SCHEDULERS, TOY_SETS, IMAGE_SETS)
 from .checks import MAX_DEPTH, MAX_INT, check_depth, choice, integer, table  # noqa: F401
 from .data import check_data
 from .network import check_init, check_network
@@ -30,7 +30,7 @@ SECTIONS = {
     "optimizer": {"name"} | {a for args in OPTIMIZERS.values() for a in args},
     "scheduler": {"name"} | {a for args in SCHEDULERS.values() for a in args},
     "clip": {"max_norm", "norm_type", "clip_value"},
-    "data": {"x", "y", "random", "toy", "batch_size", "shuffle", "shuffle_seed", "drop_last"},
+    "data": {"x", "y", "random", "toy", "images", "batch_size", "shuffle", "shuffle_seed", "drop_last"},
     "run": {"steps", "dtype", "device"},
 }
 OPTIONAL_SECTIONS = ("run", "scheduler", "clip")
