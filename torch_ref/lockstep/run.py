@@ -67,6 +67,9 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
     skip = skipped_stages(skip_stages)
+    if fd_steps and "layers" in desc["network"]:
+        raise SpecError("--fd", "finite differences cover networks given as sizes (the MLP form); this one is "
+                                "given as layers")
     check_fits(desc, record)  # before anything is allocated: the dtype's range, the memory (and history's)
     shadow = mode == "shadow"  # float32 judged against a float64 shadow twin: torch_ref/lockstep/shadow.py
     if shadow and desc["run"]["dtype"] != "float32":
@@ -90,9 +93,8 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     make_rule = ((lambda m, r: ShadowRule(m, r, skip)) if shadow
                  else (lambda m, r: Checker(m, r, rtol, atol, history, skip)))
     rounding = Rounding()
-    # the second opinion re-runs the MLP form's steps; a layer list's mismatch stands as the fixed rule judges it
-    opinion = SecondOpinion(desc, skip) if "layers" not in desc["network"] else None
     masks = (lambda it, x: manual.data.dropout_masks(desc, it, len(x))) if desc["network"].get("dropout") else None
+    opinion = SecondOpinion(desc, skip, masks)
     loop = Loop(twin, impl, make_rule, rtol, atol, conform=conform, opinion=opinion,
                 rounding=rounding, mode=mode, start0=Start(state, twin.optimizer_state(), twin.schedule_state()),
                 fd=fd, history=history, progress=progress, masks=masks)  # iteration 0's start, shared
