@@ -115,6 +115,8 @@ def batches(desc, dtype=np.float64):
     """
     x, y = dataset(desc)
     x, y = x.astype(dtype), (y if y.dtype.kind == "i" else y.astype(dtype))  # class indices stay int64
+    if "input_shape" in desc["network"]:  # a layer list: each sample as the first module takes it
+        x = x.reshape((len(x), *desc["network"]["input_shape"]))
     data = desc["data"]
     size, n = data["batch_size"], len(x)
     stop = n - n % size if data.get("drop_last") else n
@@ -127,3 +129,15 @@ def batches(desc, dtype=np.float64):
             xe, ye = x, y
         for s in range(0, stop, size):
             yield xe[s:s + size], ye[s:s + size]
+
+
+def dropout_masks(desc, iteration, n):
+    """The keep-masks of iteration `iteration` for a batch of `n` samples, {module name: bool array
+    (n, *mask_shape)}, keep with probability 1 − p: drawn by numpy from the description's seed
+    (init.seed, 0 without one) and the iteration alone, so both sides, and any re-run of that
+    iteration, drop the same elements; None for a network without dropout."""
+    dropout = desc["network"].get("dropout")
+    if not dropout:
+        return None
+    rng = np.random.default_rng([desc["init"].get("seed", 0), 0x64726F70, iteration])  # "drop"
+    return {name: rng.random((n, *d["mask_shape"])) >= d["p"] for name, d in dropout.items()}

@@ -95,6 +95,8 @@ def scheme_init(sizes, bias, init):
 def initial_state(desc):
     """The run's initial state_dict (float64 numpy arrays), from explicit values or a seed."""
     net, init = desc["network"], desc["init"]
+    if "layers" in net:
+        return layered_state(net["layers"], init)
     if "seed" in init:
         if init.get("scheme", "linear-default") != "linear-default":
             return scheme_init(net["sizes"], net["bias"], init)
@@ -107,4 +109,62 @@ def initial_state(desc):
         state[f"layers.{k}.weight"] = np.array(w, dtype=np.float64)
         if net["bias"] != "none":
             state[f"layers.{k}.bias"] = np.array(init["biases"][k], dtype=np.float64)
+    return state
+
+
+def fan_in_and_fan_out(shape):
+    """torch.nn.init._calculate_fan_in_and_fan_out: (size(1) · receptive field, size(0) · receptive
+    field) of a weight of `shape` (a ConvTranspose's (in, out/groups, k...) counts as torch counts it)."""
+    receptive = math.prod(shape[2:])
+    return shape[1] * receptive, shape[0] * receptive
+
+
+def draw_weight(rng, init, shape):
+    """A weight of `shape` drawn by the scheme `init` (weight_sampler's formulas, torch's fans)."""
+    fan_in, fan_out = fan_in_and_fan_out(shape)
+    if init.get("scheme", "linear-default") == "linear-default":  # kaiming_uniform(a=√5): U(±1/√fan_in)
+        bound = 1.0 / math.sqrt(fan_in)
+        return rng.uniform(-bound, bound, shape)
+    return _scheme_tensor(rng, init, shape, fan_in, fan_out)
+
+
+def _scheme_tensor(rng, init, shape, fan_in, fan_out):
+    """weight_sampler's draw (the same numbers for a matrix) for a tensor of any shape, torch's fans."""
+    scheme = init["scheme"]
+    if scheme.startswith("xavier"):
+        gain = calculate_gain(init["nonlinearity"], init["param"]) if "nonlinearity" in init else init["gain"]
+        if scheme == "xavier_uniform":
+            return rng.uniform(-1, 1, shape) * (gain * math.sqrt(6.0 / (fan_in + fan_out)))
+        return rng.normal(0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), shape)
+    gain = calculate_gain(init["nonlinearity"], init["a"])
+    fan = fan_in if init["mode"] == "fan_in" else fan_out
+    if scheme == "kaiming_uniform":
+        return rng.uniform(-1, 1, shape) * (math.sqrt(3.0) * gain / math.sqrt(fan))
+    return rng.normal(0.0, gain / math.sqrt(fan), shape)
+
+
+DRAWN = ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d")  # torch draws these modules' parameters
+
+
+def layered_state(layers, init):
+    """The initial state_dict of a layer list (manual/layered.py), in torch's order: each Linear and
+    convolution's weight then bias drawn module by module from numpy's generator init["seed"]
+    (torch's reset_parameters: U(±1/√fan_in) for both; a scheme for the weight; init.bias "zeros"),
+    normalisation weights 1 and biases 0, running means 0, variances 1, num_batches_tracked 0;
+    init["values"] replace drawn values by name."""
+    from .layered import Layered, walk
+    model = Layered(layers, np.float64)
+    rng = np.random.default_rng(init.get("seed", 0))
+    state = {name: np.array(value, dtype=value.dtype) for name, value in model.named_state()}
+    if "seed" in init:
+        for name, module, _, _ in walk(model.layers):
+            if type(module).__name__ not in DRAWN:
+                continue
+            w = state[f"{name}.weight"] = draw_weight(rng, init, module.weight.data.shape)
+            if module.bias is not None:
+                bound = 1.0 / math.sqrt(fan_in_and_fan_out(w.shape)[0])
+                bias = rng.uniform(-bound, bound, module.bias.data.shape)
+                state[f"{name}.bias"] = np.zeros_like(bias) if init.get("bias") == "zeros" else bias
+    for name, value in init.get("values", {}).items():
+        state[name] = np.array(value, dtype=state[name].dtype)
     return state

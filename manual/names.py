@@ -130,3 +130,46 @@ INIT_REGISTRY = {
     "kaiming_uniform": Entry("kaiming_uniform_", {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"}),
     "kaiming_normal": Entry("kaiming_normal_", {"a": 0.0, "mode": "fan_in", "nonlinearity": "leaky_relu"}),
 }
+# torch.nn's modules, the types of a description's layer list ([network] layers = [{type = ...}]).
+# REQUIRED marks an argument torch requires (None is torch's own None default here, as pooling's
+# stride); LAYER_INPUT names the argument a module takes from its input's shape, which a
+# description may leave out (inferred from the previous module's output, as torch's lazy modules
+# do). `inplace` and `return_indices` are not offered: every module's output is compared as it is.
+# Residual (output x + body(x), its modules in `layers`) is this project's: torch has no class.
+REQUIRED = "<required>"
+_CONV = {"in_channels": REQUIRED, "out_channels": REQUIRED, "kernel_size": REQUIRED, "stride": 1, "padding": 0,
+         "dilation": 1, "groups": 1, "bias": True, "padding_mode": "zeros"}
+_BATCHNORM = {"num_features": REQUIRED, "eps": 1e-05, "momentum": 0.1, "affine": True, "track_running_stats": True}
+LAYER_REGISTRY = {
+    "Linear": Entry("Linear", {"in_features": REQUIRED, "out_features": REQUIRED, "bias": True}),
+    "Conv1d": Entry("Conv1d", dict(_CONV)),
+    "Conv2d": Entry("Conv2d", dict(_CONV)),
+    "ConvTranspose2d": Entry("ConvTranspose2d", {**_CONV, "output_padding": 0}),
+    "MaxPool1d": Entry("MaxPool1d", {"kernel_size": REQUIRED, "stride": None, "padding": 0, "dilation": 1,
+                                     "ceil_mode": False}),
+    "MaxPool2d": Entry("MaxPool2d", {"kernel_size": REQUIRED, "stride": None, "padding": 0, "dilation": 1,
+                                     "ceil_mode": False}),
+    "AvgPool2d": Entry("AvgPool2d", {"kernel_size": REQUIRED, "stride": None, "padding": 0, "ceil_mode": False,
+                                     "count_include_pad": True, "divisor_override": None}),
+    "AdaptiveAvgPool2d": Entry("AdaptiveAvgPool2d", {"output_size": REQUIRED}),
+    "BatchNorm1d": Entry("BatchNorm1d", dict(_BATCHNORM)),
+    "BatchNorm2d": Entry("BatchNorm2d", dict(_BATCHNORM)),
+    "LayerNorm": Entry("LayerNorm", {"normalized_shape": REQUIRED, "eps": 1e-05, "elementwise_affine": True,
+                                     "bias": True}),
+    "GroupNorm": Entry("GroupNorm", {"num_groups": REQUIRED, "num_channels": REQUIRED, "eps": 1e-05,
+                                     "affine": True}),
+    "Dropout": Entry("Dropout", {"p": 0.5}),
+    "Dropout2d": Entry("Dropout2d", {"p": 0.5}),
+    "Flatten": Entry("Flatten", {"start_dim": 1, "end_dim": -1}),
+    "Unflatten": Entry("Unflatten", {"dim": REQUIRED, "unflattened_size": REQUIRED}),
+    "Identity": Entry("Identity"),
+    "Residual": Entry("Residual", {"layers": REQUIRED}, torch=False),
+    **{entry.cls: Entry(entry.cls, dict(entry.args)) for name, entry in ACTIVATION_REGISTRY.items()
+       if name != "identity"},
+    "Softmax": Entry("Softmax", {"dim": None}),
+    "LogSoftmax": Entry("LogSoftmax", {"dim": None}),
+}
+LAYER_INPUT = {"Linear": "in_features", "Conv1d": "in_channels", "Conv2d": "in_channels",
+               "ConvTranspose2d": "in_channels", "BatchNorm1d": "num_features", "BatchNorm2d": "num_features",
+               "LayerNorm": "normalized_shape", "GroupNorm": "num_channels"}
+DROPOUT_LAYERS = ("Dropout", "Dropout2d")

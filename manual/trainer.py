@@ -6,12 +6,22 @@
                          "grads": {name: array},                   before the update, after clipping
                          "optimizer_state": {"{name}.{buffer}": array}, after the update
                          "state_dict": {name: array}}              after the update
+
+A network given as a layer list (manual/layered.py) has the same interface with torch's
+nn.Sequential names (`layers.0.weight`, `layers.1.running_mean`, `layers.4.body.0.weight`), and
+
+    train_step(x, y, masks=None) -> also "forward": {"layers.{i}": module i's output}, in module
+                         order; "deltas" are dE/d(module output), last module first; "state_dict"
+                         holds the buffers too (running statistics, after this forward's update).
+                         masks: {"layers.{i}": bool keep-mask} for the dropout modules (handed in
+                         by the lockstep when the network has dropout; None: each draws its own).
 """
 import numpy as np
 
 from .clip_grad import clip_grad_norm_, clip_grad_value_
 from .losses import make_loss
 from .lr_scheduler import SCHEDULERS
+from .layered import Layered
 from .modules import MLP, substitute
 from .optim import OPTIMIZERS
 
@@ -26,12 +36,17 @@ class Trainer:
     def __init__(self, desc, replace=None):
         net, opt = desc["network"], dict(desc["optimizer"])
         self.dtype = np.dtype(desc["run"]["dtype"])
-        self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, net.get("activation_args"),
-                         replace)
+        self.layered = "layers" in net
+        if self.layered:
+            self.model = substitute(Layered, replace)(net["layers"], self.dtype, replace)
+        else:
+            self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, net.get("activation_args"),
+                             replace)
         self.loss_fn = make_loss(net["loss"], net.get("loss_args"), replace)
         self.params = dict(self.model.named_parameters())
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
         self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]
+        self.state_arrays = dict(self.model.named_state()) if self.layered else None  # live, parameters and buffers
         optimizer = substitute(OPTIMIZERS[opt.pop("name")], replace)
         self.optimizer = optimizer([self.params[n] for n in self.trained], **opt)
         sched = dict(desc.get("scheduler") or {})
@@ -53,10 +68,16 @@ class Trainer:
             self.scheduler.step()
 
     def load_state_dict(self, state):
+        if self.layered:
+            for name, a in self.state_arrays.items():
+                a[...] = state[name]
+            return
         for name, p in self.params.items():
             p.data[...] = state[name]
 
     def state_dict(self):
+        if self.layered:
+            return {name: a.copy() for name, a in self.state_arrays.items()}
         return {name: p.data.copy() for name, p in self.params.items()}
 
     def optimizer_state(self):
@@ -89,14 +110,18 @@ class Trainer:
         self.optimizer_step()
         return float(loss)
 
-    def train_step(self, x, y):
+    def train_step(self, x, y, masks=None):
+        if self.layered:
+            self.model.set_masks(masks)
         output, loss = self.forward_backward(x, y)
         result = {
             "output": output,
             "loss": float(loss),
-            "deltas": dict(zip(self.delta_names, self.model.deltas)),
+            "deltas": self.model.grad_outputs() if self.layered else dict(zip(self.delta_names, self.model.deltas)),
             "grads": {n: self.params[n].grad for n in self.trained},  # never written to once handed out
         }
+        if self.layered:
+            result = {"forward": self.model.outputs(), **result}
         self.optimizer_step()
         result["optimizer_state"] = self.optimizer_state()
         result["state_dict"] = self.state_dict()

@@ -152,6 +152,9 @@ def _described(desc, steps=None, dtype=None, device=None):
 def _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, lockstep_only):
     """check(..., ranks=R): the data-parallel lockstep of one case, its Result."""
     from . import distributed
+    if ranks is not None and "layers" in desc["network"]:
+        raise spec.SpecError("ranks", "the data-parallel check covers networks given as sizes (the MLP form); "
+                                      "this one is given as layers")
     if ranks is None:
         raise spec.SpecError("ranks", "accumulate, ddp_as_written and timeout need ranks=R")
     for name, given in lockstep_only.items():

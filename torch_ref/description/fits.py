@@ -49,8 +49,9 @@ def _hyper_numbers(desc):
     """(field, number) for every real number of a normalised description that the run converts to
     its dtype: hyper-parameters, activation and loss arguments, explicit weights, biases and data."""
     net, init, data = desc["network"], desc["init"], desc["data"]
-    one = all(a == net["activation_args"][0] for a in net["activation_args"])
-    for k, args in enumerate(net["activation_args"]):
+    activation_args = net.get("activation_args", [])  # (none in a layer list)
+    one = all(a == activation_args[0] for a in activation_args)
+    for k, args in enumerate(activation_args):
         for arg, v in args.items():
             if not isinstance(v, str):
                 yield (f"network.activation.{arg}" if one else f"network.activation[{k}].{arg}"), v

@@ -4,10 +4,20 @@ initial parameters (explicit, or a seed and a torch.nn.init scheme)."""
 from ..errors import SpecError, field_key, show
 from .names import (ACTIVATION_ARGS, ARG_CHOICES, BIASES, GAIN_NONLINEARITIES, INIT_ALIASES, INIT_BIASES,
                     INIT_SCHEMES, LOSS_ARGS, PROBABILITY_OUTPUTS)
-from .checks import choice, get, integer, is_int, matrix, number, vector
+from .checks import choice, get, integer, is_int, matrix, number, table, vector
+from .layers import check_layers, check_values
 
 
 def check_network(t):
+    """The MLP form (sizes, activation, bias) or the layer list (input_shape, layers: layers.py),
+    exclusive; the loss either way."""
+    if "layers" in t or "input_shape" in t:
+        loss, loss_args = _named(get(t, "network", "loss"), LOSS_ARGS, "network.loss")
+        network = check_layers(t, {"loss": loss, "loss_args": loss_args})
+        if loss == "bce" and network["layers"][-1]["type"] not in ("Sigmoid", "Softmax"):
+            raise SpecError("network.loss", "bce takes probabilities in [0, 1]; end the layers with Sigmoid or "
+                                            "Softmax, or use bce_with_logits")
+        return network
     sizes = get(t, "network", "sizes")
     if not (isinstance(sizes, list) and len(sizes) >= 2 and all(is_int(s) and s >= 1 for s in sizes)):
         raise SpecError("network.sizes", f"expected a list of at least 2 positive integers, got {show(sizes)}")
@@ -75,6 +85,11 @@ def _argument(name, key, value, field):
 
 
 def check_init(t, network):
+    if "layers" in network:
+        return _layered_init(t, network)
+    if "values" in t:
+        raise SpecError("init.values", "values by parameter name are for a network given as layers; the MLP "
+                                       "form takes init.weights and init.biases")
     sizes, bias = network["sizes"], network["bias"]
     if "seed" in t:
         if "weights" in t or "biases" in t:
@@ -132,4 +147,25 @@ def _init_scheme(t):
         out["a"] = number(t.get("a", 0.0), "init.a")
         out["mode"] = choice(t.get("mode", "fan_in"), ("fan_in", "fan_out"), "init.mode")
         out["nonlinearity"] = choice(t.get("nonlinearity", "leaky_relu"), GAIN_NONLINEARITIES, "init.nonlinearity")
+    return out
+
+
+def _layered_init(t, network):
+    """[init] of a layer list: a seed (torch's default initialisation of each module, or a scheme
+    for the weights of Linear and the convolutions) and/or `values`, {parameter name: nested list},
+    which replace drawn ones (without a seed they must give every parameter)."""
+    for key in ("weights", "biases"):
+        if key in t:
+            raise SpecError(f"init.{key}", "the MLP form's field; a network given as layers takes init.values = "
+                                           "{\"layers.0.weight\" = [...], ...} (or init.seed)")
+    out = {}
+    if "seed" in t:
+        integer(t["seed"], "init.seed", 0)
+        out = {"seed": t["seed"], **_init_scheme({k: v for k, v in t.items() if k != "values"})}
+    elif set(t) - {"values"}:
+        raise SpecError(f"init.{field_key(sorted(set(t) - {'values'})[0])}", "only with init.seed")
+    if "values" in t:
+        out["values"] = check_values(table(t["values"], "init.values"), network, every="seed" not in t)
+    elif "seed" not in t:
+        raise SpecError("init", "missing: give init.seed, or init.values for every parameter")
     return out

@@ -25,8 +25,8 @@ from .training import check_clip, check_optimizer, check_scheduler
 from .files import locate, read_bundled, read_file
 
 SECTIONS = {
-    "network": {"sizes", "activation", "bias", "loss"},
-    "init": {"weights", "biases", "seed", "scheme", "bias"} | {a for args in INIT_SCHEMES.values() for a in args},
+    "network": {"sizes", "activation", "bias", "loss", "input_shape", "layers"},
+    "init": {"weights", "biases", "values", "seed", "scheme", "bias"} | {a for args in INIT_SCHEMES.values() for a in args},
     "optimizer": {"name"} | {a for args in OPTIMIZERS.values() for a in args},
     "scheduler": {"name"} | {a for args in SCHEDULERS.values() for a in args},
     "clip": {"max_norm", "norm_type", "clip_value"},

@@ -7,9 +7,11 @@ import numpy as np
 from ..errors import ImplError, exception_text
 
 REQUIRED = ("output", "loss", "grads", "state_dict")
-OPTIONAL = ("deltas", "optimizer_state")
+OPTIONAL = ("deltas", "optimizer_state", "forward")
 # the stage each optional key feeds, for "not reported"
-OPTIONAL_STAGE = {"deltas": "delta", "optimizer_state": "optim"}
+OPTIONAL_STAGE = {"deltas": "delta", "optimizer_state": "optim", "forward": "forward"}
+# optional keys of which a layer list's implementation may report any subset of the modules
+SUBSETS = ("deltas", "forward")
 
 
 class Conformer:
@@ -50,7 +52,7 @@ class Conformer:
         for key, ref in self._keys(reference):
             value = result[key]
             out[key] = (np.array(value, dtype=np.float64) if type(ref) is not dict
-                        else {name: np.array(value[name], dtype=np.float64) for name in ref})
+                        else {name: np.array(value[name], dtype=np.float64) for name in ref if name in value})
         return out
 
     def _keys(self, reference):
@@ -108,7 +110,10 @@ class Conformer:
                     raise ImplError(f"{where} returned {key}[{name!r}], not a tensor of this network "
                                     f"(expected {sorted(ref)})")
             converted = {}
+            subset = key in SUBSETS and "buffers" in reference  # (a layer list's reference)
             for name, r in ref.items():
+                if subset and name not in value:
+                    continue
                 if name not in value:
                     raise ImplError(f"{where} returned no {key}[{name!r}] (expected {sorted(ref)})")
                 converted[name] = _array(value[name], np.shape(r), f"{where} returned {key}[{name!r}]")

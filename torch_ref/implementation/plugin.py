@@ -13,6 +13,13 @@ parsed description (a dict) and returns an object with
         "optimizer_state": {name: array},             optional, after the update
     }
 
+A network given as a layer list (docs/description.md) has torch's nn.Sequential names
+(`layers.0.weight`, `layers.1.running_mean`, ...): x is (N, *network.input_shape); state_dict holds
+the buffers too; "deltas" are dE/d(module output) for any subset of the modules, and
+"forward": {"layers.{i}": module i's output} is optional (any subset). When the network has
+dropout, train_step is called as train_step(x, y, masks={"layers.{i}": bool keep-mask}), the
+masks both sides apply (x · mask / (1 − p)); never otherwise, so existing plug-ins are unchanged.
+
 Any real numeric dtype and plain Python lists (or numbers) are accepted and converted to float64;
 a missing required key, an unknown or missing tensor name, a wrong shape or a non-numeric value
 raises `ImplError` naming it (the command prints one line, exit code 2). An optional key left out
@@ -162,12 +169,17 @@ class Guard:
         state = state if self.trusted else _copied(state)
         return self.call("load_state_dict(state)", self.impl.load_state_dict, state, label=_label("load_state_dict(state)", during))
 
-    def train_step(self, x, y):
+    def train_step(self, x, y, masks=None):
+        """The implementation's train_step(x, y), or train_step(x, y, masks=...) when masks are
+        handed (a network with dropout)."""
         if self.failed is not None:
             raise self.failed
         if not self.trusted:  # its own batch: changing it in place cannot reach the twin
             x, y = np.array(x, copy=True), np.array(y, copy=True)
-        return self.call("train_step(x, y)", self.impl.train_step, x, y)
+            masks = None if masks is None else _copied(masks)
+        if masks is None:
+            return self.call("train_step(x, y)", self.impl.train_step, x, y)
+        return self.call("train_step(x, y, masks)", lambda *a: self.impl.train_step(*a, masks=masks), x, y)
 
     @property
     def loads_optimizer_state(self):

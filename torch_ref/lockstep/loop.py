@@ -47,15 +47,23 @@ class Loop:
     the rule rejects, `rounding` (verdict.Rounding) counts what it excused; `mode` "resync" loads
     the reference's state into the implementation after every iteration; `start0` is iteration 0's
     start (rounding.Start). `fd` (fdcheck.FDCheck) gets the first `fd.steps` iterations, `history`
-    (lockstep.History) the losses, `progress(it, steps)` is called before each iteration."""
+    (lockstep.History) the losses, `progress(it, steps)` is called before each iteration.
+    `masks(it, x)`: the dropout keep-masks of iteration `it` (manual.data.dropout_masks), handed
+    to both sides as train_step(x, y, masks=...); None (the default) for a network without dropout."""
 
     def __init__(self, reference, impl, make_rule, rtol, atol, *, conform=None, opinion=None, rounding=None,
-                 mode="free", start0=None, fd=None, history=None, progress=None):
+                 mode="free", start0=None, fd=None, history=None, progress=None, masks=None):
         self.reference, self.impl, self.make_rule = reference, impl, make_rule
         self.rtol, self.atol = rtol, atol
         self.conform = conform or (lambda it, m, r: m)
         self.opinion, self.rounding, self.mode, self.start0 = opinion, rounding, mode, start0
         self.fd, self.history, self.progress = fd, history, progress
+        self.masks = masks
+
+    def step(self, side, it, x, y):
+        """side.train_step(x, y), with iteration `it`'s dropout masks where there are any."""
+        masks = self.masks(it, x) if self.masks is not None else None
+        return side.train_step(x, y) if masks is None else side.train_step(x, y, masks=masks)
 
     def run(self, batches, steps):
         """Compare `steps` iterations of `batches` (an iterator of (x, y)); returns the Outcome."""
@@ -75,7 +83,7 @@ class Loop:
             pending, stop = [], None  # (it, x, y, m, r) to compare; what ended the chunk early, if anything
             for it, x, y, before, r in ahead:
                 try:  # a plug-in gets its own copy of the batch (the guard's): it cannot reach the twin
-                    m = self.impl.train_step(x, y)
+                    m = self.step(self.impl, it, x, y)
                 except plugin.Failed as e:
                     stop = raised(it, e, self.rtol, self.atol)
                     break
@@ -114,7 +122,7 @@ class Loop:
                 self.progress(it, steps)
             x, y = next(batches)
             before = self.reference.state_dict() if it < fd_steps else None
-            ahead.append((it, x, y, before, self.reference.train_step(x, y)))
+            ahead.append((it, x, y, before, self.step(self.reference, it, x, y)))
             if not math.isfinite(ahead[-1][-1]["loss"]):
                 break
         return ahead
@@ -156,7 +164,7 @@ class Loop:
                 self.rounding.reanchored()
                 for k in range(j + 1, len(pending)):
                     itk, xk, yk, mk, _ = pending[k]
-                    pending[k] = (itk, xk, yk, mk, self.reference.train_step(xk, yk))
+                    pending[k] = (itk, xk, yk, mk, self.step(self.reference, itk, xk, yk))
             i = j + 1
         return None
 

@@ -63,15 +63,19 @@ def start_of(mode, start0, prev, impl):
 class SecondOpinion:
     """Re-runs one training step from a given start to measure each element's rounding allowance."""
 
-    def __init__(self, desc, skip=()):
-        self.desc, self.skip = desc, skip
+    def __init__(self, desc, skip=(), masks=None):
+        self.desc, self.skip, self.masks = desc, skip, masks
         # binary cross-entropy takes probabilities: the network's output stays within [0, 1]
         last = len(desc["network"]["sizes"]) - 2
         self.keep = {last} if desc["network"]["loss"] == "bce" else set()
         net = desc["network"]
-        args = net.get("activation_args") or [{} for _ in net["activation"]]
-        self.slope_terms = [_slope_terms(a, g) for a, g in zip(net["activation"], args)]
-        self.value_terms = [_value_terms(a, g) for a, g in zip(net["activation"], args)]
+        # A layer list's twin has no per-activation hook: its ensemble perturbs the start (parameters,
+        # buffers, optimizer state) only, which moves every sum and cancellation but no kink or slope.
+        self.perturbs = "layers" not in net
+        acts = net.get("activation", [])
+        args = net.get("activation_args") or [{} for _ in acts]
+        self.slope_terms = [_slope_terms(a, g) for a, g in zip(acts, args)]
+        self.value_terms = [_value_terms(a, g) for a, g in zip(acts, args)]
         self.dtype = desc["run"]["dtype"]
         self.rtol, self.atol = tolerance(self.dtype)
         self.factor, self.magnitude, self.pairs = rounding_tolerance()
@@ -86,11 +90,12 @@ class SecondOpinion:
         twin.restore(start.state, start.optimizer_state, start.schedule)
         return twin
 
-    def steps(self, start, x, y):
-        """(truth, [results of the ensemble]) of one step from `start` on (x, y)."""
+    def steps(self, start, x, y, it=0):
+        """(truth, [results of the ensemble]) of one step (iteration `it`'s) from `start` on (x, y)."""
         wide = "float64"
-        truth = self._twin(wide, _cast(start, np.float64)).train_step(_as(x, np.float64), _as(y, np.float64))
-        ensemble = [] if self.dtype == wide else [self._twin(self.dtype, start).train_step(x, y)]
+        kw = {} if self.masks is None else {"masks": self.masks(it, x)}  # the iteration's dropout masks
+        truth = self._twin(wide, _cast(start, np.float64)).train_step(_as(x, np.float64), _as(y, np.float64), **kw)
+        ensemble = [] if self.dtype == wide else [self._twin(self.dtype, start).train_step(x, y, **kw)]
         for k in range(self.pairs):
             rng = np.random.default_rng(k)
             noise = {}  # one ξ per tensor, the same for both sides of the pair
@@ -98,9 +103,10 @@ class SecondOpinion:
                 eps = sign * self.magnitude * self.u
                 s = _perturbed(start, eps, rng, noise, self.dtype)
                 twin = self._twin(self.dtype, s)
-                twin.model.perturb = _InPlace(eps, rng, noise, self.keep, self.slope_terms, self.value_terms)
+                if self.perturbs:
+                    twin.model.perturb = _InPlace(eps, rng, noise, self.keep, self.slope_terms, self.value_terms)
                 try:
-                    ensemble.append(twin.train_step(x, y))  # the batch is data, the same on both sides
+                    ensemble.append(twin.train_step(x, y, **kw))  # the batch is data, the same on both sides
                 finally:
                     twin.model.perturb = None
         return truth, ensemble
@@ -109,7 +115,7 @@ class SecondOpinion:
         """None if every element of iteration `it` is within tolerance of the lockstep reference `r`
         or within the measured rounding allowance of torch's step from `start`; else a Mismatch.
         `self.used` is then the largest fraction of its allowance an element needed (≤ 1 on a pass)."""
-        truth, ensemble = self.steps(start, x, y)
+        truth, ensemble = self.steps(start, x, y, it)
         passed, self.used = [], 0.0
         sk = self.skip
         for (stage, name, mv, rv), (_, _, _, tv), *others in zip(pairs(m, r, sk), pairs(m, truth, sk),

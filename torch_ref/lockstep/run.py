@@ -35,10 +35,19 @@ from .rounding import SecondOpinion, Start
 from .shadow import ShadowRule, ShadowTwins
 from ..errors import SpecError
 from ..description.fits import check_fits
+from ..description.layers import module_types
 from ..testing import tolerance
 from .verdict import STAGES, Result, Rounding, raised, skipped_stages
 
 MODES = ("free", "resync", "shadow")
+
+
+def module_label(layers, name):
+    """The module a compared tensor belongs to, "layers.1 (BatchNorm2d)": the longest module name
+    that is `name` or prefixes it; "" for none (output, loss)."""
+    types = module_types(layers)
+    owners = [m for m in types if name == m or name.startswith(m + ".")]
+    return f"{max(owners, key=len)} ({types[max(owners, key=len)]})" if owners else ""
 
 
 def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=False, progress=None,
@@ -58,6 +67,9 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
     skip = skipped_stages(skip_stages)
+    if fd_steps and "layers" in desc["network"]:
+        raise SpecError("--fd", "finite differences cover networks given as sizes (the MLP form); this one is "
+                                "given as layers")
     check_fits(desc, record)  # before anything is allocated: the dtype's range, the memory (and history's)
     shadow = mode == "shadow"  # float32 judged against a float64 shadow twin: torch_ref/lockstep/shadow.py
     if shadow and desc["run"]["dtype"] != "float32":
@@ -81,9 +93,11 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     make_rule = ((lambda m, r: ShadowRule(m, r, skip)) if shadow
                  else (lambda m, r: Checker(m, r, rtol, atol, history, skip)))
     rounding = Rounding()
-    loop = Loop(twin, impl, make_rule, rtol, atol, conform=conform, opinion=SecondOpinion(desc, skip),
+    masks = (lambda it, x: manual.data.dropout_masks(desc, it, len(x))) if desc["network"].get("dropout") else None
+    opinion = SecondOpinion(desc, skip, masks)
+    loop = Loop(twin, impl, make_rule, rtol, atol, conform=conform, opinion=opinion,
                 rounding=rounding, mode=mode, start0=Start(state, twin.optimizer_state(), twin.schedule_state()),
-                fd=fd, history=history, progress=progress)  # iteration 0's start, shared
+                fd=fd, history=history, progress=progress, masks=masks)  # iteration 0's start, shared
     try:
         impl.load_state_dict(state)
     except plugin.Failed as e:
@@ -91,6 +105,8 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     else:
         out = loop.run(manual.data.batches(desc, dtype), run["steps"])
     first, m, r, checker = out.first, out.m, out.r, out.rule
+    if first is not None and "layers" in desc["network"]:
+        first.module = module_label(desc["network"]["layers"], first.name)
     nan = float("nan")
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
     if shadow:

@@ -40,9 +40,10 @@ class ShadowTwins:
         self.twin = Twin(desc, state32)
         self.shadow = Twin(desc, {k: np.asarray(v, dtype=np.float64) for k, v in state32.items()}, dtype="float64")
 
-    def train_step(self, x, y):
-        r = self.twin.train_step(x, y)
-        r["shadow"] = self.shadow.train_step(x.astype(np.float64), y if y.dtype.kind == "i" else y.astype(np.float64))
+    def train_step(self, x, y, **masks):
+        r = self.twin.train_step(x, y, **masks)
+        r["shadow"] = self.shadow.train_step(x.astype(np.float64), y if y.dtype.kind == "i" else y.astype(np.float64),
+                                             **masks)
         return r
 
     def restore(self, state, optimizer_state, schedule):
@@ -129,7 +130,8 @@ def s_value(s, stage, name):
     """The shadow's value of a compared quantity (the same keys as the twin's)."""
     if stage in ("output", "loss"):
         return s[stage]
-    part = {"delta": "deltas", "grad": "grads", "optim": "optimizer_state", "param": "state_dict"}[stage]
+    part = {"forward": "forward", "delta": "deltas", "grad": "grads", "optim": "optimizer_state",
+            "param": "state_dict", "buffer": "state_dict"}[stage]
     return s[part][name]
 
 

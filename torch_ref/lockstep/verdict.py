@@ -6,7 +6,8 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import SpecError
 
-STAGES = ("output", "loss", "delta", "grad", "optim", "param")
+# forward (each module's output) and buffer (running statistics) exist for a network given as layers
+STAGES = ("forward", "output", "loss", "delta", "grad", "optim", "param", "buffer")
 
 
 @dataclass
@@ -26,11 +27,13 @@ class Mismatch:
     detail: str = ""
     passed_before: list = field(default_factory=list)
     note: str = ""
+    module: str = ""   # the module it belongs to, by state-dict prefix and type: "layers.1 (BatchNorm2d)"
 
     def __str__(self):
         where = f"index {self.index}" if self.index else "the value"
         lines = [
-            f"lockstep mismatch at iteration {self.iteration}, stage {self.stage!r}, tensor {self.name!r}",
+            f"lockstep mismatch at iteration {self.iteration}, stage {self.stage!r}, tensor {self.name!r}"
+            + (f", module {self.module}" if self.module else ""),
         ]
         if self.stage == "exception":  # the implementation raised; there are no values to show
             lines = [f"the implementation failed at iteration {self.iteration}: {self.detail}"]
@@ -185,7 +188,7 @@ def skipped_stages(stages):
         if stage not in STAGES:
             raise SpecError("--skip-stage", f"unknown stage {stage!r}; expected one of {list(STAGES)}")
         skip.add(stage)
-    if skip >= set(STAGES):
+    if skip >= set(STAGES) - {"forward", "buffer"}:  # (those two exist for a layer list only)
         raise SpecError("--skip-stage", "every stage skipped: nothing would be compared")
     return skip
 
@@ -208,21 +211,31 @@ def raised(it, failed, rtol, atol):
 
 def pairs(m, r, skip=()):
     """(stage, name, manual value, reference value) in the order the computation makes them:
-    deltas and gradients from the last layer back to the first, as backprop produces them, so the
-    first mismatch is nearest to its cause. Stages in `skip` (--skip-stage) are left out."""
+    each module's output (a layer list), then deltas and gradients from the last layer back to the
+    first, as backprop produces them, so the first mismatch is nearest to its cause; the state
+    dict's parameters, then its buffers (r["buffers"]: their names). Stages in `skip`
+    (--skip-stage) are left out."""
     if skip:
         yield from (p for p in pairs(m, r) if p[0] not in skip)
         return
+    for name, ref in r["forward"].items() if "forward" in m and "forward" in r else ():  # optional, any subset
+        if name in m["forward"]:
+            yield "forward", name, m["forward"][name], ref
     yield "output", "output", m["output"], r["output"]
     yield "loss", "loss", m["loss"], r["loss"]
-    for name, ref in reversed(r["deltas"].items() if "deltas" in m else ()):  # optional for a plug-in
-        yield "delta", name, m["deltas"][name], ref
+    for name, ref in reversed(r["deltas"].items() if "deltas" in m else ()):  # optional (a layer list's: any subset)
+        if name in m["deltas"]:
+            yield "delta", name, m["deltas"][name], ref
     for name, ref in reversed(r["grads"].items()):
         yield "grad", name, m["grads"][name], ref
     for name, ref in r.get("optimizer_state", {}).items() if "optimizer_state" in m else ():
         yield "optim", name, m["optimizer_state"][name], ref
+    buffers = r.get("buffers", ())
     for name, ref in r["state_dict"].items():
-        yield "param", name, m["state_dict"][name], ref
+        if name not in buffers:
+            yield "param", name, m["state_dict"][name], ref
+    for name in buffers:
+        yield "buffer", name, m["state_dict"][name], r["state_dict"][name]
 
 
 class Rounding:

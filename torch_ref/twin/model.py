@@ -15,6 +15,7 @@ from manual.names import (ACTIVATION_REGISTRY, LOSS_REGISTRY, OPTIMIZER_REGISTRY
                           resolve)
 
 from ..errors import SpecError
+from .layers import Layered
 
 
 class HalfSSELoss(nn.Module):
@@ -123,8 +124,12 @@ class Twin:
         net, run = desc["network"], desc["run"]
         self.device = torch.device(device or run["device"])
         self.dtype = torch_dtype(dtype or run["dtype"])
-        self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, self.device,
-                         net.get("activation_args"))
+        self.layered = "layers" in net
+        if self.layered:
+            self.model = Layered(net["layers"], self.dtype, self.device)
+        else:
+            self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, self.device,
+                             net.get("activation_args"))
         self.loss_fn = loss_function(net["loss"], net.get("loss_args"))
         self.load_state_dict(state)
         self.params = dict(self.model.named_parameters())
@@ -132,7 +137,9 @@ class Twin:
         self.on_cpu = self.device.type == "cpu"
         # numpy views of the live parameters and buffers, made once (updated in place by the optimizer)
         self.state_arrays = [t.numpy() for t in self.state.values()] if self.on_cpu else None
-        self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]
+        self.delta_names = (self.model.names if self.layered else
+                            [f"layers.{k}" for k in range(len(self.model.layers))])
+        self.buffers = tuple(name for name, _ in self.model.named_buffers())
         self.param_list = list(self.params.values())  # the optimizer's order, made once
         self.optimizer = make_optimizer(self.param_list, desc["optimizer"])
         self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"))
@@ -208,9 +215,11 @@ class Twin:
             return torch.as_tensor(a, dtype=torch.int64, device=self.device)
         return torch.as_tensor(a, dtype=self.dtype, device=self.device)
 
-    def step(self, x, y):
+    def step(self, x, y, masks=None):
         """One plain torch training iteration (`--only twin`): no deltas kept, nothing copied out.
         Returns the loss before the update, as a tensor (no device synchronisation)."""
+        if self.layered:
+            self.model.set_masks(masks, self.device)
         self.optimizer.zero_grad()
         loss = self.loss_fn(self.model(self.tensor(x), keep_deltas=False), self.tensor(y))
         loss.backward()
@@ -218,7 +227,11 @@ class Twin:
         self.optimizer_step()
         return loss.detach()
 
-    def train_step(self, x, y):
+    def train_step(self, x, y, masks=None):
+        """One training iteration: the result every implementation's train_step returns (numpy),
+        with "forward" (each module's output) and "buffers" (their names) for a layer list."""
+        if self.layered:
+            return self.layered_step(x, y, masks)
         output = self.model(self.tensor(x), keep_deltas=False)
         loss = self.loss_fn(output, self.tensor(y))
         # One backward pass gives autograd's dE/dnet for every layer (the deltas) and dE/dp for
@@ -241,6 +254,37 @@ class Twin:
             "grads": dict(zip(self.params, before[2 + k:])),
             "optimizer_state": dict(zip(optim, after[:len(optim)])),
             "state_dict": dict(zip(self.state, after[len(optim):])),
+        }
+
+    def layered_step(self, x, y, masks):
+        """train_step of a layer list: every module's output (forward hooks) and dE/d(output)."""
+        self.model.set_masks(masks, self.device)
+        output = self.model(self.tensor(x))
+        loss = self.loss_fn(output, self.tensor(y))
+        nets, params = self.model.nets, self.param_list
+        tracked = [t for t in nets if t.requires_grad]  # (an Identity first passes the data through)
+        grads = torch.autograd.grad(loss, [*tracked, *params], materialize_grads=True)
+        by_id = {id(t): g for t, g in zip(tracked, grads)}
+        deltas = [by_id[id(t)] if t.requires_grad else torch.zeros_like(t) for t in nets]
+        for p, g in zip(params, grads[len(tracked):]):
+            p.grad = g
+        self.clip_grads()
+        k = len(nets)
+        before = self._read([loss.detach(), output.detach(), *(t.detach() for t in nets), *deltas,
+                             *(p.grad for p in params)])
+        self.optimizer_step()
+        optim = self.optimizer_tensors()
+        after = self._copy_state(list(optim.values()))
+        return {
+            "schedule": self.schedule_state(),
+            "forward": dict(zip(self.delta_names, before[2:2 + k])),
+            "output": before[1],
+            "loss": float(before[0]),
+            "deltas": dict(zip(self.delta_names, before[2 + k:2 + 2 * k])),
+            "grads": dict(zip(self.params, before[2 + 2 * k:])),
+            "optimizer_state": dict(zip(optim, after[:len(optim)])),
+            "state_dict": dict(zip(self.state, after[len(optim):])),
+            "buffers": self.buffers,
         }
 
     def _read(self, tensors):

@@ -53,8 +53,9 @@ class Mistake:
 
     def applies(self, desc):
         """True when the mistake has a meaning on `desc`'s network (loss, bias, optimizer, activation)."""
-        have = {"loss": desc["network"]["loss"], "bias": desc["network"]["bias"],
-                "optimizer": desc["optimizer"]["name"], "activation": desc["network"]["activation"]}
+        net = desc["network"]  # (a layer list has neither bias mode nor activations)
+        have = {"loss": net["loss"], "bias": net.get("bias", "per-neuron"),
+                "optimizer": desc["optimizer"]["name"], "activation": net.get("activation", [])}
         for key, allowed in self.needs.items():
             if key == "momentum":
                 if (desc["optimizer"].get("momentum") or 0) == 0:

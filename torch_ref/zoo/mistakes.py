@@ -23,6 +23,7 @@ import manual.trainer
 from .faulty import (Mistake, adam, broken_adam, classifier, correct, minibatch, momentum, square,
                      worked)
 from .planted import PLANTED
+from .planted_layers import LAYER_PLANTED
 
 __all__ = ["REGISTRY", "ZOO", "mistake", "broken_adam"]
 
@@ -214,7 +215,7 @@ ZOO = [LossGradSign, ActivationDerivativeDropped, SigmoidDerivativeOnNet, Hidden
        HiddenErrorThroughUpdatedWeights, MeanLossGradNotDividedByBatch, CrossEntropyWithoutTarget,
        WeightGradTransposed, BiasGradAveragedOverBatch, GradsNotZeroed, OutputActivationMissing, LossMissingHalf,
        FrozenBiasUpdated, LrAppliedTwice, MomentumRestarted, AdamWithoutBiasCorrection]
-REGISTRY = ZOO + PLANTED
+REGISTRY = ZOO + PLANTED + LAYER_PLANTED
 
 
 def mistake(mistake_id):

@@ -1,0 +1,98 @@
+"""The twin of a layer list: the description's modules as torch.nn modules in an nn.Sequential held
+as the attribute `layers` (state-dict names `layers.0.weight`, `layers.1.running_mean`, ...), a
+Residual as a small module with `body`, dropout applied with the keep-mask handed in.
+
+Every module's output is kept by a forward hook, in the order the forward pass completes them (a
+Residual's body before the Residual), and retains its gradient: the deltas dE/d(output).
+"""
+import torch
+from torch import nn
+
+from manual.names import LAYER_REGISTRY
+
+
+class Residual(nn.Module):
+    """x + body(x), body an nn.Sequential (torch has no such class; this project's Residual)."""
+
+    def __init__(self, *modules):
+        super().__init__()
+        self.body = nn.Sequential(*modules)
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class MaskedDropout(nn.Module):
+    """nn.Dropout / nn.Dropout2d with the keep-mask handed in (`mask`, bool: (N, *) for Dropout,
+    (N, C) for Dropout2d), applied with torch's own scaling, x · mask / (1 − p): what nn.Dropout
+    computes for the elements its generator keeps (tests/test_layers.py shows it). With no mask,
+    torch's own dropout (F.dropout / F.dropout2d) draws one; in eval mode, the identity."""
+
+    def __init__(self, p=0.5, channels=False):
+        super().__init__()
+        self.p, self.channels, self.mask = p, channels, None
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            return x
+        if self.p == 1:
+            return x * 0.0
+        if self.mask is None:
+            return (nn.functional.dropout2d if self.channels else nn.functional.dropout)(x, self.p, True)
+        keep = self.mask.reshape(self.mask.shape + (1,) * (x.dim() - self.mask.dim()))
+        return x * (keep.to(x.dtype) / (1.0 - self.p))
+
+
+def make_module(layer, factory):
+    """The torch.nn module of one normalised layer (factory: dtype and device)."""
+    kind, args = layer["type"], {k: v for k, v in layer.items() if k != "type"}
+    if kind == "Residual":
+        return Residual(*(make_module(m, factory) for m in args["layers"]))
+    if kind in ("Dropout", "Dropout2d"):
+        return MaskedDropout(args["p"], channels=kind == "Dropout2d")
+    cls = getattr(nn, LAYER_REGISTRY[kind].cls)
+    takes_factory = kind in ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d",
+                             "LayerNorm", "GroupNorm")
+    return cls(**args, **(factory if takes_factory else {}))
+
+
+def walk(seq, prefix="layers"):
+    """(name, module) of every module of an nn.Sequential, a Residual's body before the Residual."""
+    for i, m in enumerate(seq):
+        name = f"{prefix}.{i}"
+        if isinstance(m, Residual):
+            yield from walk(m.body, f"{name}.body")
+        yield name, m
+
+
+class Layered(nn.Module):
+    """`layers`, an nn.Sequential of the description's modules; forward keeps every module's
+    output (`nets`, named `names`) and, when asked, retains its gradient."""
+
+    def __init__(self, layers, dtype=torch.float64, device="cpu"):
+        super().__init__()
+        self.layers = nn.Sequential(*(make_module(m, {"dtype": dtype, "device": device}) for m in layers))
+        found = list(walk(self.layers))
+        self.names = [name for name, _ in found]
+        self.dropouts = {name: m for name, m in found if isinstance(m, MaskedDropout)}
+        self.nets, self.keep = [], False
+        self.perturb = None  # (the rounding second opinion's hook: not used for a layer list)
+        for _, m in found:
+            m.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, output):
+        if self.keep:
+            if output.requires_grad:
+                output.retain_grad()
+            self.nets.append(output)
+
+    def set_masks(self, masks, device):
+        """Hand each dropout module its keep-mask ({name: bool array}; None: torch draws its own)."""
+        for name, m in self.dropouts.items():
+            mask = None if masks is None else masks.get(name)
+            m.mask = None if mask is None else torch.as_tensor(mask, device=device)
+
+    def forward(self, x, keep_deltas=True):
+        self.nets.clear()
+        self.keep = keep_deltas
+        return self.layers(x)
