@@ -126,7 +126,7 @@ def image_fits(i, network):
                                             f" {network['sizes'][0]}")
     classes, outputs = len(IMAGE_CLASSES[i["name"]]), n_outputs(network)
     if outputs is not None and outputs != classes:
-        where = "network.sizes[-1]" if "sizes" in network else "the last layer's out_features"
+        where = "network.sizes[-1]" if "layers" not in network else "the last layer's output width"
         raise SpecError("data.images.name", f"{i['name']} has {classes} classes ({', '.join(IMAGE_CLASSES[i['name']])}),"
                                             f" but {where} = {outputs}")
 
