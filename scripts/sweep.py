@@ -11,7 +11,8 @@ must still be caught in float32.
 Three parts, each printing its count:
 
 1. float32: SEEDS seeds of each description below (the seed draws the initial weights and the
-   data) in the modes recommended for float32 (resync and shadow), with the built-in engine.
+   data) in the modes recommended for float32 (resync and shadow), with the built-in engine (a layer
+   list: fewer seeds and steps, LAYERED_CAP).
    A failure of a correct engine is a false alarm: the count must be 0.
 2. float64: every shipped description, free mode (the default), STEPS64 steps: false alarms, 0.
 3. the zoo in float32: every mistake, run in float32 (resync and shadow), must be caught at the
@@ -29,6 +30,9 @@ from pathlib import Path
 
 SEEDS, STEPS32, STEPS64 = 50, 2000, 20000
 QUICK_SEEDS, QUICK_STEPS32, QUICK_STEPS64 = 2, 300, 2000
+# A layer list's step costs tens of times an MLP's (convolutions, batch norm, both sides): its runs
+# are capped at these (seeds, float32 steps, float64 steps); the table shows the counts each ran.
+LAYERED_CAP = (10, 500, 2000)
 
 
 def _random(seed, n=64):
@@ -68,6 +72,21 @@ FLOAT32 = {
         "init": {"seed": s}, "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.01},
         "scheduler": {"name": "cosine", "T_max": 1000},
         "clip": {"max_norm": 1.0}, "data": _random(s)},
+    "lenet-bars": lambda s: {  # convolutions, ReLU, max pooling, Linear, on 8x8 images of bars
+        "network": {"input_shape": [1, 8, 8], "loss": "cross_entropy", "layers": [
+            {"type": "Conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}, {"type": "ReLU"},
+            {"type": "MaxPool2d", "kernel_size": 2}, {"type": "Conv2d", "out_channels": 6, "kernel_size": 3},
+            {"type": "ReLU"}, {"type": "Flatten"}, {"type": "Linear", "out_features": 12}, {"type": "Tanh"},
+            {"type": "Linear", "out_features": 3}]},
+        "init": {"seed": s}, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9},
+        "data": {"images": {"name": "bars", "n": 64, "size": 8, "seed": 1000 + s}, "batch_size": 16,
+                 "shuffle": True}},
+    "batchnorm-residual-dropout": lambda s: {  # batch norm, a residual block, dropout, Adam
+        "network": {"input_shape": [6], "loss": "cross_entropy", "layers": [
+            {"type": "Linear", "out_features": 16, "bias": False}, {"type": "BatchNorm1d"}, {"type": "Tanh"},
+            {"type": "Residual", "layers": [{"type": "Linear", "out_features": 16}, {"type": "ReLU"}]},
+            {"type": "Dropout", "p": 0.2}, {"type": "LayerNorm"}, {"type": "Linear", "out_features": 3}]},
+        "init": {"seed": s}, "optimizer": {"name": "adam", "lr": 0.01}, "data": _random(s)},
 }
 MODES32 = ("resync", "shadow")
 
@@ -108,8 +127,7 @@ def _shipped_float64():
     for f in sorted((resources.files("torch_ref") / "specs").iterdir()):
         if f.name.endswith(".toml"):
             raw = tomllib.loads(f.read_text())
-            # (the layer lists are not in the sweep yet: their 200-step runs are tests/test_layers.py's)
-            if raw.get("run", {}).get("dtype", "float64") == "float64" and "layers" not in raw.get("network", {}):
+            if raw.get("run", {}).get("dtype", "float64") == "float64":
                 names.append(f.name[:-5])
     return names
 
@@ -128,10 +146,27 @@ def _zoo32(e_id, mode):
             "expected": [e.iteration, e.stage, e.tensor], "ok": where == [e.iteration, e.stage, e.tensor]}
 
 
+def layered(raw):
+    return "layers" in raw.get("network", {})
+
+
+def budget(raw, seeds, steps32, steps64):
+    """(seeds, float32 steps, float64 steps) for a description: LAYERED_CAP for a layer list."""
+    if not layered(raw):
+        return seeds, steps32, steps64
+    return tuple(min(a, b) for a, b in zip((seeds, steps32, steps64), LAYERED_CAP))
+
+
 def sweep(seeds, steps32, steps64, workers=2):
+    import tomllib
     from torch_ref.zoo import runner as zoo
-    jobs = [("float32", n, mode, s, steps32) for n in FLOAT32 for mode in MODES32 for s in range(seeds)]
-    jobs += [("float64", n, "free", 0, steps64) for n in _shipped_float64()]
+    jobs = []
+    for n in FLOAT32:
+        k, s32, _ = budget(FLOAT32[n](0), seeds, steps32, steps64)
+        jobs += [("float32", n, mode, s, s32) for mode in MODES32 for s in range(k)]
+    for n in _shipped_float64():
+        _, _, s64 = budget(tomllib.loads(Path(_shipped(n)).read_text()), seeds, steps32, steps64)
+        jobs.append(("float64", n, "free", 0, s64))
     with ProcessPoolExecutor(workers, initializer=_init_worker) as pool:
         rows = list(pool.map(_one, jobs, chunksize=1))
         zoo_rows = list(pool.map(_zoo32, *zip(*[(e.id, mode) for e in zoo.ENTRIES for mode in MODES32])))
