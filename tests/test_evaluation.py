@@ -205,3 +205,12 @@ def test_eval_every_on_the_mlp_form_and_in_shadow_mode_exit_2(tmp_path, capsys):
     assert cli.main(["run", str(tmp_path / "bn.toml"), "--dtype", "float32", "--mode", "shadow", "--steps", "2"]) == 2
     err = capsys.readouterr().err
     assert "run.eval_every" in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_reports_history_has_the_pass_at_its_iterations_only():
+    from torch_ref.reports import per_stage
+    result = lockstep(described("batchnorm_mlp", steps=6, eval_every=3), record=True)
+    evals = per_stage(result.history)["eval"]
+    assert evals["tensors"] == ["output"]
+    assert [i for i, v in enumerate(evals["max_abs_err"]) if not np.isnan(v)] == [2, 5]
+    assert not np.isnan(per_stage(result.history)["param"]["max_abs_err"]).any()

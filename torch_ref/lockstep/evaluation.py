@@ -23,11 +23,12 @@ NAME = "output"  # the tensor compared at stage eval
 
 class Evaluation:
     """The evaluation pass every `every` iterations on the held-out inputs `x`, judged with the
-    fixed tolerance (rtol, atol); `impl_evaluates`: whether the implementation has eval(x)."""
+    fixed tolerance (rtol, atol); `impl_evaluates`: whether the implementation has eval(x);
+    `history` (checker.History, None for none): each pass's differences in a column of their own."""
 
-    def __init__(self, every, x, rtol, atol, impl_evaluates):
+    def __init__(self, every, x, rtol, atol, impl_evaluates, history=None):
         self.every, self.x, self.rtol, self.atol = every, x, rtol, atol
-        self.impl_evaluates = impl_evaluates
+        self.impl_evaluates, self.history = impl_evaluates, history
         self.max_abs = self.max_rel = 0.0
         self.compared = 0  # evaluation passes compared and passed
 
@@ -57,6 +58,9 @@ class Evaluation:
             if "eval" not in m or "eval" not in r:
                 continue
             c = compare(m["eval"], r["eval"], self.rtol, self.atol)
+            if self.history is not None:
+                k = self.history.add_column(("eval", NAME))
+                self.history.abs[it, k], self.history.rel[it, k] = c.max_abs_err, c.max_rel_err
             if not c.ok:
                 return Mismatch(it, "eval", NAME, c.index, c.manual, c.reference, c.abs_err, c.rel_err, self.atol,
                                 self.rtol, c.n_bad, c.numel, c.shape_error, list(passed))

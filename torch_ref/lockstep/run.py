@@ -100,7 +100,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     rounding = Rounding()
     masks = (lambda it, x: manual.data.dropout_masks(desc, it, len(x))) if desc["network"].get("dropout") else None
     opinion = SecondOpinion(desc, skip, masks)
-    evaluation = evaluation_pass(desc, impl, dtype, rtol, atol, skip)
+    evaluation = evaluation_pass(desc, impl, dtype, rtol, atol, skip, history)
     loop = Loop(twin, impl, make_rule, rtol, atol, conform=conform, opinion=opinion,
                 rounding=rounding, mode=mode, start0=Start(state, twin.optimizer_state(), twin.schedule_state()),
                 fd=fd, history=history, progress=progress, masks=masks,  # iteration 0's start, shared
@@ -130,11 +130,11 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
                   skipped=[s for s in STAGES if s in skip], rounding=rounding.to_json())
 
 
-def evaluation_pass(desc, impl, dtype, rtol, atol, skip):
+def evaluation_pass(desc, impl, dtype, rtol, atol, skip, history=None):
     """The evaluation pass of [run] eval_every on the held-out batch (torch_ref/lockstep/evaluation.py),
     None without eval_every or with --skip-stage eval; `impl`: the guarded implementation."""
     every = desc["run"].get("eval_every")
     if not every or "eval" in skip:
         return None
     x, _ = manual.data.holdout_batch(desc, dtype)
-    return Evaluation(every, x, rtol, atol, impl.evaluates)
+    return Evaluation(every, x, rtol, atol, impl.evaluates, history)
