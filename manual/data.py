@@ -105,6 +105,34 @@ def dataset(desc):
     return np.array(data["x"], dtype=np.float64), np.array(data["y"], dtype=y_dtype)
 
 
+def _as_run(desc, x, y, dtype):
+    """(x, y) in the run's dtype (class indices stay int64), each sample of a layer list shaped as
+    its first module takes it."""
+    x, y = x.astype(dtype), (y if y.dtype.kind == "i" else y.astype(dtype))
+    if "input_shape" in desc["network"]:
+        x = x.reshape((len(x), *desc["network"]["input_shape"]))
+    return x, y
+
+
+def training_set(desc, dtype=np.float64):
+    """(x, y) the run trains on, in the run's dtype: the data set less its last data.holdout samples."""
+    x, y = dataset(desc)
+    n = len(x) - desc["data"].get("holdout", 0)
+    return _as_run(desc, x[:n], y[:n], dtype)
+
+
+def holdout_batch(desc, dtype=np.float64):
+    """The evaluation pass's batch ([run] eval_every), in the run's dtype: the data set's last
+    data.holdout samples (never trained on), or without holdout the training set's first
+    batch_size samples (in file order, whatever the shuffle)."""
+    x, y = dataset(desc)
+    m = desc["data"].get("holdout")
+    if m:
+        return _as_run(desc, x[len(x) - m:], y[len(y) - m:], dtype)
+    size = desc["data"]["batch_size"]
+    return _as_run(desc, x[:size], y[:size], dtype)
+
+
 def batches(desc, dtype=np.float64):
     """Yield (x, y) batches forever, epoch after epoch. The manual side decides the order and both
     sides get these same arrays.
@@ -113,10 +141,7 @@ def batches(desc, dtype=np.float64):
     generator seeded with data.shuffle_seed (so epoch e's order depends on the seed and e only);
     otherwise in file order. data.drop_last: a last partial batch is skipped; otherwise kept.
     """
-    x, y = dataset(desc)
-    x, y = x.astype(dtype), (y if y.dtype.kind == "i" else y.astype(dtype))  # class indices stay int64
-    if "input_shape" in desc["network"]:  # a layer list: each sample as the first module takes it
-        x = x.reshape((len(x), *desc["network"]["input_shape"]))
+    x, y = training_set(desc, dtype)
     data = desc["data"]
     size, n = data["batch_size"], len(x)
     stop = n - n % size if data.get("drop_last") else n

@@ -6,8 +6,15 @@ and returns a bool: this computes the differences of the description's loss and 
     dE/dp ≈ (E(p + h) − E(p − h)) / (2h)       one parameter element at a time, all others fixed
 
 E is the description's network and loss evaluated by the manual forward pass (`MLP.forward`,
-`loss.forward`); no backward pass is involved, so a mistake in backprop cannot leak into these
-numbers. Cost: 2 forward passes over the batch per parameter element.
+or a layer list's `Layered.forward`, and `loss.forward`); no backward pass is involved, so a
+mistake in backprop cannot leak into these numbers. Cost: 2 forward passes over the batch per
+parameter element.
+
+A layer list is differentiated as the training step computes its loss: in training mode (batch
+norm with the batch's statistics), with the iteration's dropout keep-masks fixed (the same
+elements dropped in every evaluation), and its buffers (running statistics) put back after each
+evaluation, so that no evaluation sees another's update and none reaches the run, which continues
+from its own state.
 
 Step size, per element: h = eps^(1/3) · max(1, |p|) (eps = 2.2e-16, so h ≈ 6e-6 for |p| ≤ 1), the
 step that balances the truncation error of the central difference, h²·|E'''|/6, against the
@@ -16,6 +23,7 @@ scale of E and its third derivative. The step actually taken is (p + h) − p, e
 """
 import numpy as np
 
+from .layered import Layered
 from .losses import make_loss
 from .modules import MLP
 
@@ -28,29 +36,45 @@ def step_size(p):
 
 
 class NetworkLoss:
-    """E(state) for one batch: the description's network and loss, forward only, in float64."""
+    """E(state) for one batch: the description's network and loss, forward only, in float64. A
+    layer list in training mode with `masks` ({name: keep-mask}, the iteration's) handed to its
+    dropout modules; its buffers are restored after every evaluation (load_state_dict's values)."""
 
-    def __init__(self, desc):
+    def __init__(self, desc, masks=None):
         net = desc["network"]
-        self.model = MLP(net["sizes"], net["activation"], net["bias"], np.float64, net.get("activation_args"))
+        if "layers" in net:
+            self.model = Layered(net["layers"], np.float64)
+            self.model.set_masks(masks)
+        else:
+            self.model = MLP(net["sizes"], net["activation"], net["bias"], np.float64, net.get("activation_args"))
         self.loss_fn = make_loss(net["loss"], net.get("loss_args"))
         self.params = {name: p.data for name, p in self.model.named_parameters()}  # views, perturbed in place
+        self.buffers = dict(self.model.named_buffers())  # the live arrays (updated in place by a forward)
+        self.saved = {}
 
     def load_state_dict(self, state):
         for name, data in self.params.items():
             data[...] = state[name]
+        for name, data in self.buffers.items():
+            data[...] = state[name]
+        self.saved = {name: data.copy() for name, data in self.buffers.items()}
 
     def __call__(self, x, y):
-        return float(self.loss_fn.forward(self.model.forward(x), y))
+        try:
+            return float(self.loss_fn.forward(self.model.forward(x), y))
+        finally:
+            for name, data in self.buffers.items():
+                data[...] = self.saved[name]
 
 
-def central_differences(desc, state, x, y, names):
+def central_differences(desc, state, x, y, names, masks=None):
     """{name: dE/d(name)} by central differences at `state` on the batch (x, y), for the parameters
-    `names`, in float64. Also returns the number of forward passes it took.
+    `names`, in float64. Also returns the number of forward passes it took. A layer list: `state`
+    holds its buffers too, `masks` the iteration's dropout keep-masks (None: no dropout).
 
     With the description's gradient clipping ([clip]), the differences are clipped the same way,
     since the gradients they are compared with are the clipped ones."""
-    loss = NetworkLoss(desc)
+    loss = NetworkLoss(desc, masks)
     loss.load_state_dict(state)
     x, y = np.asarray(x, np.float64), np.asarray(y)
     if y.dtype.kind == "f":  # class-index targets stay integers

@@ -15,6 +15,8 @@ nn.Sequential names (`layers.0.weight`, `layers.1.running_mean`, `layers.4.body.
                          holds the buffers too (running statistics, after this forward's update).
                          masks: {"layers.{i}": bool keep-mask} for the dropout modules (handed in
                          by the lockstep when the network has dropout; None: each draws its own).
+    eval(x) -> (N, C)      optional: the output in eval mode (running statistics, no dropout) on
+                         the held-out batch x, no gradient, nothing updated ([run] eval_every).
 """
 import numpy as np
 
@@ -126,6 +128,17 @@ class Trainer:
         result["optimizer_state"] = self.optimizer_state()
         result["state_dict"] = self.state_dict()
         return result
+
+
+    def eval(self, x):
+        """The evaluation pass: the output on x in eval mode (batch norm with its running
+        statistics, dropout the identity), no backward and no buffer updated; then back to
+        training mode."""
+        self.model.eval()
+        try:
+            return self.model.forward(x).copy()
+        finally:
+            self.model.train()
 
 
 def build(desc):

@@ -7,7 +7,10 @@ import pytest
 
 import manual.data
 import manual.init
-from manual.finite_differences import central_differences
+import manual.trainer
+from manual.batchnorm import BatchNorm2d
+from manual.conv import Conv2d
+from manual.finite_differences import NetworkLoss, central_differences
 from torch_ref import check
 from torch_ref.cli import main as cli
 from torch_ref.description import spec
@@ -182,3 +185,75 @@ def test_fd_follows_the_descriptions_gradient_clipping(clip):
     unclipped, _ = central_differences({**desc, "clip": None}, manual.init.initial_state(desc), x, y, names)
     clipped, _ = central_differences(desc, manual.init.initial_state(desc), x, y, names)
     assert any(not np.allclose(unclipped[n], clipped[n]) for n in names)  # the clipping was active
+
+
+# --- layer lists: dropout masks fixed, batch norm in training mode, its buffers untouched ------
+
+def shipped(name, batch_size=None, steps=3):
+    """A shipped layer list (a smaller batch for the default profile's cheap version)."""
+    desc = spec.override(spec.load(str(SPECS / f"{name}.toml")), steps=steps)
+    if batch_size:
+        desc["data"]["batch_size"] = batch_size
+    return desc
+
+
+@pytest.mark.parametrize("name", ["lenet", "batchnorm_mlp", "residual", "dropout"])
+def test_a_shipped_layer_list_agrees_three_ways(name):
+    """Every parameter of every shipped layer list: implementation, autograd and differences agree
+    (dropout's differences taken with other masks, or batch norm's in eval mode, would not)."""
+    result = check(shipped(name, batch_size=2, steps=2), fd_steps=1)
+    assert result.ok and result.fd.ok, result.summary()
+    assert set(result.fd.tensors()) == set(manual.trainer.build(shipped(name)).trained)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["lenet", "batchnorm_mlp", "residual", "dropout"])
+def test_a_shipped_layer_list_agrees_three_ways_as_shipped(name):
+    result = check(shipped(name, steps=4), fd_steps=3)
+    assert result.ok and result.fd.ok and result.fd.to_json()["iterations_checked"] == 3, result.summary()
+
+
+TINY_CONV = {
+    "network": {"input_shape": [1, 5, 5], "loss": "cross_entropy", "layers": [
+        {"type": "Conv2d", "out_channels": 2, "kernel_size": 3}, {"type": "BatchNorm2d"}, {"type": "Tanh"},
+        {"type": "Flatten"}, {"type": "Linear", "out_features": 3}]},
+    "init": {"seed": 3}, "optimizer": {"name": "sgd", "lr": 0.1},
+    "data": {"random": {"n": 8, "seed": 4}, "batch_size": 4}, "run": {"steps": 2},
+}
+
+
+def grad_scaled(cls, factor):
+    """`cls` whose backward leaves its weight's gradient `factor` times too large."""
+    class Scaled(cls):
+        def backward(self, grad_output):
+            before = None if self.weight.grad is None else self.weight.grad.copy()
+            grad_input = super().backward(grad_output)
+            added = self.weight.grad - (0 if before is None else before)
+            self.weight.grad += (factor - 1) * added
+            return grad_input
+    return Scaled
+
+
+@pytest.mark.parametrize("cls,tensor", [(Conv2d, "layers.0.weight"), (BatchNorm2d, "layers.1.weight")])
+def test_a_planted_gradient_error_in_a_layer_is_the_implementations(cls, tensor):
+    desc = spec.parse(TINY_CONV)
+    result = check(desc, manual.trainer.Trainer(desc, {cls: grad_scaled(cls, 1 + 1e-4)}), fd_steps=1)
+    assert (result.first_mismatch.stage, result.first_mismatch.name) == ("grad", tensor)
+    verdicts = {name: t["verdict"] for name, t in result.fd.tensors().items()}
+    assert verdicts.pop(tensor) == "implementation wrong"
+    assert set(verdicts.values()) == {"agree"}
+
+
+def test_the_differences_leave_a_layer_lists_running_statistics_as_given():
+    """Each evaluation starts from the given buffers: a forward in training mode updates them, and
+    the next evaluation (or the run) must not see that update."""
+    desc = shipped("batchnorm_mlp")
+    state = manual.init.initial_state(desc)
+    state["layers.1.running_mean"] = np.full(16, 0.5)
+    loss = NetworkLoss(desc)
+    loss.load_state_dict(state)
+    x, y = next(manual.data.batches(desc))
+    first = loss(x, y)
+    assert loss(x, y) == first
+    for name, value in loss.buffers.items():
+        np.testing.assert_array_equal(value, state[name], err_msg=name)

@@ -15,7 +15,7 @@ def test_lockstep_10000_iterations_float64_within_1e12_relative(worked, worked_f
     assert result.ok, str(result.first_mismatch)
     assert result.steps_checked == 10000
     # plain SGD keeps no optimizer state; forward and buffer are a layer list's stages
-    assert set(result.stats) == set(STAGES) - {"optim", "forward", "buffer"}
+    assert set(result.stats) == set(STAGES) - {"optim", "forward", "buffer", "eval"}
     for stage, s in result.stats.items():
         assert s["max_rel_err"] <= 1e-12, (stage, s)
     assert result.fd is not None and result.fd.ok

@@ -77,14 +77,16 @@ def _parser():
                           "path/to/file.py:factory (the factory gets the parsed description)")
     run.add_argument("--step-timeout", type=float, metavar="SECONDS",
                      help="how long one call of the implementation (its factory, load_state_dict, train_step, "
-                          "load_optimizer_state) may take before the run fails naming it (default 300; 0: no limit)")
+                          "load_optimizer_state, eval) may take before the run fails naming it (default 300; 0: no limit)")
     run.add_argument("--skip-stage", action="append", metavar="STAGE",
-                     help="do not compare this stage (output, loss, delta, grad, optim, param; repeatable), e.g. "
+                     help="do not compare this stage (output, loss, delta, grad, optim, param; a layer list's "
+                          "forward, buffer, eval; repeatable), e.g. "
                           "loss for an implementation that reports a loss other than the one it descends; the "
                           "summary, --json and the reports list what was skipped")
     run.add_argument("--fd", action="store_true",
                      help="add central finite differences (numpy, float64) as a third opinion on the "
-                          "gradients of the first iterations; costs 2 forward passes per parameter")
+                          "gradients of the first iterations (a layer list: with the iteration's dropout masks, "
+                          "batch norm in training mode); costs 2 forward passes per parameter")
     run.add_argument("--fd-steps", type=int, metavar="K",
                      help=f"how many iterations get finite differences (implies --fd; default {FD_STEPS})")
     run.add_argument("--report", metavar="FILE.json",

@@ -12,7 +12,7 @@ from .checks import choice, get, integer, is_int, matrix, number, table
 
 def check_data(t, network):
     """Samples (explicit, random, a toy set or an image set) and their order: batch_size, shuffle,
-    drop_last."""
+    drop_last; holdout = m keeps the last m samples out of training (the evaluation pass's batch)."""
     order = {"shuffle": t.get("shuffle", False), "shuffle_seed": t.get("shuffle_seed", 0),
              "drop_last": t.get("drop_last", False)}
     for key in ("shuffle", "drop_last"):
@@ -31,6 +31,11 @@ def check_data(t, network):
         data = _samples({k: v for k, v in t.items() if k not in order}, network)
     n = next((data[k]["n"] for k in ("toy", "images", "random") if k in data), None)
     n = len(data["x"]) if n is None else n
+    if "holdout" in t:  # the last `holdout` samples: the evaluation pass's batch, never trained on
+        data["holdout"] = integer(t["holdout"], "data.holdout", 1)
+        if data["holdout"] >= n:
+            raise SpecError("data.holdout", f"{data['holdout']} of {n} samples held out: none left to train on")
+        n -= data["holdout"]
     if order["drop_last"] and n < data["batch_size"]:
         raise SpecError("data.drop_last", f"{n} samples and batch_size {data['batch_size']}: no full batch to keep")
     return {**data, **order}

@@ -30,8 +30,8 @@ SECTIONS = {
     "optimizer": {"name"} | {a for args in OPTIMIZERS.values() for a in args},
     "scheduler": {"name"} | {a for args in SCHEDULERS.values() for a in args},
     "clip": {"max_norm", "norm_type", "clip_value"},
-    "data": {"x", "y", "random", "toy", "images", "batch_size", "shuffle", "shuffle_seed", "drop_last"},
-    "run": {"steps", "dtype", "device"},
+    "data": {"x", "y", "random", "toy", "images", "batch_size", "shuffle", "shuffle_seed", "drop_last", "holdout"},
+    "run": {"steps", "dtype", "device", "eval_every"},
 }
 OPTIONAL_SECTIONS = ("run", "scheduler", "clip")
 RUN_DEFAULTS = {"steps": 100, "dtype": "float64", "device": "cpu"}
@@ -67,7 +67,7 @@ def parse(raw):
             if key not in keys:
                 raise SpecError(f"{section}.{field_key(key)}", f"unknown field; expected one of {sorted(keys)}")
     network = check_network(raw["network"])
-    return check_fits({
+    desc = {
         "network": network,
         "init": check_init(raw["init"], network),
         "optimizer": check_optimizer(raw["optimizer"]),
@@ -75,7 +75,20 @@ def parse(raw):
         "clip": check_clip(raw["clip"]) if "clip" in raw else None,
         "data": check_data(raw["data"], network),
         "run": _run(raw.get("run", {})),
-    })
+    }
+    check_evaluation(desc)
+    return check_fits(desc)
+
+
+def check_evaluation(desc):
+    """[run] eval_every (the evaluation pass) is for a network given as layers, the only form with an
+    eval mode; [data] holdout (its batch) only with it."""
+    if "eval_every" in desc["run"] and "layers" not in desc["network"]:
+        raise SpecError("run.eval_every", "the evaluation pass compares eval mode (running statistics, no"
+                                          " dropout), which a network given as layers has; the MLP form has none")
+    if "holdout" in desc["data"] and "eval_every" not in desc["run"]:
+        raise SpecError("data.holdout", "the held-out samples are the evaluation pass's batch: give run.eval_every"
+                                        " too (or leave holdout out)")
 
 
 def override(desc, steps=None, dtype=None, device=None):
@@ -93,4 +106,6 @@ def _run(t):
     integer(run["steps"], "run.steps", 1)
     choice(run["dtype"], DTYPES, "run.dtype")
     choice(run["device"], DEVICES, "run.device")
+    if "eval_every" in run:
+        integer(run["eval_every"], "run.eval_every", 1)
     return run

@@ -12,6 +12,8 @@ parsed description (a dict) and returns an object with
         "deltas": {"layers.{k}": (N, fan_out)},       optional, dE/dnet_k before the update
         "optimizer_state": {name: array},             optional, after the update
     }
+    eval(x) -> (N, fan_out)  optional, a layer list's evaluation pass ([run] eval_every): the
+                             output in eval mode on the held-out batch, nothing updated
 
 A network given as a layer list (docs/description.md) has torch's nn.Sequential names
 (`layers.0.weight`, `layers.1.running_mean`, ...): x is (N, *network.input_shape); state_dict holds
@@ -39,7 +41,7 @@ The lockstep talks to an implementation only through a `Guard` (one place for al
     refuses the description (ImplError, exit 2); `torch_ref.interrupt.Interrupted` (a real
     SIGINT/SIGTERM, raised by the command's signal handler) is re-raised, never reported as the
     implementation's failure.
-  * time: each call (the factory, load_state_dict, train_step, load_optimizer_state) has
+  * time: each call (the factory, load_state_dict, train_step, load_optimizer_state, eval) has
     `timeout` seconds (default 300, `--step-timeout`; 0: no limit), enforced with SIGALRM in the
     main thread only (elsewhere nothing is enforced); a call stuck inside one long C function is
     interrupted when that function returns to Python.
@@ -54,6 +56,7 @@ import contextlib
 import copy
 import importlib
 import importlib.util
+import inspect
 import math
 import signal
 import sys
@@ -180,6 +183,28 @@ class Guard:
         if masks is None:
             return self.call("train_step(x, y)", self.impl.train_step, x, y)
         return self.call("train_step(x, y, masks)", lambda *a: self.impl.train_step(*a, masks=masks), x, y)
+
+    @property
+    def evaluates(self):
+        """True when the implementation has eval(x) -> output, the evaluation pass ([run]
+        eval_every). A method that cannot take one argument (torch.nn.Module's eval(), which only
+        sets the mode) is not one: the stage is then not reported."""
+        method = getattr(self.impl, "eval", None)
+        if not callable(method):
+            return False
+        try:
+            inspect.signature(method).bind(None)
+        except (TypeError, ValueError):
+            return False
+        return True
+
+    def eval(self, x):
+        """The implementation's eval(x): its output in eval mode on the held-out batch x (its own copy)."""
+        if self.failed is not None:
+            raise self.failed
+        if not self.trusted:
+            x = np.array(x, copy=True)
+        return self.call("eval(x)", self.impl.eval, x)
 
     @property
     def loads_optimizer_state(self):

@@ -23,6 +23,15 @@ class History:
         self.abs = np.full((len(self.loss), len(keys)), np.nan)
         self.rel = np.full((len(self.loss), len(keys)), np.nan)
 
+    def add_column(self, key):
+        """The column of `key` ((stage, tensor name)), appended after the layout's (NaN until
+        written): a stage compared at some iterations only (eval). Returns its index."""
+        if key not in self.keys:
+            self.keys.append(key)
+            self.abs = np.hstack([self.abs, np.full((len(self.loss), 1), np.nan)])
+            self.rel = np.hstack([self.rel, np.full((len(self.loss), 1), np.nan)])
+        return self.keys.index(key)
+
 
 class Checker:
     """Compares one iteration's results through a single flattened buffer per side.
@@ -89,8 +98,9 @@ class Checker:
             self.compared[:] = True
         if self.history is not None:
             its = slice(steps[0][0], steps[-1][0] + 1)
-            self.history.abs[its] = np.maximum.reduceat(diff, lay.starts, axis=1)
-            self.history.rel[its] = np.maximum.reduceat(rel, lay.starts, axis=1)
+            cols = slice(0, len(self.keys))  # (a column after them: the evaluation pass's, evaluation.py)
+            self.history.abs[its, cols] = np.maximum.reduceat(diff, lay.starts, axis=1)
+            self.history.rel[its, cols] = np.maximum.reduceat(rel, lay.starts, axis=1)
         return True
 
     def check(self, it, m, r):

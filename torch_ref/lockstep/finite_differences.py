@@ -1,5 +1,7 @@
 """The third opinion: gradients by central finite differences (manual/finite_differences.py, numpy, float64)
-beside the implementation's and autograd's, for the first few iterations of a lockstep run.
+beside the implementation's and autograd's, for the first few iterations of a lockstep run. A
+layer list's loss is differentiated as the iteration computed it: the same dropout masks, batch
+norm in training mode (batch statistics), its running statistics left as the run has them.
 
 For each parameter tensor, three comparisons: implementation vs autograd (the dtype's tolerance),
 implementation vs finite differences and autograd vs finite differences (the finite-difference
@@ -49,11 +51,12 @@ class FDCheck:
         self.rows = []  # one per (iteration, tensor)
         self.passes = 0
 
-    def add(self, it, state, x, y, m, r):
-        """Finite differences at `state` (the parameters before iteration `it`) on the batch (x, y);
+    def add(self, it, state, x, y, m, r, masks=None):
+        """Finite differences at `state` (the parameters, and a layer list's buffers, before
+        iteration `it`) on the batch (x, y), with the iteration's dropout keep-masks `masks`;
         compared with the implementation's result `m` and the twin's `r`."""
         names = list(r["grads"])
-        fd, passes = central_differences(self.desc, state, x, y, names)
+        fd, passes = central_differences(self.desc, state, x, y, names, masks)
         self.passes += passes
         rtol, atol = tolerance(self.dtype)
         fd_rtol, fd_atol = fd_tolerance(self.dtype, r["loss"])

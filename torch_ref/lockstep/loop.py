@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from ..implementation import plugin
+from .evaluation import passed_stages
 from .rounding import start_of
 from .verdict import diverged, raised
 
@@ -49,21 +50,29 @@ class Loop:
     start (rounding.Start). `fd` (fdcheck.FDCheck) gets the first `fd.steps` iterations, `history`
     (lockstep.History) the losses, `progress(it, steps)` is called before each iteration.
     `masks(it, x)`: the dropout keep-masks of iteration `it` (manual.data.dropout_masks), handed
-    to both sides as train_step(x, y, masks=...); None (the default) for a network without dropout."""
+    to both sides as train_step(x, y, masks=...); None (the default) for a network without dropout.
+    `evaluation` (evaluation.Evaluation, None for none): the evaluation pass after every k-th
+    iteration, each side's right after its training step, judged after the chunk's other stages."""
 
     def __init__(self, reference, impl, make_rule, rtol, atol, *, conform=None, opinion=None, rounding=None,
-                 mode="free", start0=None, fd=None, history=None, progress=None, masks=None):
+                 mode="free", start0=None, fd=None, history=None, progress=None, masks=None, evaluation=None):
         self.reference, self.impl, self.make_rule = reference, impl, make_rule
         self.rtol, self.atol = rtol, atol
         self.conform = conform or (lambda it, m, r: m)
         self.opinion, self.rounding, self.mode, self.start0 = opinion, rounding, mode, start0
         self.fd, self.history, self.progress = fd, history, progress
         self.masks = masks
+        self.evaluation = evaluation
 
     def step(self, side, it, x, y):
         """side.train_step(x, y), with iteration `it`'s dropout masks where there are any."""
         masks = self.masks(it, x) if self.masks is not None else None
         return side.train_step(x, y) if masks is None else side.train_step(x, y, masks=masks)
+
+    def reference_step(self, it, x, y):
+        """The reference's step of iteration `it`, with its evaluation pass where one is due."""
+        r = self.step(self.reference, it, x, y)
+        return r if self.evaluation is None else self.evaluation.reference(it, self.reference, r)
 
     def run(self, batches, steps):
         """Compare `steps` iterations of `batches` (an iterator of (x, y)); returns the Outcome."""
@@ -92,11 +101,17 @@ class Loop:
                     break
                 m = self.conform(it, m, r)
                 if before is not None:
-                    self.fd.add(it, before, x, y, m, r)
+                    self.fd.add(it, before, x, y, m, r, self.masks(it, x) if self.masks is not None else None)
                 if rule is None:
                     rule = self.make_rule(m, r)
                     chunk = _chunk(rule)
                 pending.append((it, x, y, m, r))
+                if self.evaluation is not None:
+                    try:  # after its step, before a resync changes its state
+                        self.evaluation.implementation(it, self.impl, m, r)
+                    except plugin.Failed as e:
+                        stop = raised(it, e, self.rtol, self.atol)
+                        break
                 if self.mode == "resync":
                     stop = self._resync(it, r)
                     if stop is not None:
@@ -122,7 +137,7 @@ class Loop:
                 self.progress(it, steps)
             x, y = next(batches)
             before = self.reference.state_dict() if it < fd_steps else None
-            ahead.append((it, x, y, before, self.step(self.reference, it, x, y)))
+            ahead.append((it, x, y, before, self.reference_step(it, x, y)))
             if not math.isfinite(ahead[-1][-1]["loss"]):
                 break
         return ahead
@@ -137,6 +152,15 @@ class Loop:
         return None
 
     def _judge(self, pending, prev, rule):
+        """The first mismatch of a chunk of iterations, or None: the rule's (_judge_rule), or an
+        evaluation pass's before it (stage eval is the last of its iteration)."""
+        first = self._judge_rule(pending, prev, rule)
+        if self.evaluation is None:
+            return first
+        until = first.iteration if first is not None else None
+        return self.evaluation.check(pending, until, passed_stages(rule)) or first
+
+    def _judge_rule(self, pending, prev, rule):
         """The first mismatch of a chunk of iterations, or None. An iteration the rule (the fixed
         tolerance, the shadow's, the data-parallel one) rejects gets the second opinion
         (torch_ref/lockstep/rounding.py), where there is one: within the measured rounding allowance, it
@@ -164,7 +188,7 @@ class Loop:
                 self.rounding.reanchored()
                 for k in range(j + 1, len(pending)):
                     itk, xk, yk, mk, _ = pending[k]
-                    pending[k] = (itk, xk, yk, mk, self.step(self.reference, itk, xk, yk))
+                    pending[k] = (itk, xk, yk, mk, self.reference_step(itk, xk, yk))
             i = j + 1
         return None
 

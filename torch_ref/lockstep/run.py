@@ -6,6 +6,10 @@ results are compared in the order the computation produces them:
     output → loss → delta (dE/dnet per layer) → grad (per parameter, after clipping)
            → optim (optimizer state, after the update) → param (after the update)
 
+(a layer list adds forward, each module's output, first, buffer, the running statistics, after
+param, and with [run] eval_every = k, eval: the evaluation pass's output, every k iterations,
+last; torch_ref/lockstep/evaluation.py)
+
 and the run stops at the first mismatch, which is reported with its iteration, stage, tensor,
 worst index, both values and the tolerance. Two modes:
 
@@ -30,6 +34,7 @@ from ..twin.model import Twin, prepare_device
 from ..implementation import plugin
 from ..implementation.contract import Conformer
 from .checker import Checker, History
+from .evaluation import Evaluation
 from .loop import Loop, Outcome
 from .rounding import SecondOpinion, Start
 from .shadow import ShadowRule, ShadowTwins
@@ -67,14 +72,14 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
     skip = skipped_stages(skip_stages)
-    if fd_steps and "layers" in desc["network"]:
-        raise SpecError("--fd", "finite differences cover networks given as sizes (the MLP form); this one is "
-                                "given as layers")
     check_fits(desc, record)  # before anything is allocated: the dtype's range, the memory (and history's)
     shadow = mode == "shadow"  # float32 judged against a float64 shadow twin: torch_ref/lockstep/shadow.py
     if shadow and desc["run"]["dtype"] != "float32":
         raise SpecError("mode", f"shadow mode checks float32 against a float64 shadow; run.dtype is "
                                 f"{desc['run']['dtype']!r}")
+    if shadow and "eval_every" in desc["run"] and "eval" not in skip:
+        raise SpecError("run.eval_every", "shadow mode does not run the evaluation pass: use free or resync mode"
+                                          " (or --skip-stage eval)")
     if shadow and (record or fd_steps):
         raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
                                 " (--report, --markdown, --plot, --fd): use free or resync for those")
@@ -95,9 +100,11 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     rounding = Rounding()
     masks = (lambda it, x: manual.data.dropout_masks(desc, it, len(x))) if desc["network"].get("dropout") else None
     opinion = SecondOpinion(desc, skip, masks)
+    evaluation = evaluation_pass(desc, impl, dtype, rtol, atol, skip, history)
     loop = Loop(twin, impl, make_rule, rtol, atol, conform=conform, opinion=opinion,
                 rounding=rounding, mode=mode, start0=Start(state, twin.optimizer_state(), twin.schedule_state()),
-                fd=fd, history=history, progress=progress, masks=masks)  # iteration 0's start, shared
+                fd=fd, history=history, progress=progress, masks=masks,  # iteration 0's start, shared
+                evaluation=evaluation)
     try:
         impl.load_state_dict(state)
     except plugin.Failed as e:
@@ -111,7 +118,23 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
     if shadow:
         losses["shadow"] = float(r["shadow"]["loss"]) if r else nan
-    return Result(first is None, out.steps, first, checker.stats() if checker else {}, str(dtype),
-                  run["device"], mode, losses, [s for s in conform.not_reported(r or {}) if s not in skip], fd,
-                  impl_name, history=history, not_reached=checker.not_reached() if checker else [],
+    stats = {**(checker.stats() if checker else {}), **(evaluation.stats() if evaluation else {})}
+    not_reported = [s for s in conform.not_reported(r or {}) if s not in skip]
+    not_reached = checker.not_reached() if checker else []
+    if evaluation is not None and not evaluation.impl_evaluates:
+        not_reported.append("eval")
+    elif evaluation is not None and "eval" not in stats:
+        not_reached.append("eval")
+    return Result(first is None, out.steps, first, stats, str(dtype), run["device"], mode, losses, not_reported, fd,
+                  impl_name, history=history, not_reached=not_reached,
                   skipped=[s for s in STAGES if s in skip], rounding=rounding.to_json())
+
+
+def evaluation_pass(desc, impl, dtype, rtol, atol, skip, history=None):
+    """The evaluation pass of [run] eval_every on the held-out batch (torch_ref/lockstep/evaluation.py),
+    None without eval_every or with --skip-stage eval; `impl`: the guarded implementation."""
+    every = desc["run"].get("eval_every")
+    if not every or "eval" in skip:
+        return None
+    x, _ = manual.data.holdout_batch(desc, dtype)
+    return Evaluation(every, x, rtol, atol, impl.evaluates, history)

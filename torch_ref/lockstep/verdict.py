@@ -6,8 +6,9 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import SpecError
 
-# forward (each module's output) and buffer (running statistics) exist for a network given as layers
-STAGES = ("forward", "output", "loss", "delta", "grad", "optim", "param", "buffer")
+# forward (each module's output) and buffer (running statistics) exist for a network given as layers,
+# eval (the evaluation pass's output, every k iterations, evaluation.py) for one with [run] eval_every
+STAGES = ("forward", "output", "loss", "delta", "grad", "optim", "param", "buffer", "eval")
 
 
 @dataclass
@@ -188,7 +189,7 @@ def skipped_stages(stages):
         if stage not in STAGES:
             raise SpecError("--skip-stage", f"unknown stage {stage!r}; expected one of {list(STAGES)}")
         skip.add(stage)
-    if skip >= set(STAGES) - {"forward", "buffer"}:  # (those two exist for a layer list only)
+    if skip >= set(STAGES) - {"forward", "buffer", "eval"}:  # (those exist for a layer list only)
         raise SpecError("--skip-stage", "every stage skipped: nothing would be compared")
     return skip
 

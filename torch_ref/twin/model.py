@@ -287,6 +287,16 @@ class Twin:
             "buffers": self.buffers,
         }
 
+    def eval(self, x):
+        """The evaluation pass ([run] eval_every): the output on x with the model in eval mode
+        (model.eval(): running statistics, no dropout), under torch.no_grad(), then model.train()."""
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                return _numpy(self.model(self.tensor(x), keep_deltas=False))
+        finally:
+            self.model.train()
+
     def _read(self, tensors):
         """Numpy arrays of tensors made in this step, none requiring grad. On the CPU they are
         views, not copies: these tensors are new at every step and nothing writes to them again
