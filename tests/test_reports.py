@@ -263,3 +263,12 @@ def test_report_environment_on_cuda(tmp_path):
     assert env["device"] == "cuda" and env["device_name"] == torch.cuda.get_device_name()
     assert env["dtype"] == "float32"
     assert env["tf32"]["cuda.matmul.allow_tf32"] is False and env["tf32"]["cudnn.allow_tf32"] is False
+
+
+def test_reports_of_a_layer_list(tmp_path):
+    """A layer list's reports: the Markdown names its modules, the JSON has its new stages."""
+    md, js = tmp_path / "r.md", tmp_path / "r.json"
+    assert cli.main(["run", "residual", "--steps", "2", "--quiet", "--markdown", str(md), "--report", str(js)]) == 0
+    assert "Network: input [3, 10], layers Conv1d, Residual[Conv1d, GELU, Conv1d], LayerNorm, Flatten, Linear," \
+        in md.read_text()
+    assert {"forward", "delta", "grad"} <= set(json.loads(js.read_text())["summary"])

@@ -251,8 +251,8 @@ def markdown(result, desc, spec_path=None):
         f"{result.device}, mode {result.mode}, tolerance rtol {rep['tolerance']['rtol']:g}, "
         f"atol {rep['tolerance']['atol']:g}.",
         "",
-        f"Network: sizes {net['sizes']}, activation {', '.join(net['activation'])}, bias {net['bias']}, "
-        f"loss {net['loss']}; optimizer {', '.join(f'{k} {v}' for k, v in opt.items())}.",
+        f"Network: {network_line(net)}, loss {net['loss']}; optimizer"
+        f" {', '.join(f'{k} {v}' for k, v in opt.items())}.",
         "",
         "| stage | max abs diff | max rel diff | worst tensor |",
         "|---|---:|---:|---|",
@@ -287,6 +287,17 @@ def markdown(result, desc, spec_path=None):
         "", "</details>", "",
     ]
     return "\n".join(lines)
+
+
+def network_line(net):
+    """The network in a few words: the MLP form's sizes, activations and bias, or a layer list's
+    input shape and module types (a Residual's body in brackets)."""
+    if "layers" not in net:
+        return f"sizes {net['sizes']}, activation {', '.join(net['activation'])}, bias {net['bias']}"
+
+    def types(layers):
+        return ", ".join(f"Residual[{types(m['layers'])}]" if m["type"] == "Residual" else m["type"] for m in layers)
+    return f"input {list(net['input_shape'])}, layers {types(net['layers'])}"
 
 
 def write_markdown(path, result, desc, spec_path=None):
