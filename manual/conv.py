@@ -7,9 +7,10 @@ Each is im2col and matrix products, laid out for speed:
     output    weight (G, Og, Cg·kh·kw) @ columns (N, G, Cg·kh·kw, Ho·Wo): one batched matmul,
               whose result is already (N, O, Ho, Wo), torch's layout, with no transpose
     grad_W    Σ_n columns[n] @ grad_output[n]ᵀ, the batched products summed over the samples
-    grad_x    the column gradients weightᵀ @ grad_output summed back onto the input, one shifted
-              addition per kernel offset (windows.col2im; for stride 1 on rows as wide as the
-              padded input, windows.col2im_wide, so that each addition is one run per plane)
+    grad_x    for stride 1, grad_output shifted along its rows once per kernel column, one
+              product per sample, and one addition of whole planes per kernel row (_rows_back);
+              otherwise the column gradients weightᵀ @ grad_output summed back onto the input,
+              one strided-slice addition per kernel offset (windows.col2im)
 
 Per-sample products rather than one (N·Ho·Wo, Cg·kh·kw) product: with few output channels (6
 in LeNet's first layer) OpenBLAS is several times faster on the batch of (O, C·k·k) @ (C·k·k,
@@ -23,7 +24,7 @@ import numpy as np
 
 from .module import Module
 from .modules import Parameter
-from .windows import check_input, check_positive, col2im, col2im_wide, im2col, ntuple, pad_sides
+from .windows import check_input, check_positive, col2im, im2col, ntuple, pad_sides
 
 PADDING_STRINGS = ("same", "valid")
 
@@ -54,25 +55,46 @@ def transposed_conv(grad_output, weight, size, kernel, stride, pads, dilation):
     (left, right)): its grad_input from its grad_output (N, G·Og, Ho, Wo) and its weight as
     grouped() gives it, (G, Og, Cg·kh·kw). Returns (N, G·Cg, H, W), contiguous.
 
-    The column gradients weightᵀ @ grad_output, summed back by col2im; for stride 1 they are
-    computed on rows as wide as the padded input (grad_output put into zeros of that width,
-    windows.col2im_wide), so the sum runs along whole planes."""
+    Stride 1 (`_rows_back`): grad_output shifted along its rows, one copy per kernel column j,
+    on rows as wide as the padded input; one product per sample takes the sum over channels and
+    kernel columns, and the kernel rows i are kh shifted additions of whole planes. Otherwise the
+    column gradients weightᵀ @ grad_output (N, G, Cg·kh·kw, Ho·Wo), summed back by col2im."""
     n, o, ho, wo = grad_output.shape
     groups, og, k = weight.shape
     padded = tuple(length + a + b for length, (a, b) in zip(size, pads))
-    w_t = weight.transpose(0, 2, 1)  # (G, Cg·kh·kw, Og)
     if stride == (1, 1):
-        wide = np.zeros((n, o, ho, padded[1]), grad_output.dtype)
-        wide[..., :wo] = grad_output
-        cols = np.matmul(w_t, wide.reshape(n, groups, og, -1))  # (N, G, Cg·kh·kw, Ho·Wp)
-        out = col2im_wide(cols.reshape((n, -1) + tuple(kernel) + (ho * padded[1],)), padded, dilation)
+        out = _rows_back(grad_output, weight.reshape((groups, og, -1) + tuple(kernel)), padded, dilation)
     else:
-        cols = np.matmul(w_t, grad_output.reshape(n, groups, og, -1))  # (N, G, Cg·kh·kw, Ho·Wo)
+        cols = np.matmul(weight.transpose(0, 2, 1), grad_output.reshape(n, groups, og, -1))
         out = col2im(cols.reshape((n, -1) + tuple(kernel) + (ho, wo)), padded, stride, dilation)
     if any(a or b for a, b in pads):
         (top, _), (left, _) = pads
         out = np.ascontiguousarray(out[:, :, top:top + size[0], left:left + size[1]])
     return out
+
+
+def _rows_back(grad_output, weight, padded, dilation):
+    """transposed_conv for stride 1, weight (G, Og, Cg, kh, kw), onto the padded input (Hp, Wp):
+
+        shifted[n, (o, j), h, w] = grad_output[n, o, h, w − j·dw]       (0 outside), w < Wp
+        rows[n, (i, c), h, w]    = Σ_{o,j} weight[o, c, i, j] · shifted[n, (o, j), h, w]
+        out[n, c, h + i·dh, w]  += rows[n, (i, c), h, w]                 for each kernel row i
+
+    which is Σ_{o,i,j} weight[o, c, i, j] · grad_output[n, o, h − i·dh, w − j·dw], col2im's sum.
+    On rows Wp long a row shift is a shift of the whole plane by i·dh·Wp: each addition runs
+    along whole planes, and the products' operands are kw (not kh·kw) times grad_output's size."""
+    n, o, ho, wo = grad_output.shape
+    groups, og, cg, kh, kw = weight.shape
+    (hp, wp), (dh, dw) = padded, dilation
+    shifted = np.zeros((n, o, kw, ho, wp), grad_output.dtype)
+    for j in range(kw):
+        shifted[:, :, j, :, j * dw:j * dw + wo] = grad_output
+    w = weight.transpose(0, 3, 2, 1, 4).reshape(groups, kh * cg, og * kw)  # (G, (i, c), (o, j))
+    rows = np.matmul(w, shifted.reshape(n, groups, og * kw, ho * wp)).reshape(n, groups, kh, cg, ho * wp)
+    out = np.zeros((n, groups, cg, hp * wp), grad_output.dtype)
+    for i in range(kh):
+        out[..., i * dh * wp:i * dh * wp + ho * wp] += rows[:, :, i]
+    return out.reshape(n, groups * cg, hp, wp)
 
 
 def grouped(weight, groups):

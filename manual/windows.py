@@ -11,8 +11,8 @@ and its adjoint (what a gradient flows back through, and what a transposed convo
 another such view, over the gradient spread out by the stride (`adjoint_windows`).
 
 Convolution copies the windows once into columns (`im2col`, numpy's copy in C, into a buffer
-reused between steps) and sends column gradients back onto the input as a sum over the kernel's
-k·k offsets of shifted (strided) slices (`col2im`, `col2im_wide`): a loop bounded by the kernel
+reused between steps) and, for a strided convolution, sends column gradients back onto the input
+as a sum over the kernel's k·k offsets of strided slices (`col2im`): a loop bounded by the kernel
 size, never over samples, channels or positions, and never over the zeros a spread-out gradient
 would hold.
 """
@@ -135,25 +135,6 @@ def col2im(columns, padded_size, stride, dilation):
         for j in range(kw):
             out[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw] += columns[:, :, i, j]
     return out
-
-
-def col2im_wide(columns, padded_size, dilation):
-    """`col2im` for stride 1, from columns computed on rows as wide as the padded input:
-    columns (N, C, kh, kw, Ho·Wp), column (h, w) of each row holding position (h, w) for
-    w < Wo and 0 for Wo ≤ w < Wp. On such rows a kernel offset (i, j) is a shift of the whole
-    plane by i·dh·Wp + j·dw (a column past Wo − 1 lands on the next row, and adds 0 there), so
-    each offset is one addition of contiguous runs of a plane's length rather than of rows of
-    Wo. The sums are col2im's, term for term. Returns (N, C, Hp, Wp)."""
-    n, c, kh, kw, length = columns.shape
-    hp, wp = padded_size
-    out = np.zeros((n * c, hp * wp), columns.dtype)
-    rows = columns.reshape(n * c, kh, kw, length)
-    for i in range(kh):
-        for j in range(kw):
-            shift = i * dilation[0] * wp + j * dilation[1]
-            run = min(length, hp * wp - shift)  # what is cut at the plane's end holds zeros only
-            out[:, shift:shift + run] += rows[:, i, j, :run]
-    return out.reshape(n, c, hp, wp)
 
 
 def pool_output_size(length, kernel, stride, padding, dilation, ceil_mode):
