@@ -60,7 +60,7 @@ def transposed_conv(grad_output, weight, size, kernel, stride, pads, dilation):
     kernel columns, and the kernel rows i are kh shifted additions of whole planes. Otherwise the
     column gradients weightᵀ @ grad_output (N, G, Cg·kh·kw, Ho·Wo), summed back by col2im."""
     n, o, ho, wo = grad_output.shape
-    groups, og, k = weight.shape
+    groups, og = weight.shape[:2]
     padded = tuple(length + a + b for length, (a, b) in zip(size, pads))
     if stride == (1, 1):
         out = _rows_back(grad_output, weight.reshape((groups, og, -1) + tuple(kernel)), padded, dilation)
