@@ -5,6 +5,7 @@ Both name their children as torch's state dict does (`0.weight`, `body.1.running
 Module's prefixing. Sequential keeps every module's output and, after backward, the gradient with
 respect to it, so that the lockstep can compare both module by module.
 """
+import inspect
 from collections import OrderedDict
 
 from .module import Module
@@ -54,10 +55,17 @@ class Sequential(Module):
             x = self.outputs[i] = m(x)
         return x
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
+        """Returns grad_x; with `input_grad` False, None, and a first module that can skip its
+        grad_input (Linear, the convolutions: `backward(g, input_grad=False)`) skips it, as
+        autograd does for an input that needs no gradient (a third of a first conv's work)."""
         modules = list(self._modules.values())
         for i in reversed(range(len(modules))):
             self.grad_outputs[i] = grad_output
+            if i == 0 and not input_grad:
+                skip = "input_grad" in inspect.signature(modules[0].backward).parameters
+                modules[0].backward(grad_output, input_grad=False) if skip else modules[0].backward(grad_output)
+                return None
             grad_output = modules[i].backward(grad_output)
         return grad_output
 

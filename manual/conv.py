@@ -1,58 +1,105 @@
 """Convolutions in numpy, as torch.nn's: Conv1d, Conv2d and ConvTranspose2d.
 
-Each is im2col and one matrix product: the windows of the padded input are a strided view
-(manual/windows.py), copied once into columns (G, Cg·kh·kw, N·Ho·Wo), and the groups are the
-batch of one batched matmul with the weight (G, Og, Cg·kh·kw). The backward is two more:
+Each is im2col and matrix products, laid out for speed:
 
-    grad_weight = grad_output (G, Og, N·Ho·Wo) @ columnsᵀ      the columns the forward kept
-    grad_input  = the weight contracted with the windows of the gradient spread out by the
-                  stride (windows.adjoint_windows): the transposed convolution, one matmul
+    columns   the windows of the padded input copied once (windows.im2col), per sample one
+              contiguous (Cg·kh·kw, Ho·Wo) matrix per group; the buffer is reused between steps
+    output    weight (G, Og, Cg·kh·kw) @ columns (N, G, Cg·kh·kw, Ho·Wo): one batched matmul,
+              whose result is already (N, O, Ho, Wo), torch's layout, with no transpose
+    grad_W    Σ_n columns[n] @ grad_output[n]ᵀ, the batched products summed over the samples
+    grad_x    for stride 1, grad_output shifted along its rows once per kernel column, one
+              product per sample, and one addition of whole planes per kernel row (_rows_back);
+              otherwise the column gradients weightᵀ @ grad_output summed back onto the input,
+              one strided-slice addition per kernel offset (windows.col2im)
 
-ConvTranspose2d is the same pair the other way round: its forward is a convolution's
-grad_input, its backward a convolution's forward. The one-dimensional convolution runs as the
-two-dimensional one over (N, C, 1, L). No Python loop over samples, channels or positions.
+Per-sample products rather than one (N·Ho·Wo, Cg·kh·kw) product: with few output channels (6
+in LeNet's first layer) OpenBLAS is several times faster on the batch of (O, C·k·k) @ (C·k·k,
+Ho·Wo) products, and their results need no transpose. ConvTranspose2d is the same pair the
+other way round: its forward is a convolution's grad_input, its backward a convolution's
+forward. The one-dimensional convolution runs as the two-dimensional one over (N, C, 1, L).
+No Python loop over samples, channels or positions; a strided convolution's grad_input does
+no work on the positions its stride skips.
 """
 import numpy as np
 
 from .module import Module
 from .modules import Parameter
-from .windows import adjoint_windows, check_input, check_positive, ntuple, pad_sides, window_view
+from .windows import check_input, check_positive, col2im, im2col, ntuple, pad_sides
 
 PADDING_STRINGS = ("same", "valid")
 
 
-def contract(windows, weight):
-    """out[n, g·Og + o, h, w] = Σ_{c,i,j} weight[g, o, (c, i, j)] · windows[n, g·Cg + c, h, w, i, j].
+def contract(columns, weight):
+    """out[n, g·Og + o, h, w] = Σ_{c,i,j} weight[g, o, (c, i, j)] · columns[n, g·Cg + c, i, j, h, w].
 
-    windows (N, C, Ho, Wo, kh, kw), weight (G, Og, Cg·kh·kw); returns the output (N, G·Og, Ho, Wo)
-    and the columns (G, Cg·kh·kw, N·Ho·Wo) the weight's gradient is taken from."""
-    n, c, ho, wo, kh, kw = windows.shape
+    columns (N, C, kh, kw, Ho, Wo) from windows.im2col, weight (G, Og, Cg·kh·kw); returns the
+    output (N, G·Og, Ho, Wo), contiguous."""
+    n, c, kh, kw, ho, wo = columns.shape
     groups, og = weight.shape[:2]
-    columns = windows.reshape(n, groups, c // groups, ho, wo, kh, kw).transpose(1, 2, 5, 6, 0, 3, 4)
-    columns = columns.reshape(groups, -1, n * ho * wo)  # the one copy
-    out = (weight @ columns).reshape(groups * og, n, ho, wo).transpose(1, 0, 2, 3)
-    return np.ascontiguousarray(out), columns
+    out = np.matmul(weight, columns.reshape(n, groups, -1, ho * wo))  # (N, G, Og, Ho·Wo)
+    return out.reshape(n, groups * og, ho, wo)
 
 
 def weight_gradient(grad_output, columns, groups):
     """Σ over samples and positions of grad_output ⊗ columns: (G, Og, Cg·kh·kw) from grad_output
-    (N, O, Ho, Wo) and the columns (G, Cg·kh·kw, N·Ho·Wo) of the windows that made it."""
+    (N, O, Ho, Wo) and the columns (N, C, kh, kw, Ho, Wo) of the windows that made it."""
     n, o, ho, wo = grad_output.shape
-    go = grad_output.transpose(1, 0, 2, 3).reshape(groups, o // groups, n * ho * wo)
-    return go @ columns.transpose(0, 2, 1)
+    go = grad_output.reshape(n, groups, o // groups, ho * wo)
+    cols = columns.reshape(n, groups, -1, ho * wo)
+    # (N, G, Cg·kh·kw, Og) summed over N: with the long axis Og last, faster than its transpose
+    return np.matmul(cols, go.transpose(0, 1, 3, 2)).sum(axis=0).transpose(0, 2, 1)
+
+
+def transposed_conv(grad_output, weight, size, kernel, stride, pads, dilation):
+    """The adjoint of a convolution of an input of `size` (H, W) padded by `pads` ((top, bottom),
+    (left, right)): its grad_input from its grad_output (N, G·Og, Ho, Wo) and its weight as
+    grouped() gives it, (G, Og, Cg·kh·kw). Returns (N, G·Cg, H, W), contiguous.
+
+    Stride 1 (`_rows_back`): grad_output shifted along its rows, one copy per kernel column j,
+    on rows as wide as the padded input; one product per sample takes the sum over channels and
+    kernel columns, and the kernel rows i are kh shifted additions of whole planes. Otherwise the
+    column gradients weightᵀ @ grad_output (N, G, Cg·kh·kw, Ho·Wo), summed back by col2im."""
+    n, o, ho, wo = grad_output.shape
+    groups, og = weight.shape[:2]
+    padded = tuple(length + a + b for length, (a, b) in zip(size, pads))
+    if stride == (1, 1):
+        out = _rows_back(grad_output, weight.reshape((groups, og, -1) + tuple(kernel)), padded, dilation)
+    else:
+        cols = np.matmul(weight.transpose(0, 2, 1), grad_output.reshape(n, groups, og, -1))
+        out = col2im(cols.reshape((n, -1) + tuple(kernel) + (ho, wo)), padded, stride, dilation)
+    if any(a or b for a, b in pads):
+        (top, _), (left, _) = pads
+        out = np.ascontiguousarray(out[:, :, top:top + size[0], left:left + size[1]])
+    return out
+
+
+def _rows_back(grad_output, weight, padded, dilation):
+    """transposed_conv for stride 1, weight (G, Og, Cg, kh, kw), onto the padded input (Hp, Wp):
+
+        shifted[n, (o, j), h, w] = grad_output[n, o, h, w − j·dw]       (0 outside), w < Wp
+        rows[n, (i, c), h, w]    = Σ_{o,j} weight[o, c, i, j] · shifted[n, (o, j), h, w]
+        out[n, c, h + i·dh, w]  += rows[n, (i, c), h, w]                 for each kernel row i
+
+    which is Σ_{o,i,j} weight[o, c, i, j] · grad_output[n, o, h − i·dh, w − j·dw], col2im's sum.
+    On rows Wp long a row shift is a shift of the whole plane by i·dh·Wp: each addition runs
+    along whole planes, and the products' operands are kw (not kh·kw) times grad_output's size."""
+    n, o, ho, wo = grad_output.shape
+    groups, og, cg, kh, kw = weight.shape
+    (hp, wp), (dh, dw) = padded, dilation
+    shifted = np.zeros((n, o, kw, ho, wp), grad_output.dtype)
+    for j in range(kw):
+        shifted[:, :, j, :, j * dw:j * dw + wo] = grad_output
+    w = weight.transpose(0, 3, 2, 1, 4).reshape(groups, kh * cg, og * kw)  # (G, (i, c), (o, j))
+    rows = np.matmul(w, shifted.reshape(n, groups, og * kw, ho * wp)).reshape(n, groups, kh, cg, ho * wp)
+    out = np.zeros((n, groups, cg, hp * wp), grad_output.dtype)
+    for i in range(kh):
+        out[..., i * dh * wp:i * dh * wp + ho * wp] += rows[:, :, i]
+    return out.reshape(n, groups * cg, hp, wp)
 
 
 def grouped(weight, groups):
     """A convolution's weight (O, Cg, kh, kw) as contract() takes it, (G, Og, Cg·kh·kw)."""
     return weight.reshape(groups, weight.shape[0] // groups, -1)
-
-
-def grouped_transposed(weight, groups):
-    """The weight (O, Cg, kh, kw) of a convolution as contract() takes it for the transposed
-    convolution (the map from O channels back to G·Cg): (G, Cg, Og·kh·kw)."""
-    o, cg, kh, kw = weight.shape
-    w = weight.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    return w.reshape(groups, cg, -1)
 
 
 def _check_device(device):
@@ -131,27 +178,29 @@ class _ConvNd(Module):
         if x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects {self.in_channels} input channels, got shape {x.shape}")
         x = x[:, :, None] if self._dims == 1 else x
-        windows = window_view(pad_sides(x, self._pads()), self._as2d(self.kernel_size), self._as2d(self.stride),
-                              self._as2d(self.dilation))
-        y, self.columns = contract(windows, grouped(self.weight.data, self.groups))
+        self.columns = im2col(pad_sides(x, self._pads()), self._as2d(self.kernel_size), self._as2d(self.stride),
+                              self._as2d(self.dilation), buffer=getattr(self, "columns", None))
+        y = contract(self.columns, grouped(self.weight.data, self.groups))
         self.input_size = x.shape[2:]
         if self.bias is not None:
             y += self.bias.data[:, None, None]
         return y[:, :, 0] if self._dims == 1 else y
 
-    def backward(self, grad_output):
+    def backward(self, grad_output, input_grad=True):
         """grad_weight from the kept columns, grad_bias = Σ_{n,h,w} grad_output, and grad_input:
-        the transposed convolution of grad_output (see windows.adjoint_windows)."""
+        the transposed convolution of grad_output (see transposed_conv); None when `input_grad`
+        is False (a network's input needs none, as Linear.backward's)."""
         g = grad_output[:, :, None] if self._dims == 1 else grad_output
+        g = np.ascontiguousarray(g)
         shape = self.weight.data.shape
         self.weight.accumulate(weight_gradient(g, self.columns, self.groups).reshape(shape))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(g.sum(axis=(0, 2, 3)))
-        top_left = [a for a, _ in self._pads()]
-        windows = adjoint_windows(g, self.input_size, self._as2d(self.kernel_size), self._as2d(self.stride),
-                                  top_left, self._as2d(self.dilation))
-        grad_input, _ = contract(windows, grouped_transposed(self.weight.data.reshape(shape[:2] + (
-            self._as2d(self.kernel_size))), self.groups))
+        if not input_grad:
+            return None
+        grad_input = transposed_conv(g, grouped(self.weight.data, self.groups), self.input_size,
+                                     self._as2d(self.kernel_size), self._as2d(self.stride), self._pads(),
+                                     self._as2d(self.dilation))
         return grad_input[:, :, 0] if self._dims == 1 else grad_input
 
     def named_parameters(self, prefix=""):
@@ -251,7 +300,7 @@ class ConvTranspose2d(Module):
         return tuple(size - lo for size, lo in zip(output_size, smallest))
 
     def forward(self, input, output_size=None):
-        """y = Conv2dᵀ x + bias: the weight contracted with the adjoint windows of x."""
+        """y = Conv2dᵀ x + bias: x's column gradients under the weight, summed back (transposed_conv)."""
         x = check_input(input, 4, "ConvTranspose2d")
         if x.shape[1] != self.in_channels:
             raise ValueError(f"ConvTranspose2d expects {self.in_channels} input channels, got shape {x.shape}")
@@ -260,8 +309,9 @@ class ConvTranspose2d(Module):
                 zip(x.shape[2:], self.stride, self.padding, self.dilation, self.kernel_size, output_padding)]
         if min(size) < 1:
             raise ValueError(f"ConvTranspose2d's output would be {tuple(size)} for an input of shape {x.shape}")
-        windows = adjoint_windows(x, size, self.kernel_size, self.stride, self.padding, self.dilation)
-        y, _ = contract(windows, grouped_transposed(self.weight.data, self.groups))
+        x = np.ascontiguousarray(x)
+        y = transposed_conv(x, grouped(self.weight.data, self.groups), size, self.kernel_size, self.stride,
+                            [(p, p) for p in self.padding], self.dilation)
         self.x = x
         if self.bias is not None:
             y += self.bias.data[:, None, None]
@@ -270,10 +320,10 @@ class ConvTranspose2d(Module):
     def backward(self, grad_output):
         """grad_x: Conv2d's forward of grad_output with the same weight; grad_W from its columns."""
         pads = [(p, p) for p in self.padding]
-        windows = window_view(pad_sides(grad_output, pads), self.kernel_size, self.stride, self.dilation,
-                              out_size=self.x.shape[2:])
-        grad_input, columns = contract(windows, grouped(self.weight.data, self.groups))
-        self.weight.accumulate(weight_gradient(self.x, columns, self.groups).reshape(self.weight.data.shape))
+        self.columns = im2col(pad_sides(grad_output, pads), self.kernel_size, self.stride, self.dilation,
+                              out_size=self.x.shape[2:], buffer=getattr(self, "columns", None))
+        grad_input = contract(self.columns, grouped(self.weight.data, self.groups))
+        self.weight.accumulate(weight_gradient(self.x, self.columns, self.groups).reshape(self.weight.data.shape))
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(grad_output.sum(axis=(0, 2, 3)))
         return grad_input

@@ -66,13 +66,19 @@ class _MaxPoolNd(Module):
         kernel, stride, padding, dilation = self._geometry
         size = _output_size(x, kernel, stride, padding, dilation, self.ceil_mode, name)
         xp = _padded(x, size, kernel, stride, padding, dilation, -np.inf)
-        n, c = x.shape[:2]
-        windows = window_view(xp, kernel, stride, dilation, size).reshape(n, c, size[0], size[1], -1)
-        inside = np.zeros((1, 1) + xp.shape[2:], bool)
-        inside[:, :, padding[0]:padding[0] + x.shape[2], padding[1]:padding[1] + x.shape[3]] = True
-        inside = window_view(inside, kernel, stride, dilation, size).reshape(size[0], size[1], -1)
-        y = windows.max(axis=-1)
-        self.indices = self._input_index(self._argmax(windows, y, inside), x.shape, kernel, stride, padding, dilation)
+        if xp.shape == x.shape:  # no padding: every window lies in the input
+            y, offset = _scan_max(x, kernel, stride, dilation, size)
+        else:
+            n, c = x.shape[:2]
+            windows = window_view(xp, kernel, stride, dilation, size).reshape(n, c, size[0], size[1], -1)
+            inside = np.zeros((1, 1) + xp.shape[2:], bool)
+            inside[:, :, padding[0]:padding[0] + x.shape[2], padding[1]:padding[1] + x.shape[3]] = True
+            inside = window_view(inside, kernel, stride, dilation, size).reshape(size[0], size[1], -1)
+            y = windows.max(axis=-1)
+            offset = self._argmax(windows, y, inside)
+        self.offset, self.padded = offset, xp.shape != x.shape
+        self.indices = self._input_index(offset, x.shape, kernel, stride, padding, dilation) \
+            if self.return_indices or self.padded or not _disjoint(kernel, stride, dilation) else None
         self.input_shape, self.dtype = x.shape, x.dtype
         y = y[:, :, 0] if self._dims == 1 else y
         if self.return_indices:
@@ -101,14 +107,62 @@ class _MaxPoolNd(Module):
         return (h * shape[3] + w).astype(np.int64)
 
     def backward(self, grad_output):
-        """grad_x[n, c, index] = Σ of grad_y over the windows whose argmax is at index."""
+        """grad_x[n, c, index] = Σ of grad_y over the windows whose argmax is at index: written
+        straight through the windows' slices where no two windows share an element (one slice per
+        kernel offset), summed by one np.bincount where they do."""
         g = grad_output[:, :, None] if self._dims == 1 else grad_output
+        kernel, stride, _, dilation = self._geometry
+        if self.indices is None:  # no padding, disjoint windows
+            grad = np.zeros(self.input_shape, self.dtype)
+            finite = np.isfinite(g.sum())  # else where(), so that inf · 0 leaves no NaN off the argmax
+            for t, window in enumerate(_offsets(grad, kernel, stride, dilation, self.offset.shape[2:])):
+                hit = self.offset == t
+                if finite:
+                    np.multiply(hit, g, out=window)  # several times faster than np.where
+                else:
+                    window[...] = np.where(hit, g, 0)
+            return grad[:, :, 0] if self._dims == 1 else grad
         n, c, h, w = self.input_shape
         plane = h * w
         where = (np.arange(n * c)[:, None] * plane + self.indices.reshape(n * c, -1)).ravel()
         grad = np.bincount(where, weights=np.asarray(g, np.float64).ravel(), minlength=n * c * plane)
         grad = grad.reshape(self.input_shape).astype(self.dtype, copy=False)
         return grad[:, :, 0] if self._dims == 1 else grad
+
+
+def _disjoint(kernel, stride, dilation):
+    """Whether no two windows share an element: each stride at least the kernel's extent."""
+    return all(s >= d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation))
+
+
+def _offsets(x, kernel, stride, dilation, size):
+    """For each kernel offset (i, j), row by row, the view x[:, :, h·sh + i·dh, w·sw + j·dw] over
+    the output positions (h, w) < size: one strided slice (writeable if x is)."""
+    (ho, wo), (sh, sw), (dh, dw) = size, stride, dilation
+    for i in range(kernel[0]):
+        for j in range(kernel[1]):
+            yield x[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
+
+
+def _scan_max(x, kernel, stride, dilation, size):
+    """The windows' maxima and their offsets (i·kw + j) by torch's own scan, for windows that lie
+    in x: a value replaces the running maximum when `val > maxval || isnan(val)`, so a tie keeps
+    the first, and a NaN wins (the last NaN of its window). The windows are copied once, offset
+    by offset, into contiguous planes (kh·kw, N, C, Ho, Wo), so that the scan's passes are over
+    contiguous arrays; the offset is updated by arithmetic, several times faster than np.where."""
+    windows = window_view(x, kernel, stride, dilation, size)
+    n, c, ho, wo, kh, kw = windows.shape
+    planes = np.ascontiguousarray(windows.transpose(4, 5, 0, 1, 2, 3)).reshape(kh * kw, n, c, ho, wo)
+    nan = np.isnan(x.max())  # max propagates NaN: one pass to tell whether the scan must look for it
+    best = planes[0].copy()
+    offset = np.zeros(best.shape, np.uint8 if kh * kw <= 256 else np.intp)
+    for t in range(1, kh * kw):
+        take = planes[t] > best
+        if nan:
+            take |= np.isnan(planes[t])
+        np.maximum(best, planes[t], out=best)  # NaN stays, as torch's maxval once it is NaN
+        offset += take * (t - offset)  # offset ← t where taken (modular in uint8: exact)
+    return best, offset
 
 
 class MaxPool1d(_MaxPoolNd):

@@ -9,7 +9,15 @@ positions: a window is a strided view (numpy.lib.stride_tricks.as_strided), so t
 
 and its adjoint (what a gradient flows back through, and what a transposed convolution is) is
 another such view, over the gradient spread out by the stride (`adjoint_windows`).
+
+Convolution copies the windows once into columns (`im2col`, numpy's copy in C, into a buffer
+reused between steps) and, for a strided convolution, sends column gradients back onto the input
+as a sum over the kernel's k·k offsets of strided slices (`col2im`): a loop bounded by the kernel
+size, never over samples, channels or positions, and never over the zeros a spread-out gradient
+would hold.
 """
+import sys
+
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
@@ -91,6 +99,42 @@ def adjoint_windows(g, size, kernel, stride, padding, dilation):
         left = d * (k - 1) - p
         pads.append((left, length + d * (k - 1) - out - left))
     return window_view(pad_sides(spread, pads), kernel, (1, 1), dilation)[..., ::-1, ::-1]
+
+
+def im2col(x_padded, kernel, stride, dilation, out_size=None, buffer=None):
+    """The windows of x_padded (N, C, Hp, Wp) copied into columns (N, C, kh, kw, Ho, Wo):
+
+        columns[n, c, i, j, h, w] = x_padded[n, c, h·sh + i·dh, w·sw + j·dw]
+
+    laid out so that, per sample, (C·kh·kw, Ho·Wo) is one contiguous matrix (the operand of the
+    product with the weight) and the copy's inner loop runs along a row of the input. `buffer`,
+    an array a previous call returned, is written over when it has the shape and dtype and
+    nothing but the caller holds it (CPython's reference count: the caller's name and the
+    argument), so a training step does not allocate, and page-fault, its columns afresh."""
+    windows = window_view(x_padded, kernel, stride, dilation, out_size)
+    n, c, ho, wo, kh, kw = windows.shape
+    shape = (n, c, kh, kw, ho, wo)
+    reusable = (buffer is not None and buffer.shape == shape and buffer.dtype == x_padded.dtype
+                and sys.getrefcount(buffer) <= 3)  # the caller's reference, this frame's, getrefcount's
+    columns = buffer if reusable else np.empty(shape, x_padded.dtype)
+    np.copyto(columns, windows.transpose(0, 1, 4, 5, 2, 3))
+    return columns
+
+
+def col2im(columns, padded_size, stride, dilation):
+    """The adjoint of `im2col`: columns (N, C, kh, kw, Ho, Wo) summed back onto the padded input,
+
+        out[n, c, h·sh + i·dh, w·sw + j·dw] += columns[n, c, i, j, h, w]     for every i, j, h, w
+
+    out: (N, C, Hp, Wp). One strided-slice addition per kernel offset (i, j): no work on the
+    positions a stride skips."""
+    n, c, kh, kw, ho, wo = columns.shape
+    (sh, sw), (dh, dw) = stride, dilation
+    out = np.zeros((n, c) + tuple(padded_size), columns.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw] += columns[:, :, i, j]
+    return out
 
 
 def pool_output_size(length, kernel, stride, padding, dilation, ceil_mode):

@@ -13,7 +13,14 @@ Cases:
      and twin only, next to bare numpy matrix products of the same shapes;
   3. 2048-2048-2048-10, batch 256, float32: the same;
   4. the lockstep's cost per step at three parameter counts spanning 100x;
-  5. peak memory of manual only and twin only for case 3 (each in a fresh process).
+  5. peak memory of manual only and twin only for case 3 (each in a fresh process);
+  6. the LeNet-like convolutional net (Conv2d(1→6, 5) ReLU MaxPool2d(2) Conv2d(6→16, 5) ReLU
+     MaxPool2d(2) Flatten Linear(256→120) ReLU Linear(120→84) ReLU Linear(84→10)), input
+     1×28×28, batch 64, float32, cross-entropy, sgd, built directly from manual's modules and
+     torch.nn's with the same parameters: time per step of each side and GFLOP/s next to bare
+     numpy products of the same im2col shapes.
+
+    python scripts/bench.py --case 6   # only the cases named (repeatable)
 """
 import argparse
 import json
@@ -34,10 +41,12 @@ sys.path.insert(0, str(ROOT))
 from torch_ref.description import spec  # noqa: E402
 from torch_ref.lockstep.run import lockstep  # noqa: E402
 import manual.data  # noqa: E402
+from manual import activations, container, conv, flatten, losses, modules, optim, pooling  # noqa: E402
 from torch_ref.lockstep.solo import build, train_alone  # noqa: E402
 
 REPEATS = 7             # medians over this many interleaved repeats
 CASE1_STEPS = 10000     # the worked example's long run
+CONV_BATCH = 64         # case 6
 MATMUL_SECONDS = 0.5    # cases 2 and 3: steps per timed run, about this long (about 200 and 6 steps)
 SCALING_STEPS = 500     # lockstep steps per repeat for case 4
 # Seconds of rest before each timed run, untimed. After its last call a library's worker threads
@@ -185,6 +194,128 @@ def case4(repeats):
     return out
 
 
+# Case 6: the LeNet-like net. (in_channels, out_channels, kernel) per convolution, each followed
+# by ReLU and MaxPool2d(2); then the fully connected sizes, ReLU between.
+LENET_CONVS = [(1, 6, 5), (6, 16, 5)]
+LENET_INPUT = (1, 28, 28)
+
+
+def lenet_sizes(input_shape=LENET_INPUT):
+    """(spatial size after each convolution, the fully connected sizes) for an input (C, H, W)."""
+    size, after_conv = input_shape[1], []
+    for _, _, k in LENET_CONVS:
+        size = size - k + 1
+        after_conv.append(size)
+        size //= 2
+    return after_conv, [LENET_CONVS[-1][1] * size * size, 120, 84, 10]
+
+
+def lenet(seed=0, input_shape=LENET_INPUT, dtype=np.float32):
+    """The LeNet-like net twice: manual's Sequential and torch.nn's, the same parameters (torch's
+    default initialisation, drawn from `seed`, copied into manual's)."""
+    torch.manual_seed(seed)
+    fc = lenet_sizes(input_shape)[1]
+    def layers(nn, extra):
+        out = []
+        for c, o, k in LENET_CONVS:
+            out += [nn.Conv2d(c, o, k, **extra), nn.ReLU(), nn.MaxPool2d(2)]
+        out.append(nn.Flatten())
+        for i, (a, b) in enumerate(zip(fc[:-1], fc[1:])):
+            out += [nn.Linear(a, b, **extra)] + ([nn.ReLU()] if i < len(fc) - 2 else [])
+        return out
+    twin = torch.nn.Sequential(*layers(torch.nn, {"dtype": getattr(torch, np.dtype(dtype).name)}))
+    mine = container.Sequential(*layers(_ManualNN, {"dtype": dtype}))
+    params = dict(mine.named_parameters())
+    for name, p in twin.named_parameters():
+        params[name].data[...] = p.detach().numpy()
+    return mine, twin
+
+
+class _ManualNN:
+    """The manual modules under torch.nn's names, so that lenet() builds both nets from one list."""
+    Conv2d, ReLU, MaxPool2d, Flatten, Linear = (conv.Conv2d, activations.ReLU, pooling.MaxPool2d, flatten.Flatten,
+                                                modules.Linear)
+
+
+def lenet_products(batch, input_shape=LENET_INPUT):
+    """One training step's matrix products as (m, k, n), (m × k) @ (k × n), in the im2col shapes:
+    per convolution, with M = N·Ho·Wo output positions and K = C·kh·kw, the forward
+    (M × K) @ (K × O), grad_W (O × M) @ (M × K) and grad_x (M × O) @ (O × K), the first one's
+    grad_x left out (the input needs none); then the fully connected layers as step_flops."""
+    after_conv, fc = lenet_sizes(input_shape)
+    out = []
+    for index, ((c, o, k), size) in enumerate(zip(LENET_CONVS, after_conv)):
+        m, kk = batch * size * size, c * k * k
+        out += [(m, kk, o), (o, m, kk)] + ([(m, o, kk)] if index else [])
+    for i, o in zip(fc[:-1], fc[1:]):
+        out += [(batch, i, o), (o, batch, i), (batch, o, i)]
+    return out
+
+
+def lenet_flops(batch, input_shape=LENET_INPUT):
+    """Multiply-adds ×2 of one training step: what torch's FlopCounterMode counts."""
+    return sum(2 * m * k * n for m, k, n in lenet_products(batch, input_shape))
+
+
+def bare_products(products, dtype):
+    """The products, nothing else, on preallocated contiguous numpy arrays."""
+    rng = np.random.default_rng(0)
+    pairs = [(rng.standard_normal((m, k)).astype(dtype), rng.standard_normal((k, n)).astype(dtype))
+             for m, k, n in products]
+
+    def run(steps):
+        for _ in range(steps):
+            for a, b in pairs:
+                a @ b
+    return run
+
+
+def lenet_batch(batch, input_shape=LENET_INPUT, dtype=np.float32, seed=1):
+    """A fixed batch: standard normal images (N, C, H, W) and class indices (N,)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((batch,) + tuple(input_shape)).astype(dtype), rng.integers(0, 10, batch)
+
+
+def lenet_steps(side, net, x, y, lr=0.01):
+    """fn(steps): that many training steps of one side on the batch (x, y): zero_grad, forward,
+    cross-entropy, backward (the input needs no gradient, on either side), sgd."""
+    if side == "twin":
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        loss, opt = torch.nn.CrossEntropyLoss(), torch.optim.SGD(net.parameters(), lr=lr)
+
+        def run(steps):
+            for _ in range(steps):
+                opt.zero_grad()
+                loss(net(xt), yt).backward()
+                opt.step()
+        return run
+    loss, opt = losses.CrossEntropyLoss(), optim.SGD(net.parameters(), lr=lr)
+
+    def run(steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            loss(net(x), y)
+            net.backward(loss.backward(), input_grad=False)
+            opt.step()
+    return run
+
+
+def case6(repeats):
+    mine, twin = lenet()
+    x, y = lenet_batch(CONV_BATCH)
+    bare = bare_products(lenet_products(CONV_BATCH), np.float32)
+    manual_steps = lenet_steps("manual", mine, x, y)
+    steps = max(3, round(MATMUL_SECONDS / timed(manual_steps, 3)))
+    times = interleave({"manual": (manual_steps, steps),
+                        "twin": (lenet_steps("twin", twin, x, y), steps),
+                        "bare_matmul": (bare, steps)}, repeats)
+    t, flops = medians(times), lenet_flops(CONV_BATCH)
+    return {"batch": CONV_BATCH, "input": list(LENET_INPUT), "flops_per_step": flops, "per_step_s": t,
+            "gflop_s": {k: flops / v / 1e9 for k, v in t.items()},
+            "manual/twin": ratio(times, "manual", "twin"),
+            "manual/bare_matmul_gflops": ratio(times, "bare_matmul", "manual")}
+
+
 PEAK_CHILD = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
@@ -225,43 +356,62 @@ def case5():
 
 def environment():
     return {"python": platform.python_version(), "numpy": np.__version__, "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine()}
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+            **{name: os.environ.get(name) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}}
 
 
 def table(r):
+    """The results as text, one section per case run."""
     us = lambda s: f"{s * 1e6:10.1f} us"
     ms = lambda s: f"{s * 1e3:9.3f} ms"
-    c1 = r["case1"]
-    lines = ["backprop-check benchmark (medians of interleaved repeats; ratios: medians of per-repeat ratios)", "",
-             "1. worked example, 2-2-2 sigmoid, 10000 updates, time per update",
-             f"   manual only {us(c1['per_step_s']['manual'])}   twin only {us(c1['per_step_s']['twin'])}"
-             f"   lockstep {us(c1['per_step_s']['lockstep'])}",
-             f"   manual/twin = {c1['manual/twin']:.3f} (target <= 0.1)   lockstep/twin = {c1['lockstep/twin']:.3f}"
-             " (target <= 1.3)", ""]
-    for key, title in (("case2", "2. 784-256-256-10 relu, mse, batch 128, float32, sgd"),
-                       ("case3", "3. 2048-2048-2048-10 relu, mse, batch 256, float32, sgd")):
+    lines = ["backprop-check benchmark (medians of interleaved repeats; ratios: medians of per-repeat ratios)", ""]
+    if "case1" in r:
+        c1 = r["case1"]
+        lines += ["1. worked example, 2-2-2 sigmoid, 10000 updates, time per update",
+                  f"   manual only {us(c1['per_step_s']['manual'])}   twin only {us(c1['per_step_s']['twin'])}"
+                  f"   lockstep {us(c1['per_step_s']['lockstep'])}",
+                  f"   manual/twin = {c1['manual/twin']:.3f} (target <= 0.1)   lockstep/twin = {c1['lockstep/twin']:.3f}"
+                  " (target <= 1.3)", ""]
+    for key, title, target_twin, target_bare in (
+            ("case2", "2. 784-256-256-10 relu, mse, batch 128, float32, sgd", 0.6, 0.85),
+            ("case3", "3. 2048-2048-2048-10 relu, mse, batch 256, float32, sgd", 0.6, 0.85),
+            ("case6", "6. LeNet-like conv net, 1x28x28, batch 64, float32, cross-entropy, sgd", 2, 0.70)):
+        if key not in r:
+            continue
         c = r[key]
         lines += [title,
                   f"   {'':12} {'per step':>12} {'GFLOP/s':>9}",
                   *[f"   {k:12} {ms(c['per_step_s'][k])} {c['gflop_s'][k]:9.1f}" for k in ("manual", "twin", "bare_matmul")],
-                  f"   manual/twin = {c['manual/twin']:.3f} (target <= 0.6)   manual GFLOP/s / bare matmul ="
-                  f" {c['manual/bare_matmul_gflops']:.1%} (target >= 85%)", ""]
-    lines.append("4. lockstep cost per step (float64, tanh, batch 16)")
-    lines.append(f"   {'params':>8} {'twin only':>13} {'lockstep':>13} {'overhead':>13} {'lockstep/twin':>14}")
-    for c in r["case4"]:
-        lines.append(f"   {c['params']:8d} {us(c['per_step_s']['twin'])} {us(c['per_step_s']['lockstep'])}"
-                     f" {us(c['overhead_s'])} {c['lockstep/twin']:14.3f}")
-    first, last = r["case4"][0], r["case4"][-1]
-    growth = last["overhead_s"] / first["overhead_s"]
-    lines.append(f"   overhead grew {growth:.2f}x while the parameter count grew {last['params'] / first['params']:.0f}x"
-                 " (target: no faster)")
-    lines.append("")
-    c5 = r["case5"]
-    mb = lambda b: "n/a" if b is None else f"{b / 2**20:.1f} MiB"
-    ratio = "n/a" if c5["manual/twin"] is None else f"{c5['manual/twin']:.2f}"
-    lines += ["5. peak memory above set-up, case 3 (fresh process per side)",
-              f"   manual {mb(c5['manual'])}   twin {mb(c5['twin'])}   manual/twin = {ratio} (target <= 1)"]
-    return "\n".join(lines)
+                  f"   manual/twin = {c['manual/twin']:.3f} (target <= {target_twin})   manual GFLOP/s / bare matmul ="
+                  f" {c['manual/bare_matmul_gflops']:.1%} (target >= {target_bare:.0%})", ""]
+    if "case4" in r:
+        lines.append("4. lockstep cost per step (float64, tanh, batch 16)")
+        lines.append(f"   {'params':>8} {'twin only':>13} {'lockstep':>13} {'overhead':>13} {'lockstep/twin':>14}")
+        for c in r["case4"]:
+            lines.append(f"   {c['params']:8d} {us(c['per_step_s']['twin'])} {us(c['per_step_s']['lockstep'])}"
+                         f" {us(c['overhead_s'])} {c['lockstep/twin']:14.3f}")
+        first, last = r["case4"][0], r["case4"][-1]
+        growth = last["overhead_s"] / first["overhead_s"]
+        lines.append(f"   overhead grew {growth:.2f}x while the parameter count grew "
+                     f"{last['params'] / first['params']:.0f}x (target: no faster)")
+        lines.append("")
+    if "case5" in r:
+        c5 = r["case5"]
+        mb = lambda b: "n/a" if b is None else f"{b / 2**20:.1f} MiB"
+        ratio = "n/a" if c5["manual/twin"] is None else f"{c5['manual/twin']:.2f}"
+        lines += ["5. peak memory above set-up, case 3 (fresh process per side)",
+                  f"   manual {mb(c5['manual'])}   twin {mb(c5['twin'])}   manual/twin = {ratio} (target <= 1)"]
+    return "\n".join(lines).rstrip("\n")
+
+
+CASES = {
+    "1": lambda: case1(REPEATS),
+    "2": lambda: matmul_case([784, 256, 256, 10], ["relu", "relu", "identity"], 128, REPEATS),
+    "3": lambda: matmul_case([2048, 2048, 2048, 10], ["relu", "relu", "identity"], 256, max(3, REPEATS - 2)),
+    "4": lambda: case4(REPEATS),
+    "5": lambda: case5(),
+    "6": lambda: case6(REPEATS),
+}
 
 
 def main():
@@ -269,15 +419,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--case", action="append", choices=sorted(CASES),
+                   help="run only this case (repeatable; default: all of them, in order)")
     args = p.parse_args()
     if args.quick:
         REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS, WINDOW = 3, 2000, 0.1, 100, 0.2
-    r = {"environment": environment(), "repeats": REPEATS,
-         "case1": case1(REPEATS),
-         "case2": matmul_case([784, 256, 256, 10], ["relu", "relu", "identity"], 128, REPEATS),
-         "case3": matmul_case([2048, 2048, 2048, 10], ["relu", "relu", "identity"], 256, max(3, REPEATS - 2)),
-         "case4": case4(REPEATS),
-         "case5": case5()}
+    r = {"environment": environment(), "repeats": REPEATS}
+    for name in sorted(set(args.case or CASES)):
+        r[f"case{name}"] = CASES[name]()
     print(json.dumps(r, indent=2) if args.json else table(r))
 
 

@@ -49,3 +49,42 @@ def test_a_short_run_is_repeated_to_fill_its_window():
     calls.clear()
     bench.timed(lambda steps: calls.append(steps), 4, window=0.0)
     assert calls == [4]
+
+
+@pytest.mark.parametrize("batch,input_shape", [(1, (1, 28, 28)), (3, (1, 28, 28)), (2, (1, 32, 32))])
+def test_lenet_flops_match_torchs_count_of_a_training_step(batch, input_shape):
+    """Case 6's count, and so the bare products' shapes, against torch's own FLOP counter on the
+    twin's forward and backward, the input needing no gradient (the first conv's grad_input is not
+    counted by torch and not computed by either side)."""
+    _, twin = bench.lenet(input_shape=input_shape)
+    x, y = bench.lenet_batch(batch, input_shape)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(twin(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+    assert bench.lenet_flops(batch, input_shape) == counter.get_total_flops()
+
+
+def test_lenet_sides_are_the_same_net_and_take_the_same_steps():
+    """The manual net and the twin start from the same parameters, and the bench's step functions
+    train them alike: after two steps, the same parameters on both sides (float32's tolerance)."""
+    from torch_ref.testing import compare, tolerance
+    mine, twin = bench.lenet()
+    x, y = bench.lenet_batch(4)
+    bench.lenet_steps("manual", mine, x, y, lr=0.5)(2)
+    bench.lenet_steps("twin", twin, x, y, lr=0.5)(2)
+    params = dict(mine.named_parameters())
+    assert sorted(params) == sorted(n for n, _ in twin.named_parameters())
+    for name, p in twin.named_parameters():
+        moved = p.detach().numpy()
+        assert compare(params[name].data, moved, *tolerance("float32")).ok, name
+    start = dict(bench.lenet()[1].named_parameters())
+    assert any(not torch.equal(start[n], p) for n, p in twin.named_parameters())  # the steps did move them
+
+
+def test_cases_run_only_those_named(monkeypatch, capsys):
+    """--case picks the cases; the table has only their sections."""
+    ran = []
+    monkeypatch.setattr(bench, "CASES", {k: (lambda k=k: ran.append(k) or {}) for k in "123456"})
+    monkeypatch.setattr(bench, "table", lambda r: " ".join(sorted(k for k in r if k.startswith("case"))))
+    monkeypatch.setattr(sys, "argv", ["bench", "--case", "6", "--case", "2"])
+    bench.main()
+    assert ran == ["2", "6"] and capsys.readouterr().out.strip() == "case2 case6"

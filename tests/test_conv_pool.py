@@ -112,6 +112,7 @@ CASES = {
         (((4, 5),), {}, (2, 2, 4, 5)),  # kernel == input size
         ((3,), {"stride": 1, "padding": 1}, (1, 2, 5, 4)),  # overlapping windows add up
         ((3,), {"stride": 2, "ceil_mode": True, "return_indices": True}, (2, 3, 6, 7)),
+        (((17, 16),), {"return_indices": True}, (1, 2, 17, 33)),  # 272 offsets per window: more than uint8 holds
     ],
     "MaxPool1d": [
         ((3,), {"stride": 2, "padding": 1, "ceil_mode": True}, (2, 3, 10)),
@@ -177,11 +178,14 @@ def test_max_pool_of_a_constant_input_routes_as_torch(name, args, kwargs, shape)
     expect(mine.backward(g), xt.grad, "grad_input", "float64")
 
 
-def test_max_pool_with_nan_routes_as_torch():
-    """A NaN wins its window (torch's scan keeps the last NaN it meets)."""
+@pytest.mark.parametrize("kwargs", [{"stride": 2}, {"stride": 3}, {"stride": 2, "padding": 1}],
+                         ids=["overlapping", "disjoint", "padded"])
+def test_max_pool_with_nan_routes_as_torch(kwargs):
+    """A NaN wins its window (torch's scan keeps the last NaN it meets): on each of the three
+    ways the module takes (overlapping windows, disjoint ones, padding)."""
     x = np.random.default_rng(0).standard_normal((1, 2, 7, 7))
     x[0, 0, 2, 2] = x[0, 0, 2, 3] = x[0, 1, 4, 4] = np.nan
-    theirs, mine = build("MaxPool2d", (3,), {"stride": 2, "return_indices": True}, "float64")
+    theirs, mine = build("MaxPool2d", (3,), {**kwargs, "return_indices": True}, "float64")
     xt = torch.tensor(x, requires_grad=True)
     (yt, it), (y, i) = theirs(xt), mine(x)
     np.testing.assert_array_equal(i, it.numpy())
@@ -189,6 +193,66 @@ def test_max_pool_with_nan_routes_as_torch():
     g = np.ones(tuple(yt.shape))
     yt.backward(torch.tensor(g))
     expect(mine.backward(g), xt.grad, "grad_input", "float64")
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_max_pool_gradient_off_the_argmax_is_zero_whatever_grad_output_holds(bad):
+    """torch adds grad_output into the argmax only, so an inf or NaN in it reaches one input
+    element and leaves every other at 0 (a product with a 0/1 mask would put NaN there)."""
+    theirs, mine = build("MaxPool2d", (2,), {}, "float32")
+    x = np.random.default_rng(0).standard_normal((2, 3, 6, 6)).astype(np.float32)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = theirs(xt)
+    mine(x)
+    g = np.ones(tuple(yt.shape), np.float32)
+    g[0, 1, 1, 2] = bad
+    yt.backward(torch.tensor(g))
+    np.testing.assert_array_equal(mine.backward(g), xt.grad.numpy())
+
+
+@pytest.mark.parametrize("name,args,kwargs", [("Conv2d", (2, 4, 3), {}), ("Conv1d", (2, 3, 2), {"stride": 2}),
+                                              ("ConvTranspose2d", (2, 4, 3), {"stride": 2})])
+def test_an_array_handed_out_keeps_its_values(name, args, kwargs):
+    """The columns buffer is reused between steps only when no one else holds it: the output of
+    an earlier step, and columns someone kept, are not written over by the next step."""
+    theirs, mine = build(name, args, kwargs, "float64")
+    rng = np.random.default_rng(0)
+    shape = (2, args[0]) + (6,) * (1 if name == "Conv1d" else 2)
+    x1, x2 = rng.standard_normal(shape), rng.standard_normal(shape)
+    y1 = mine(x1)
+    mine.backward(rng.standard_normal(y1.shape))
+    kept, values = mine.columns, mine.columns.copy()
+    y1_values = y1.copy()
+    y2 = mine(x2)
+    mine.backward(rng.standard_normal(y2.shape))
+    np.testing.assert_array_equal(kept, values)
+    np.testing.assert_array_equal(y1, y1_values)
+    expect(y2, theirs(torch.tensor(x2)), "second output", "float64")
+
+
+def test_sequential_skips_the_first_convs_grad_input_when_asked(monkeypatch):
+    """backward(g, input_grad=False): None, the same parameter gradients, and the first
+    convolution's grad_input (a third of its work) never computed, as autograd skips it for an
+    input that needs no gradient."""
+    from manual import activations, container, flatten, modules
+    rng = np.random.default_rng(0)
+    net = container.Sequential(conv.Conv2d(2, 3, 3), activations.ReLU(), flatten.Flatten(), modules.Linear(48, 2))
+    for _, p in net.named_parameters():
+        p.data[...] = rng.standard_normal(p.data.shape)
+    x, g = rng.standard_normal((2, 2, 6, 6)), rng.standard_normal((2, 2))
+    net(x)
+    assert net.backward(g).shape == x.shape
+    full = {n: p.grad.copy() for n, p in net.named_parameters()}
+    for p in net.parameters():
+        p.zero_grad()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the first convolution's grad_input was computed")
+    monkeypatch.setattr(conv, "transposed_conv", refuse)
+    net(x)
+    assert net.backward(g, input_grad=False) is None
+    for n, p in net.named_parameters():
+        np.testing.assert_array_equal(p.grad, full[n], err_msg=n)
 
 
 def test_conv_transpose_output_size_as_torch():

@@ -108,6 +108,7 @@ COMMANDS = {
     "python scripts/bench.py": "by hand (minutes); tests/test_bench.py checks its counts",
     "python scripts/bench.py --json": "by hand; tests/test_bench.py",
     "python scripts/bench.py --quick": "by hand; tests/test_bench.py",
+    "python scripts/bench.py --case 6": "by hand; tests/test_bench.py (the choice of cases, case 6's count)",
     "HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py":
         "by hand (the long profile); the suite runs the default profile",
     "torchrun --nnodes M --nproc-per-node R --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\":
