@@ -73,8 +73,10 @@ class Layered(Module):
     def forward(self, x):
         return self.layers(x)
 
-    def backward(self, grad_output):
-        return self.layers.backward(grad_output)
+    def backward(self, grad_output, input_grad=False):
+        """The network's input needs no gradient: the first module skips its grad_input where it can
+        (Linear, the convolutions), as autograd does; `input_grad=True` returns it."""
+        return self.layers.backward(grad_output, input_grad=input_grad)
 
     def set_masks(self, masks):
         """Hand each dropout module its keep-mask for the next forward ({name: bool array}); None
