@@ -38,7 +38,7 @@ def test_zoo_command_json_and_exit_code(capsys):
         assert e["caught"] and e["as_expected"]
         assert e["caught_at"] == e["expected"]
         assert e["mismatch"]["stage"] == e["expected"]["stage"]
-    assert set(out["stages_covered"]) == set(STAGES) - {"forward", "buffer"}  # (a layer list's: none in the zoo yet)
+    assert set(out["stages_covered"]) == set(STAGES)
 
 
 def test_zoo_command_exits_1_when_a_mistake_is_not_caught_where_expected(monkeypatch, capsys):
