@@ -12,7 +12,7 @@ from torch_ref.description import spec
 from torch_ref.description.files import bundled_path
 from torch_ref.lockstep.run import lockstep
 from torch_ref.twin.layers import MaskedDropout, make_module
-from torch_ref.zoo.planted_layers import LAYER_PLANTED
+from torch_ref.zoo.mistakes_layers import LAYER_ZOO
 
 LAYER_SPECS = ["lenet", "batchnorm_mlp", "residual", "dropout"]
 
@@ -122,7 +122,7 @@ def test_a_plugin_gets_masks_only_when_the_network_has_dropout(name, dropout):
 
 
 def test_a_mismatch_names_the_module_and_its_type():
-    m = next(m for m in LAYER_PLANTED if m.tensor == "layers.5")
+    m = next(m for m in LAYER_ZOO if m.tensor == "layers.5")
     result = lockstep(m.described(), impl=m(m.described()))
     assert result.first_mismatch.module == "layers.5 (Flatten)"
     assert "module layers.5 (Flatten)" in str(result.first_mismatch)

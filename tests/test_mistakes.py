@@ -6,16 +6,23 @@ import numpy as np
 import pytest
 
 import manual.activations
+import manual.batchnorm
+import manual.container
+import manual.conv
 import manual.data
+import manual.dropout
+import manual.flatten
 import manual.init
 import manual.layered
 import manual.lr_scheduler
 import manual.losses
 import manual.modules
+import manual.normalization
 import manual.optim
+import manual.pooling
 import manual.trainer
 from torch_ref.cli import main as cli
-from torch_ref.zoo import faulty, mistakes, planted
+from torch_ref.zoo import faulty, mistakes, mistakes_layers, planted
 from torch_ref.lockstep.run import lockstep
 from torch_ref.lockstep.verdict import STAGES
 
@@ -65,11 +72,11 @@ def test_the_same_runs_pass_with_the_engine_unbroken(m, dtype, mode):
 def test_the_registry_says_what_each_mistake_is_and_where():
     ids = [m.id for m in mistakes.REGISTRY]
     assert len(ids) == len(set(ids))
-    assert mistakes.ZOO == [m for m in mistakes.REGISTRY if m.zoo] and len(mistakes.ZOO) >= 12
-    # forward and buffer exist for a layer list only: its mistakes are the tests' (planted_layers.py) so far
-    assert {m.stage for m in mistakes.ZOO} == set(STAGES) - {"forward", "buffer", "eval"}
-    # eval's mistakes (eval mode's, run with [run] eval_every) are tests/test_evaluation.py's so far
-    assert {m.stage for m in mistakes.REGISTRY} == set(STAGES) - {"eval"}
+    assert mistakes.ZOO == [m for m in mistakes.REGISTRY if m.zoo] and len(mistakes.ZOO) >= 26
+    # forward and buffer: the layer lists' mistakes'; eval's (eval mode's, run with [run] eval_every)
+    # are tests/test_evaluation.py's so far
+    assert {m.stage for m in mistakes.ZOO} == set(STAGES) - {"eval"}
+    assert {m.stage for m in mistakes_layers.LAYER_ZOO} >= {"forward", "delta", "grad", "buffer"}
     for m in mistakes.REGISTRY:
         assert m.what and m.replaces and m.stage in STAGES and m.checks, m.id
         assert mistakes.mistake(m.id) is m
@@ -78,7 +85,10 @@ def test_the_registry_says_what_each_mistake_is_and_where():
 
 ENGINE = [manual.activations.Sigmoid, manual.activations.Tanh, manual.modules.Linear,
           manual.modules.SharedBiasLinear, manual.losses.HalfSSELoss, manual.losses.MSELoss,
-          manual.optim.SGD, manual.optim.Adam, manual.trainer.Trainer]
+          manual.optim.SGD, manual.optim.Adam, manual.trainer.Trainer, manual.conv.Conv2d,
+          manual.pooling.MaxPool2d, manual.pooling.AvgPool2d, manual.batchnorm.BatchNorm,
+          manual.batchnorm.BatchNorm1d, manual.dropout.Dropout, manual.normalization.LayerNorm,
+          manual.container.Residual, manual.flatten.Flatten]
 
 
 def test_building_a_mistake_changes_no_class_of_the_engine():

@@ -3,10 +3,13 @@ where it first shows, and its control: tests/test_mistakes.py)."""
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 
+import manual.conv
+import manual.pooling
 from torch_ref.cli import main as cli
-from torch_ref.zoo import faulty
+from torch_ref.zoo import faulty, mistakes_layers
 from torch_ref.zoo import runner as zoo
 from torch_ref.lockstep.run import lockstep
 from torch_ref.lockstep.verdict import STAGES
@@ -38,7 +41,7 @@ def test_zoo_command_json_and_exit_code(capsys):
         assert e["caught"] and e["as_expected"]
         assert e["caught_at"] == e["expected"]
         assert e["mismatch"]["stage"] == e["expected"]["stage"]
-    assert set(out["stages_covered"]) == set(STAGES) - {"forward", "buffer", "eval"}  # (a layer list's: none in the zoo yet)
+    assert set(out["stages_covered"]) == set(STAGES) - {"eval"}  # (eval mode's mistakes: tests/test_evaluation.py)
 
 
 def test_zoo_command_exits_1_when_a_mistake_is_not_caught_where_expected(monkeypatch, capsys):
@@ -57,3 +60,81 @@ def test_applies_follows_the_network():
     assert not applies & {"mean-loss-grad-not-divided-by-batch", "bias-grad-averaged-over-batch",
                           "momentum-buffer-restarted", "adam-without-bias-correction",
                           "cross-entropy-without-target"}
+
+
+LAYER_DESCRIPTIONS = {"lenet": faulty.shipped("lenet"), "batchnorm_mlp": faulty.shipped("batchnorm_mlp"),
+                      "residual": faulty.shipped("residual"), "dropout": faulty.shipped("dropout"),
+                      "conv_stack": faulty.conv_stack}
+
+
+@pytest.mark.parametrize("e", mistakes_layers.LAYER_ZOO, ids=[e.id for e in mistakes_layers.LAYER_ZOO])
+def test_a_layer_mistake_applies_only_where_its_module_is(e):
+    """A layer list's mistake applies to a network with its module and to no other, so the worked
+    example's errata (an MLP) never try it: `backprop-check example` runs only the MLP's."""
+    (module,) = e.needs["module"]
+    assert e in zoo.ENTRIES and e.applies(e.description())
+    assert not e.applies(faulty.worked()) and not e.applies(faulty.classifier())
+    for name, described in LAYER_DESCRIPTIONS.items():
+        desc = described()
+        assert e.applies(desc) == (module in faulty.module_types(desc["network"]["layers"])), name
+
+
+CONV_GEOMETRIES = [  # (in, out, kernel, stride, padding, dilation, groups, input H×W)
+    (1, 2, 3, 1, 1, 1, 1, (6, 6)), (2, 4, 3, 2, 1, 2, 2, (10, 9)), (3, 3, (2, 3), (2, 1), (0, 2), 1, 3, (7, 5)),
+    (2, 2, 3, 1, "same", 2, 1, (6, 7)), (2, 3, 3, 3, 0, 1, 1, (9, 9)),
+]
+
+
+def _conv(cin, cout, k, s, p, d, groups, size, seed=0):
+    rng = np.random.default_rng(seed)
+    conv = manual.conv.Conv2d(cin, cout, k, stride=s, padding=p, dilation=d, groups=groups)
+    conv.weight.data = rng.normal(size=conv.weight.data.shape)
+    x = rng.normal(size=(2, cin) + size)
+    y = conv.forward(x)
+    conv.seen, conv.seen_input = x.shape, x
+    return conv, rng.normal(size=y.shape)
+
+
+@pytest.mark.parametrize("geometry", CONV_GEOMETRIES, ids=str)
+def test_the_conv_mistakes_differ_from_the_engine_only_where_they_say(geometry):
+    """The faulty backward's own window code, given the convolution's true stride, dilation and
+    crop, is the engine's input gradient: each conv mistake is wrong by the one thing it names
+    (and by it alone wherever that thing is not the default)."""
+    conv, g = _conv(*geometry)
+    right = conv.backward(g)
+    assert np.allclose(mistakes_layers.conv_input_gradient(conv, g), right)
+    _, _, _, s, p, d, _, _ = geometry
+    for changed, faulty_grad in ((s not in (1, (1, 1)), mistakes_layers.conv_input_gradient(conv, g, stride=(1, 1))),
+                                 (d != 1, mistakes_layers.conv_input_gradient(conv, g, dilation=(1, 1))),
+                                 (p not in (0, (0, 0)), mistakes_layers.conv_input_gradient(conv, g, crop=(0, 0)))):
+        assert faulty_grad.shape == right.shape and np.allclose(faulty_grad, right) != changed
+
+
+def test_the_weight_gradient_of_the_last_position_is_the_whole_one_for_a_single_position():
+    """With one output position (the kernel covers the padded input) the last position's gradient
+    is the sum over positions; with more it is not."""
+    built = faulty.stand_ins(mistakes_layers.ConvWeightGradNotSummed.replaces)[manual.conv.Conv2d]
+    for size, single in (((3, 2), True), ((5, 4), False)):
+        engine, g = _conv(2, 3, (3, 2), 1, (0, 1), (1, 3), 1, size)
+        engine.backward(g)
+        planted = built(2, 3, (3, 2), padding=(0, 1), dilation=(1, 3))
+        planted.weight.data = engine.weight.data
+        planted.forward(engine.seen_input)
+        planted.backward(g)
+        assert np.allclose(planted.weight.grad, engine.weight.grad) == single
+
+
+@pytest.mark.parametrize("kernel,stride,size", [(2, None, (6, 6)), (3, 2, (7, 8)), ((2, 3), 1, (5, 6))], ids=str)
+def test_the_pooling_mistakes_send_the_gradient_to_the_whole_window(kernel, stride, size):
+    """Average pooling's gradient undivided is the engine's times the window's size; max pooling's
+    whole-window gradient is the same sum of windows (the engine's average pool times its size)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2, 3) + size)
+    pool = manual.pooling.AvgPool2d(kernel, stride)
+    g = rng.normal(size=pool.forward(x).shape)
+    window = np.prod(mistakes_layers.pair(kernel))
+    for planted, owner in ((mistakes_layers.AvgPoolGradNotDivided, manual.pooling.AvgPool2d),
+                           (mistakes_layers.MaxPoolGradToWholeWindow, manual.pooling.MaxPool2d)):
+        faulty_pool = faulty.stand_ins(planted.replaces)[owner](kernel, stride)
+        faulty_pool.forward(x)
+        assert np.allclose(faulty_pool.backward(g), window * pool.backward(g))

@@ -39,7 +39,7 @@ class Mistake:
     stage: str                # where it must be caught: (iteration, stage, tensor)
     tensor: str
     iteration: int = 0
-    needs: dict = field(default_factory=dict)  # {"loss": (...), "bias": (...), ...}: where it applies
+    needs: dict = field(default_factory=dict)  # {"loss": (...), "module": (...), ...}: where it applies
     zoo: bool = False         # shown by `backprop-check zoo` (else a test-only planted bug)
     checks: tuple = (("float64", "free"),)     # the (dtype, mode) runs that must catch it there
 
@@ -52,11 +52,17 @@ class Mistake:
         return desc if desc["run"]["dtype"] == dtype else {**desc, "run": {**desc["run"], "dtype": dtype}}
 
     def applies(self, desc):
-        """True when the mistake has a meaning on `desc`'s network (loss, bias, optimizer, activation)."""
+        """True when the mistake has a meaning on `desc`'s network (loss, bias, optimizer, activation;
+        for a layer list's mistake, a module of its type: none applies to an MLP)."""
         net = desc["network"]  # (a layer list has neither bias mode nor activations)
         have = {"loss": net["loss"], "bias": net.get("bias", "per-neuron"),
-                "optimizer": desc["optimizer"]["name"], "activation": net.get("activation", [])}
+                "optimizer": desc["optimizer"]["name"], "activation": net.get("activation", []),
+                "module": module_types(net.get("layers", []))}
         for key, allowed in self.needs.items():
+            if key == "module":  # a layer list's mistake: the network must have such a module
+                if not set(allowed) & have["module"]:
+                    return False
+                continue
             if key == "momentum":
                 if (desc["optimizer"].get("momentum") or 0) == 0:
                     return False
@@ -68,6 +74,15 @@ class Mistake:
             elif not all(v in allowed for v in values):
                 return False
         return True
+
+
+def module_types(layers):
+    """The torch.nn types in a description's layer list, a Residual's body included."""
+    found = set()
+    for layer in layers:
+        found.add(layer["type"])
+        found |= module_types(layer.get("layers", []))
+    return found
 
 
 def build(desc, replaces=None):
@@ -192,3 +207,37 @@ def momentum():
 def adam():
     """3-4-2 tanh → identity, MSE, batches of 4, Adam (lr 0.01)"""
     return random_net([3, 4, 2], ["tanh", "identity"], optimizer={"name": "adam", "lr": 0.01})
+
+
+# --- the layer lists' descriptions (torch_ref/zoo/mistakes_layers.py) -----------------------------
+
+def shipped(name, steps=3):
+    """() -> the bundled description `name`, cut to `steps` iterations."""
+    def described():
+        desc = spec.load(bundled_path(name))
+        desc["run"] = {**desc["run"], "steps": steps}
+        return desc
+    described.__doc__ = f"torch_ref/specs/{name}.toml, {steps} iterations"
+    return described
+
+
+def conv_stack(steps=3):
+    """Conv2d 3×3 pad 1 → ReLU → Conv2d 3×3 stride 2 pad 1 dilation 2 → ReLU → AvgPool2d 2 → Linear, 10×10 bars
+
+    The second convolution has every geometry a backward can get wrong (stride, padding, dilation)
+    and a module before it, whose delta is its input gradient; the pooling has one too."""
+    return spec.parse({
+        "network": {"input_shape": [1, 10, 10], "loss": "cross_entropy", "layers": [
+            {"type": "Conv2d", "out_channels": 3, "kernel_size": 3, "padding": 1},        # (3, 10, 10)
+            {"type": "ReLU"},
+            {"type": "Conv2d", "out_channels": 4, "kernel_size": 3, "stride": 2, "padding": 1,
+             "dilation": 2},                                                                # (4, 4, 4)
+            {"type": "ReLU"},
+            {"type": "AvgPool2d", "kernel_size": 2},                                        # (4, 2, 2)
+            {"type": "Flatten"},
+            {"type": "Linear", "out_features": 3}]},
+        "init": {"seed": 3},
+        "optimizer": {"name": "sgd", "lr": 0.05},
+        "data": {"images": {"name": "bars", "n": 16, "size": 10, "seed": 4}, "batch_size": 8},
+        "run": {"steps": steps, "dtype": "float64"},
+    })

@@ -10,7 +10,7 @@ itself is never touched), and each is a plug-in factory under its name here, e.g
 the mistake, manual.trainer.build, is every mistake's control.
 
     REGISTRY        every mistake, zoo first (in the zoo's order), then the tests' planted bugs
-    ZOO             the zoo's
+    ZOO             the zoo's: the MLP's (here), then the layer lists' (torch_ref/zoo/mistakes_layers.py)
     mistake(id)     one by id
 """
 import numpy as np
@@ -23,7 +23,7 @@ import manual.trainer
 from .faulty import (Mistake, adam, broken_adam, classifier, correct, minibatch, momentum, square,
                      worked)
 from .planted import PLANTED
-from .planted_layers import LAYER_PLANTED
+from .mistakes_layers import LAYER_ZOO
 
 __all__ = ["REGISTRY", "ZOO", "mistake", "broken_adam"]
 
@@ -214,8 +214,8 @@ AdamWithoutBiasCorrection = in_zoo(
 ZOO = [LossGradSign, ActivationDerivativeDropped, SigmoidDerivativeOnNet, HiddenErrorOneOutput,
        HiddenErrorThroughUpdatedWeights, MeanLossGradNotDividedByBatch, CrossEntropyWithoutTarget,
        WeightGradTransposed, BiasGradAveragedOverBatch, GradsNotZeroed, OutputActivationMissing, LossMissingHalf,
-       FrozenBiasUpdated, LrAppliedTwice, MomentumRestarted, AdamWithoutBiasCorrection]
-REGISTRY = ZOO + PLANTED + LAYER_PLANTED
+       FrozenBiasUpdated, LrAppliedTwice, MomentumRestarted, AdamWithoutBiasCorrection] + LAYER_ZOO
+REGISTRY = ZOO + PLANTED
 
 
 def mistake(mistake_id):

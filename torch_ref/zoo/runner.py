@@ -69,7 +69,7 @@ def run_zoo(entries=None):
 
 def table(outcomes):
     """Two lines per mistake: where it was caught (and whether that is where it must be), then what it is."""
-    lines = [f"{'id':<38} {'iteration':>9}  {'stage':<6} {'tensor':<32} verdict", "-" * 100]
+    lines = [f"{'id':<38} {'iteration':>9}  {'stage':<7} {'tensor':<32} verdict", "-" * 100]
     for o in outcomes:
         e = o.entry
         it, stage, tensor = o.where if o.where else ("-", "-", "not caught")
@@ -77,7 +77,7 @@ def table(outcomes):
             verdict = "caught where expected"
         else:
             verdict = f"{'CAUGHT' if o.caught else 'MISSED'}; expected iteration {e.iteration}, {e.stage}, {e.tensor}"
-        lines.append(f"{e.id:<38} {it:>9}  {stage:<6} {tensor:<32} {verdict}")
+        lines.append(f"{e.id:<38} {it:>9}  {stage:<7} {tensor:<32} {verdict}")
         lines.append(f"    {e.what}  [on: {_first_line(e.description.__doc__)}]")
     n_ok = sum(o.as_expected for o in outcomes)
     lines += ["", f"{n_ok} / {len(outcomes)} mistakes caught where expected"]
