@@ -122,3 +122,18 @@ def test_comparing_a_chunk_at_once_changes_no_figure(batch, monkeypatch):
     for a, b in [(chunked.history.abs, single.history.abs), (chunked.history.rel, single.history.rel),
                  (chunked.history.loss, single.history.loss)]:
         assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_reference_against_a_finite_value_is_a_mismatch(bad):
+    """An infinite reference makes the allowance atol + rtol·|reference| infinite: the vectorised
+    pass and the element-wise comparison must still reject a finite value facing it (and NaN)."""
+    from torch_ref.lockstep.checker import Checker
+    from torch_ref.testing import tolerance
+    r = {"output": np.zeros((2, 2)), "loss": 0.5, "grads": {"w": np.array([1.0, bad])},
+         "state_dict": {"w": np.zeros(2)}}
+    m = {**r, "grads": {"w": np.array([1.0, 2.0])}}
+    first = Checker(m, r, *tolerance("float64")).check_many([(0, m, r)])
+    assert first is not None and (first.stage, first.name, first.index) == ("grad", "w", (1,)), first
+    same = {**r, "grads": {"w": np.array([1.0, bad])}}  # the same non-finite value on both sides passes
+    assert Checker(same, r, *tolerance("float64")).check_many([(0, same, r)]) is None

@@ -29,6 +29,15 @@ def test_non_finite_on_one_side_fails(bad):
     assert not c.ok and c.index == (1,)
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_reference_facing_another_value_fails(bad):
+    """The reference's NaN or infinity against a finite value (or another infinity) is a mismatch:
+    inf / inf and inf / NaN are NaN, which no comparison with the allowance may let through."""
+    for mine in (2.0, -bad if np.isinf(bad) else 2.0):
+        c = compare(np.array([1.0, mine]), np.array([1.0, bad]), rtol=1e-3, atol=1e-3)
+        assert not c.ok and c.index == (1,) and c.n_bad == 1, (mine, bad)
+
+
 def test_equal_infinities_and_exact_zero_pass():
     c = compare(np.array([np.inf, 0.0]), np.array([np.inf, 0.0]), rtol=0, atol=0)
     assert c.ok and c.max_abs_err == 0

@@ -72,6 +72,13 @@ class Comparison:
     shape_error: str = ""
 
 
+def within(diff, scale, rtol, atol):
+    """diff <= atol + rtol · scale, elementwise, for a finite diff only: an infinite difference is
+    never within (against an infinite scale the inequality alone would hold), and NaN is not either.
+    Equal infinities, whose difference is NaN, are the caller's to accept (compare does)."""
+    return (diff <= atol + rtol * scale) & (diff < np.inf)
+
+
 def compare(manual, reference, rtol, atol):
     """Compare two arrays of the same shape in float64; never raises on a mismatch."""
     a = np.asarray(manual, dtype=np.float64)
@@ -87,6 +94,9 @@ def compare(manual, reference, rtol, atol):
         scale = np.abs(e)
         rel_err = np.where(abs_err == 0, 0.0, abs_err / scale)
         excess = abs_err / (atol + rtol * scale)  # > 1 where the element fails
+        # a non-finite reference facing another value: inf / inf or inf / NaN is NaN, which would
+        # compare as within tolerance; it fails, as a non-finite value of the implementation does
+        excess = np.where(same, 0.0, np.where(np.isnan(excess), np.inf, excess))
     bad = excess > 1
     n_bad = int(np.count_nonzero(bad))
     flat = int(np.argmax(excess)) if excess.size else 0

@@ -3,7 +3,7 @@ float type's tolerance (torch_ref/testing.py's table), compared through one flat
 and the per-iteration history a report keeps."""
 import numpy as np
 
-from ..testing import compare
+from ..testing import compare, within
 from .verdict import STAGES, Mismatch, pairs
 
 _TINY = np.finfo(np.float64).tiny  # the relative difference's divisor when the reference is 0
@@ -88,7 +88,7 @@ class Checker:
         with np.errstate(invalid="ignore", over="ignore"):
             diff = np.abs(np.subtract(a, e, out=a), out=a)  # |manual − reference|, in a's buffer
             scale = np.abs(e, out=e)                        # |reference|, in e's buffer
-            if not (diff <= scale * self.rtol + self.atol).all():  # False for NaN
+            if not within(diff, scale, self.rtol, self.atol).all():  # False for NaN and infinities
                 return False
             rel = np.divide(diff, np.maximum(scale, _TINY, out=scale), out=scale)
         diff, rel = diff.reshape(n, -1), rel.reshape(n, -1)  # (iterations, elements)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ..twin.model import Twin
-from ..testing import rounding_tolerance, tolerance
+from ..testing import rounding_tolerance, tolerance, within
 from .verdict import Mismatch, pairs
 
 
@@ -132,8 +132,8 @@ class SecondOpinion:
                     np.fmax(spread, np.abs(np.asarray(ev, dtype=np.float64) - tru), out=spread)
                 allowed = self.factor * spread + self.atol + self.rtol * np.abs(tru)
                 err = np.abs(a - tru)
-                fixed = np.abs(a - ref) <= self.atol + self.rtol * np.abs(ref)
-                ok = (err <= allowed) | fixed | (a == tru)
+                fixed = within(np.abs(a - ref), np.abs(ref), self.rtol, self.atol)
+                ok = ((err <= allowed) & (err < np.inf)) | fixed | (a == tru)
                 if not fixed.all():
                     self.used = max(self.used, float(np.nanmax(np.where(fixed, 0.0, err / allowed))))
             if not ok.all():

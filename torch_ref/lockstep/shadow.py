@@ -84,7 +84,7 @@ class ShadowRule:
                 dt = np.maximum.reduceat(np.abs(flat[1] - flat[2]), starts)
                 sc = np.maximum.reduceat(np.abs(flat[2]), starts)
                 np.fmax(self.d_twin, dt, out=self.d_twin)  # the twin's drift so far, this iteration included
-                ok = dm <= self.factor * self.d_twin + self.atol + self.rtol * sc  # False for NaN
+                ok = (dm <= self.factor * self.d_twin + self.atol + self.rtol * sc) & (dm < np.inf)  # False for NaN
             np.fmax(self.d_man, dm, out=self.d_man)
             np.fmax(self.scale, sc, out=self.scale)
             if not ok.all():
