@@ -22,13 +22,11 @@ def worked_report():
 
 
 @pytest.fixture(scope="session")
-def worked_fd_run():
-    """`backprop-check run worked_example --fd` as the API runs it (all 10000 iterations, finite
-    differences on the first 3), computed once: tests/test_worked_example.py asserts on it, and the
-    README shows what the command prints of it (tests/test_docs.py)."""
-    from torch_ref import api
-    from torch_ref.cli.main import FD_STEPS
-    return api.check("worked_example", fd_steps=FD_STEPS)
+def worked_fd_run(worked_report):
+    """`backprop-check run worked_example --fd` (all 10000 iterations, finite differences on the
+    first 3): the run the worked example's report trains both sides with, computed once.
+    tests/test_worked_example.py asserts on it; the README shows what the command prints of it."""
+    return worked_report["lockstep"]
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def _docs_script():
 
 def test_every_output_shown_is_what_its_command_prints(worked_report, worked_fd_run, monkeypatch, capsys):
     from torch_ref import api, example
-    from torch_ref.cli.main import FD_STEPS
+    from torch_ref.lockstep.finite_differences import FD_STEPS
     monkeypatch.setattr(example, "report", lambda: worked_report)  # computed once for the session
     check = api.check
 

@@ -209,3 +209,19 @@ def test_table_says_the_explanation_one_line_per_erratum(report):
                  and ("gives" in ln or "no zoo mistake" in ln)]
         assert len(lines) == 1, e["figure"]
         assert (e["explained_by"] or "no zoo mistake reproduces") in lines[0]
+
+
+def test_the_long_run_figures_are_confirmed_only_by_a_lockstep_run_that_passed(monkeypatch):
+    """The figures after 10000 iterations come from the lockstep run that trained both sides: where
+    it fails (here a mistake planted in it), autograd confirms none of them and the example fails."""
+    from torch_ref.lockstep import run as run_module
+    from torch_ref.zoo import mistakes
+    planted = mistakes.mistake("lr-applied-twice")
+    check = run_module.lockstep
+    monkeypatch.setattr(run_module, "lockstep", lambda desc, **kw: check(desc, impl=planted(desc), **kw))
+    rep = example.report(explain=False)
+    assert not rep["lockstep"].ok and rep["lockstep"].first_mismatch.iteration == 0
+    rows = {r["figure"]: r for r in rep["rows"]}
+    assert not rows["E_after_10000"]["confirmed"] and not rows["outputs_after_10000.0"]["confirmed"]
+    assert rows["E_after_1"]["confirmed"]  # a figure of the first step is autograd's own
+    assert rep["confirmed_by_autograd"] is False

@@ -64,9 +64,11 @@ def load_spec():
     return spec.load(spec_path())
 
 
-def manual_figures(desc, build=None):
+def manual_figures(desc, build=None, final_state=None):
     """Every figure of the walk-through, by the manual engine (numpy), with its formulas; or by the
-    implementation `build(desc)` (a zoo entry: the same engine with one mistake)."""
+    implementation `build(desc)` (a zoo entry: the same engine with one mistake). The figures after
+    10000 iterations are those of `final_state` (the lockstep run's, when given), else of a plain
+    training loop of the implementation."""
     trainer = (build or manual.trainer.build)(desc)
     trainer.load_state_dict(manual.init.initial_state(desc))
     x, y = manual.data.dataset(desc)
@@ -98,8 +100,11 @@ def manual_figures(desc, build=None):
         "updated": {w: step["state_dict"][n][ij] for w, (n, ij) in W_INDEX.items()},
     }
     f["E_after_1"] = 0.5 * np.sum((y - trainer.model.forward(x)) ** 2)
-    for _ in range(LONG_RUN - 1):
-        trainer.step(x, y)  # the same iteration as train_step, nothing copied out
+    if final_state is None:
+        for _ in range(LONG_RUN - 1):
+            trainer.step(x, y)  # the same iteration as train_step, nothing copied out
+    else:
+        trainer.load_state_dict(final_state)
     out = trainer.model.forward(x)
     f["E_after_10000"] = 0.5 * np.sum((y - out) ** 2)
     f["outputs_after_10000"] = list(out[0])
@@ -107,9 +112,11 @@ def manual_figures(desc, build=None):
     return _floats(f)
 
 
-def autograd_figures(desc):
+def autograd_figures(desc, final_state=None):
     """The same figures from torch autograd: each derivative is torch.autograd.grad of the named
-    quantity with respect to the named one, on the twin's model."""
+    quantity with respect to the named one, on the twin's model; the figures after 10000 iterations
+    are the twin's at `final_state`, its parameters after the lockstep run's last iteration (NaN,
+    not confirmed, without one)."""
     x, y = manual.data.dataset(desc)
     twin = Twin(desc, manual.init.initial_state(desc))
     X, Y = twin.tensor(x), twin.tensor(y)
@@ -139,13 +146,10 @@ def autograd_figures(desc):
     f["grads"] = {w: step["grads"][n][ij] for w, (n, ij) in W_INDEX.items()}
     f["updated"] = {w: step["state_dict"][n][ij] for w, (n, ij) in W_INDEX.items()}
     f["E_after_1"] = twin.loss_fn(twin.model(X), Y)
-    for _ in range(LONG_RUN - 1):  # plain torch training: no per-step copies out of the twin
-        twin.optimizer.zero_grad()
-        twin.loss_fn(twin.model(X), Y).backward()
-        twin.optimizer.step()
     with torch.no_grad():
-        out = twin.model(X)
-        f["E_after_10000"] = twin.loss_fn(out, Y)
+        trained = Twin(desc, final_state) if final_state is not None else None
+        out = trained.model(X) if trained else torch.full_like(Y, float("nan"))
+        f["E_after_10000"] = trained.loss_fn(out, Y) if trained else float("nan")
     f["outputs_after_10000"] = list(out[0])
     f["target_o2"] = y[0, 1]
     return _floats(f)
@@ -186,9 +190,20 @@ def reproduces(printed, value):
 
 def report(desc=None, explain=True):
     """The whole walk-through as one dict: computed values, the seed's, confirmation, errata (each
-    tried against the zoo's mistakes when `explain`)."""
+    tried against the zoo's mistakes when `explain`), and under "lockstep" the Result of the run
+    that trained both sides for the 10000 iterations, every iteration compared, with finite
+    differences on the first (`backprop-check run worked_example --fd`). The figures after 10000
+    iterations are each side's at the end of that run; where the run failed, or the second opinion
+    re-anchored the twin on the implementation's state (its figures would not be autograd's
+    alone), they are not confirmed."""
+    from .lockstep.finite_differences import FD_STEPS
+    from .lockstep.run import lockstep
     desc = desc or load_spec()
-    computed, reference = manual_figures(desc), autograd_figures(desc)
+    assert desc["run"]["steps"] == LONG_RUN, "the walk-through's figures are named after its 10000 iterations"
+    run = lockstep(desc, fd_steps=FD_STEPS)
+    independent = run.ok and not run.rounding.get("reanchored")
+    computed = manual_figures(desc, final_state=(run.final_state or {}).get("manual"))
+    reference = autograd_figures(desc, run.final_state["reference"] if independent else None)
     rtol, atol = tolerance(desc["run"]["dtype"])
     ref = dict(_leaves(reference))
     seed = dict(_leaves(SEED))
@@ -221,6 +236,7 @@ def report(desc=None, explain=True):
         "rows": rows,
         "errata": errata,
         "errata_tried": tried,
+        "lockstep": run,
     }
 
 

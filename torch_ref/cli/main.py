@@ -39,9 +39,9 @@ from .. import interrupt
 from .. import version
 from ..description.spec import DEVICES, DTYPES, SpecError
 from .usage import OneLineParser
+from ..lockstep.finite_differences import FD_STEPS  # iterations checked by --fd unless --fd-steps says otherwise
 
 PROG = "backprop-check"
-FD_STEPS = 3  # iterations checked by --fd unless --fd-steps says otherwise
 EXIT_CODES = ("exit codes: 0 every check passed; 1 a mismatch, or the implementation failed; "
               "2 usage, bad input, or the environment; 130/143 interrupted (SIGINT/SIGTERM)")
 

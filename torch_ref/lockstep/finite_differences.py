@@ -22,6 +22,8 @@ from manual.finite_differences import central_differences
 
 from ..testing import compare, fd_tolerance, tolerance
 
+FD_STEPS = 3  # iterations that get finite differences by default (--fd, the worked example)
+
 PAIRS = (("impl", "autograd"), ("impl", "fd"), ("autograd", "fd"))
 PAIR_NAMES = {p: f"{p[0]}_vs_{p[1]}" for p in PAIRS}
 VERDICTS = {  # (impl~autograd, impl~fd, autograd~fd) -> verdict

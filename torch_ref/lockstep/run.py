@@ -127,7 +127,9 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
         not_reached.append("eval")
     return Result(first is None, out.steps, first, stats, str(dtype), run["device"], mode, losses, not_reported, fd,
                   impl_name, history=history, not_reached=not_reached,
-                  skipped=[s for s in STAGES if s in skip], rounding=rounding.to_json())
+                  skipped=[s for s in STAGES if s in skip], rounding=rounding.to_json(),
+                  final_state=None if m is None or r is None else {"manual": m["state_dict"],
+                                                                   "reference": r["state_dict"]})
 
 
 def evaluation_pass(desc, impl, dtype, rtol, atol, skip, history=None):

@@ -79,6 +79,8 @@ class Result:
     rounding: dict = field(default_factory=dict)      # what the second opinion excused (Rounding.to_json)
     skipped: list = field(default_factory=list)       # stages left out on request (--skip-stage)
     parallel: object = None                           # a DataParallel: the data-parallel run's (--ranks)
+    # {"manual": state_dict, "reference": state_dict} after the last iteration compared (not in to_json)
+    final_state: dict = field(default=None, repr=False)
 
     def to_json(self):
         """The verdict as JSON; a data-parallel run's record adds its fields at the top level."""
