@@ -325,6 +325,7 @@ def test_a_failing_rank_is_named_and_the_others_are_stopped(kind, cause):
     assert len(started) == 2 and _gone(started)
 
 
+@pytest.mark.slow  # waits out its 2 s as "hang" does (the default profile's unresponsive rank)
 def test_the_watchdog_stops_ranks_that_all_hang_outside_collectives():
     """No collective is waiting, so no backend timeout can fire: the parent's watchdog must."""
     started = []
@@ -409,10 +410,11 @@ def test_a_rank_killed_mid_run_is_reported_and_nothing_is_left_behind():
 
 # --- the command line ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path,ranks", [(WORKED6, 2), pytest.param(WORKED6, 3, marks=pytest.mark.slow),
+@pytest.mark.parametrize("path,ranks", [pytest.param(WORKED6, 2, marks=pytest.mark.slow),
+                                        pytest.param(WORKED6, 3, marks=pytest.mark.slow),
                                         pytest.param(THREE, 2, marks=pytest.mark.slow), (THREE, 3)])
-# (every case runs in the default profile's two launches, test_every_iteration_matches...: the command
-# line needs one launch per world size)
+# (every case runs in the default profile's two launches, test_every_iteration_matches...; the command
+# line's own launch once by default; the docs check launches `run ... --ranks 2` too)
 def test_cli_run_ranks_passes_every_iteration(path, ranks, capsys):
     """The issue's 'done when': the full spec (30 iterations), exit 0, every stage within tolerance."""
     code = cli.main(["run", str(path), "--ranks", str(ranks), "--json"])
