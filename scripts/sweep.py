@@ -174,7 +174,8 @@ def sweep(seeds, steps32, steps64, workers=2):
 
 
 def table(rows, zoo_rows):
-    lines = [f"{'kind':<8} {'description':<24} {'mode':<7} {'runs':>5} {'steps':>6} {'false alarms':>13}"
+    w = max([len("description"), *(len(r["description"]) for r in rows)])
+    lines = [f"{'kind':<8} {'description':<{w}} {'mode':<7} {'runs':>5} {'steps':>6} {'false alarms':>13}"
              f" {'fixed-rule fails':>16} {'worst use':>10}"]
     groups = {}
     for r in rows:
@@ -183,7 +184,7 @@ def table(rows, zoo_rows):
         bad = [r for r in rs if not r["ok"]]
         fixed = sum(r["excused"] > 0 for r in rs)  # runs the fixed tolerance alone would have failed
         used = max(r["used"] for r in rs)
-        lines.append(f"{kind:<8} {name:<24} {mode:<7} {len(rs):>5} {steps:>6} {len(bad):>13} {fixed:>16} {used:>10.3f}")
+        lines.append(f"{kind:<8} {name:<{w}} {mode:<7} {len(rs):>5} {steps:>6} {len(bad):>13} {fixed:>16} {used:>10.3f}")
         for r in bad:
             lines.append(f"    seed {r['seed']}: failed at {r['where']}")
     alarms = sum(not r["ok"] for r in rows)
