@@ -15,7 +15,7 @@ from torch_ref import check
 from torch_ref.cli import main as cli
 from torch_ref.description import spec
 from torch_ref.twin.model import Twin
-from torch_ref.testing import TOLERANCES
+from torch_ref.testing import TOLERANCES, fd_tolerance, tolerance
 
 from conftest import SPECS, make_desc
 from test_plugin import Wrapped
@@ -50,9 +50,17 @@ def test_differences_reproduce_the_seeds_printed_gradients(worked):
     assert round(fd["layers.0.weight"][0, 0], 9) == 0.000438568  # the seed's dE/dw1
 
 
-def test_fd_tolerance_is_in_the_table():
-    fd = TOLERANCES["finite-differences"]
-    assert TOLERANCES["float64"]["rtol"] < fd["rtol"] <= 1e-6 and fd["atol"] <= 1e-8
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fd_allowance_grows_with_the_loss_and_is_never_tighter_than_the_dtype(dtype):
+    """Central differences of a loss L carry an error that scales with |L|: the absolute allowance
+    scales with it (above |L| = 1), the relative one does not, and neither is below the dtype's."""
+    rtol, atol = tolerance(dtype)
+    r1, a1 = fd_tolerance(dtype, 1.0)
+    r2, a2 = fd_tolerance(dtype, -1000.0)
+    assert r1 >= rtol and a1 >= atol and r2 == r1
+    assert a2 == max(atol, 1000 * TOLERANCES["finite-differences"]["atol"]) and a2 >= a1
+    assert fd_tolerance(dtype, 0.001) == (r1, a1)  # below |L| = 1, no tighter than at 1
+    assert fd_tolerance("float64", 1.0)[0] <= 1e-6  # tight enough for a gradient off by 1e-5 (below)
 
 
 # --- three-way agreement on the worked example and a 3-layer network ---------------------------
