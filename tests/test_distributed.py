@@ -102,7 +102,8 @@ def _cases(ranks):
     return cases + [m.case() for m in zoo_ddp.MISTAKES]
 
 
-@pytest.fixture(scope="module", params=[2, 3], ids=["2-ranks", "3-ranks"])
+@pytest.fixture(scope="module", params=[2, pytest.param(3, marks=pytest.mark.slow)], ids=["2-ranks", "3-ranks"])
+# (3 ranks under -m slow: the default profile's launch of 3 is the command line's, below)
 def launched(request):
     """Every case on R gloo ranks, in one launch: {label: Result}."""
     ranks = request.param

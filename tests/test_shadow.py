@@ -27,7 +27,7 @@ def adam_run(steps=LONG):
     return {**desc, "run": {**desc["run"], "steps": steps}}
 
 
-DEFAULT = 1500  # the default profile's share of the run; all of it under -m slow
+DEFAULT = 1000  # the default profile's share of the run; all of it under -m slow
 
 
 @pytest.fixture(scope="module")
