@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "torch_ref" / "specs"
 WORKED6 = SPECS / "worked_example_batch6.toml"
 THREE = SPECS / "three_layer_minibatch.toml"
-STEPS = 8  # past every case's first epoch (the 3-layer data: 4 batches of 7) and the drift at iteration 3
+STEPS = 5  # past every case's first epoch (the 3-layer data: 4 batches of 7) and the drift at iteration 3
 
 
 def load(path, steps=STEPS, loss=None, batch_size=None, optimizer=None, dtype=None, n=None):

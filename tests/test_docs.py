@@ -103,7 +103,7 @@ COMMANDS = {
     "bash scripts/setup.sh && .venv/bin/backprop-check example": "here (the command) and CI (the set-up)",
     "bash scripts/setup.sh && .venv/bin/python -m pytest": "CI (.ci/run)",
     "backprop-check run three_layer_minibatch --fd --steps 10": "scripts/docs.py (output block)",
-    "backprop-check run worked_example --impl scripts/seed_port.py:build":
+    "backprop-check run worked_example --impl scripts/seed_port.py:build --steps 2000":
         "scripts/docs.py (output block)",
     "python scripts/bench.py": "by hand (minutes); tests/test_bench.py checks its counts",
     "python scripts/bench.py --json": "by hand; tests/test_bench.py",

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 from torch_ref.description import spec
 from torch_ref.lockstep.run import lockstep
 
-settings.register_profile("ci", max_examples=15, deadline=None, derandomize=True, database=None, print_blob=True,
+settings.register_profile("ci", max_examples=10, deadline=None, derandomize=True, database=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("long", max_examples=1000, deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
