@@ -11,6 +11,8 @@ Common to every set, drawn in this order from one numpy Generator seeded with `s
     noise     x + noise · N(0, 1), independently per pixel (last: the same seed with another noise
               draws the same figures)
 """
+import functools
+
 import numpy as np
 
 IMAGE_CLASSES = {"bars": ("horizontal", "vertical", "diagonal"),
@@ -81,9 +83,7 @@ def _digits(n, rng):
     """n of scikit-learn's 8×8 digits, scaled from 0..16 to [0, 1], with balanced classes: a
     seeded permutation, taken round-robin over the ten classes (balanced up to n = 1740, the
     smallest class having 174 images), then shuffled."""
-    from sklearn.datasets import load_digits  # ships its data: nothing is downloaded
-    digits = load_digits()
-    pixels, target = digits.images / 16.0, digits.target.astype(np.int64)
+    pixels, target = digit_images()
     order = rng.permutation(len(target))
     rank = np.empty(len(target), np.int64)
     for c in range(10):  # rank of each image within its class, in the permuted order
@@ -100,3 +100,14 @@ def _colour(grey, channels, rng):
     if channels == 1:
         return grey[:, None]
     return grey[:, None] * rng.uniform(0.5, 1.0, (len(grey), channels, 1, 1))
+
+
+@functools.lru_cache(maxsize=1)
+def digit_images():
+    """scikit-learn's load_digits, read once: (pixels (1797, 8, 8) in [0, 1], labels (1797,)), both
+    read-only (every draw indexes them into new arrays)."""
+    from sklearn.datasets import load_digits  # ships its data: nothing is downloaded
+    digits = load_digits()
+    pixels, target = digits.images / 16.0, digits.target.astype(np.int64)
+    pixels.flags.writeable = target.flags.writeable = False
+    return pixels, target

@@ -30,14 +30,14 @@ def _left_in(tmp, also=()):
 
 
 def _training_ranks(proc, seen, deadline=120):
-    """Wait until the 2 ranks of `proc`'s run are past start-up (> 0.5 s of CPU each); every
+    """Wait until the 2 ranks of `proc`'s run are past start-up (> 0.25 s of CPU each); every
     process of the run seen so far goes into `seen`. The deadline only bounds a broken start."""
     end = time.monotonic() + deadline
     while time.monotonic() < end and proc.poll() is None:
         family = _descendants(proc.pid)
         seen.update(family)
         ranks = [p for p in family if _is_rank(p) and not _descendants(p)]  # the forked ranks are leaves
-        if len(ranks) >= 2 and all(_cpu_ticks(p) > 50 for p in ranks):
+        if len(ranks) >= 2 and all(_cpu_ticks(p) > 25 for p in ranks):
             time.sleep(0.5)  # the parent's watcher reads the ranks' iteration
             seen.update(_descendants(proc.pid))
             return ranks
