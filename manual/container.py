@@ -5,6 +5,7 @@ Both name their children as torch's state dict does (`0.weight`, `body.1.running
 Module's prefixing. Sequential keeps every module's output and, after backward, the gradient with
 respect to it, so that the lockstep can compare both module by module.
 """
+import functools
 import inspect
 from collections import OrderedDict
 
@@ -63,11 +64,20 @@ class Sequential(Module):
         for i in reversed(range(len(modules))):
             self.grad_outputs[i] = grad_output
             if i == 0 and not input_grad:
-                skip = "input_grad" in inspect.signature(modules[0].backward).parameters
-                modules[0].backward(grad_output, input_grad=False) if skip else modules[0].backward(grad_output)
+                if takes_input_grad(type(modules[0])):
+                    modules[0].backward(grad_output, input_grad=False)
+                else:
+                    modules[0].backward(grad_output)
                 return None
             grad_output = modules[i].backward(grad_output)
         return grad_output
+
+
+@functools.lru_cache(maxsize=None)
+def takes_input_grad(cls):
+    """Whether cls.backward takes `input_grad` (asked once per class: the answer never changes, and
+    inspect.signature costs more than a small module's backward)."""
+    return "input_grad" in inspect.signature(cls.backward).parameters
 
 
 class Residual(Module):
