@@ -62,11 +62,20 @@ class Loop:
         self.opinion, self.rounding, self.mode, self.start0 = opinion, rounding, mode, start0
         self.fd, self.history, self.progress = fd, history, progress
         self.masks = masks
+        self.drawn = {}  # iteration -> its masks, drawn once for both sides (this chunk's)
         self.evaluation = evaluation
+
+    def masks_of(self, it, x):
+        """Iteration `it`'s dropout masks (None without dropout), drawn once for both sides."""
+        if self.masks is None:
+            return None
+        if it not in self.drawn:
+            self.drawn[it] = self.masks(it, x)
+        return self.drawn[it]
 
     def step(self, side, it, x, y):
         """side.train_step(x, y), with iteration `it`'s dropout masks where there are any."""
-        masks = self.masks(it, x) if self.masks is not None else None
+        masks = self.masks_of(it, x)
         return side.train_step(x, y) if masks is None else side.train_step(x, y, masks=masks)
 
     def reference_step(self, it, x, y):
@@ -101,7 +110,7 @@ class Loop:
                     break
                 m = self.conform(it, m, r)
                 if before is not None:
-                    self.fd.add(it, before, x, y, m, r, self.masks(it, x) if self.masks is not None else None)
+                    self.fd.add(it, before, x, y, m, r, self.masks_of(it, x))
                 if rule is None:
                     rule = self.make_rule(m, r)
                     chunk = _chunk(rule)
@@ -126,6 +135,7 @@ class Loop:
                     self.history.loss[it] = float(mp["loss"]), float(rp["loss"])
             done += len(pending)
             prev = pending[-1] if pending else prev
+            self.drawn.clear()
         return Outcome(first, done if first is None else first.iteration, m, r, rule)
 
     def _ahead(self, batches, its, steps, fd_steps):
