@@ -15,6 +15,7 @@ from .module import Module
 class Sequential(Module):
     """torch.nn.Sequential(*args): the modules, or one OrderedDict of name -> module, as torch's.
 
+    (each module through its forward_in_list / backward_in_list: one array in, one out)
         forward:   y_0 = m_0(x),  y_i = m_i(y_{i−1}),  y = y_{k−1}            outputs[i] = y_i
         backward:  g_{k−1} = grad_y,  g_{i−1} = m_i.backward(g_i),  grad_x = m_0.backward(g_0)
                                                                              grad_outputs[i] = g_i = dE/dy_i
@@ -53,7 +54,7 @@ class Sequential(Module):
 
     def forward(self, x):
         for i, m in enumerate(self._modules.values()):
-            x = self.outputs[i] = m(x)
+            x = self.outputs[i] = m.forward_in_list(x)
         return x
 
     def backward(self, grad_output, input_grad=True):
@@ -69,7 +70,7 @@ class Sequential(Module):
                 else:
                     modules[0].backward(grad_output)
                 return None
-            grad_output = modules[i].backward(grad_output)
+            grad_output = modules[i].backward_in_list(grad_output)
         return grad_output
 
 

@@ -20,6 +20,17 @@ class Module:
     def __call__(self, *args, **kwargs):
         return self.forward(*args, **kwargs)
 
+    def forward_in_list(self, x):
+        """The output a layer list (Sequential) passes on, from its one input. torch's nn.Sequential
+        passes module(x) on; a module whose torch forward takes several inputs or returns a tuple
+        (an LSTM's (output, (h_n, c_n)), MultiheadAttention's query, key and value) says here which
+        part a list uses. Default: forward(x)."""
+        return self.forward(x)
+
+    def backward_in_list(self, grad_output):
+        """The gradient with respect to forward_in_list's input. Default: backward(grad_output)."""
+        return self.backward(grad_output)
+
     def named_children(self):
         return iter(())
 
