@@ -19,6 +19,9 @@ Cases:
      1×28×28, batch 64, float32, cross-entropy, sgd, built directly from manual's modules and
      torch.nn's with the same parameters: time per step of each side and GFLOP/s next to bare
      numpy products of the same im2col shapes.
+  7. a recurrent net: LSTM(32 → 128), sequence 32, batch 32, batch first, float32, mse on every
+     output, sgd: manual's LSTM against torch.nn.LSTM with the same parameters, time per step of
+     each side (forward, backward through the whole sequence, update).
 
     python scripts/bench.py --case 6   # only the cases named (repeatable)
 """
@@ -41,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 from torch_ref.description import spec  # noqa: E402
 from torch_ref.lockstep.run import lockstep  # noqa: E402
 import manual.data  # noqa: E402
-from manual import activations, container, conv, flatten, losses, modules, optim, pooling  # noqa: E402
+from manual import activations, container, conv, flatten, losses, modules, optim, pooling, rnn  # noqa: E402
 from torch_ref.lockstep.solo import build, train_alone  # noqa: E402
 
 REPEATS = 7             # medians over this many interleaved repeats
@@ -316,6 +319,57 @@ def case6(repeats):
             "manual/bare_matmul_gflops": ratio(times, "bare_matmul", "manual")}
 
 
+# Case 7: (input_size, hidden_size, sequence length, batch)
+LSTM_CASE = (32, 128, 32, 32)
+
+
+def lstm_pair(seed=0, sizes=LSTM_CASE):
+    """manual's LSTM and torch.nn.LSTM (batch first, float32), torch's random parameters copied."""
+    torch.manual_seed(seed)
+    f, h = sizes[:2]
+    twin = torch.nn.LSTM(f, h, batch_first=True)
+    mine = rnn.LSTM(f, h, batch_first=True, dtype=np.float32)
+    for (_, p), (_, q) in zip(mine.named_parameters(), twin.named_parameters()):
+        p.data[...] = q.detach().numpy()
+    return mine, twin
+
+
+def lstm_steps(side, net, x, y, lr=0.01):
+    """fn(steps): training steps of one side on (x, y): zero_grad, forward, mse over every output,
+    backward through the whole sequence (the input needs no gradient), sgd."""
+    if side == "twin":
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        loss, opt = torch.nn.MSELoss(), torch.optim.SGD(net.parameters(), lr=lr)
+
+        def run(steps):
+            for _ in range(steps):
+                opt.zero_grad()
+                loss(net(xt)[0], yt).backward()
+                opt.step()
+        return run
+    loss, opt = losses.MSELoss(), optim.SGD(net.parameters(), lr=lr)
+
+    def run(steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            loss(net(x)[0], y)
+            net.backward(loss.backward(), input_grad=False)
+            opt.step()
+    return run
+
+
+def case7(repeats):
+    f, h, t, n = LSTM_CASE
+    mine, twin = lstm_pair()
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((n, t, f)).astype(np.float32), rng.standard_normal((n, t, h)).astype(np.float32)
+    manual_steps = lstm_steps("manual", mine, x, y)
+    steps = max(3, round(MATMUL_SECONDS / timed(manual_steps, 3)))
+    times = interleave({"manual": (manual_steps, steps), "twin": (lstm_steps("twin", twin, x, y), steps)}, repeats)
+    return {"input_size": f, "hidden_size": h, "sequence": t, "batch": n, "per_step_s": medians(times),
+            "manual/twin": ratio(times, "manual", "twin")}
+
+
 PEAK_CHILD = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
@@ -384,6 +438,12 @@ def table(r):
                   *[f"   {k:12} {ms(c['per_step_s'][k])} {c['gflop_s'][k]:9.1f}" for k in ("manual", "twin", "bare_matmul")],
                   f"   manual/twin = {c['manual/twin']:.3f} (target <= {target_twin})   manual GFLOP/s / bare matmul ="
                   f" {c['manual/bare_matmul_gflops']:.1%} (target >= {target_bare:.0%})", ""]
+    if "case7" in r:
+        c = r["case7"]
+        lines += [f"7. LSTM {c['input_size']}->{c['hidden_size']}, sequence {c['sequence']}, batch {c['batch']}, float32,"
+                  " mse on every output, sgd",
+                  f"   manual {ms(c['per_step_s']['manual'])}   twin {ms(c['per_step_s']['twin'])}"
+                  f"   manual/twin = {c['manual/twin']:.3f} (target <= 2)", ""]
     if "case4" in r:
         lines.append("4. lockstep cost per step (float64, tanh, batch 16)")
         lines.append(f"   {'params':>8} {'twin only':>13} {'lockstep':>13} {'overhead':>13} {'lockstep/twin':>14}")
@@ -411,6 +471,7 @@ CASES = {
     "4": lambda: case4(REPEATS),
     "5": lambda: case5(),
     "6": lambda: case6(REPEATS),
+    "7": lambda: case7(REPEATS),
 }
 
 

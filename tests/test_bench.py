@@ -88,3 +88,18 @@ def test_cases_run_only_those_named(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["bench", "--case", "6", "--case", "2"])
     bench.main()
     assert ran == ["2", "6"] and capsys.readouterr().out.strip() == "case2 case6"
+
+
+def test_the_recurrent_case_times_the_same_training_step_on_both_sides():
+    """Case 7: one step of manual's LSTM and one of torch's, from the same parameters on the same
+    batch, leave the same parameters (so the ratio compares equal work)."""
+    import numpy as np
+    sizes = (3, 5, 4, 2)
+    mine, twin = bench.lstm_pair(sizes=sizes)
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((2, 4, 3)).astype(np.float32), rng.standard_normal((2, 4, 5)).astype(np.float32)
+    bench.lstm_steps("manual", mine, x, y, lr=0.5)(2)
+    bench.lstm_steps("twin", twin, x, y, lr=0.5)(2)
+    for (name, p), (_, q) in zip(mine.named_parameters(), twin.named_parameters()):
+        assert np.allclose(p.data, q.detach().numpy(), rtol=1e-4, atol=1e-6), name
+    assert not np.allclose(mine.weight_hh_l0.data, bench.lstm_pair(sizes=sizes)[0].weight_hh_l0.data)
