@@ -42,9 +42,11 @@ import numpy as np
 
 from .module import Module
 from .modules import Parameter
-from .rnn_cells import GRUCell, LSTMCell, RNNCell, Run
+from .rnn_cells import GRUTimeLoop, LSTMTimeLoop, RNNTimeLoop, Run
 
 NONLINEARITIES = ("tanh", "relu")
+# torch's RNNBase modes -> the cell that runs them
+MODES = {"RNN_TANH": lambda: RNNTimeLoop("tanh"), "RNN_RELU": lambda: RNNTimeLoop("relu"), "LSTM": LSTMTimeLoop, "GRU": GRUTimeLoop}
 
 
 def _positive(name, value):
@@ -53,11 +55,12 @@ def _positive(name, value):
 
 
 class RNNBase(Module):
-    """What RNN, LSTM and GRU share: the parameters, the loops over layers and directions, the
-    layout of inputs and outputs, states and the carried state. `cell` runs one layer and
-    direction's time loop (manual/rnn_cells.py)."""
+    """What RNN, LSTM and GRU share (torch's RNNBase, its `mode` "RNN_TANH", "RNN_RELU", "LSTM" or
+    "GRU"): the parameters, the loops over layers and directions, the layout of inputs and outputs,
+    states and the carried state. `cell` (make_cell()) runs one layer and direction's time loop
+    (manual/rnn_cells.py)."""
 
-    def __init__(self, cell, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
+    def __init__(self, mode, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None):
         if device not in (None, "cpu"):
             raise ValueError(f"manual arrays live in numpy on the CPU: device must be None or 'cpu', got {device!r}")
@@ -67,7 +70,10 @@ class RNNBase(Module):
             raise ValueError(f"dropout {dropout!r} between recurrent layers is not supported here: only 0")
         if proj_size != 0:
             raise ValueError(f"proj_size {proj_size!r} is not supported here: only 0")
-        self.cell = cell
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode '{mode}': one of {list(MODES)}")
+        self.mode = mode
+        self.cell = cell = self.make_cell()
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.bias, self.batch_first, self.dropout = bias, batch_first, dropout
         self.bidirectional, self.proj_size = bidirectional, proj_size
@@ -86,6 +92,10 @@ class RNNBase(Module):
                     name = f"{kind}_l{layer}{suffix}"
                     self._params[name] = Parameter(np.zeros(shape, self.dtype))
                     setattr(self, name, self._params[name])
+
+    def make_cell(self):
+        """The time loop of one layer and direction for the mode (a subclass may give another)."""
+        return MODES[self.mode]()
 
     def named_parameters(self, prefix=""):
         for name, p in self._params.items():
@@ -259,11 +269,8 @@ class RNN(RNNBase):
         if nonlinearity not in NONLINEARITIES:
             raise ValueError(f"Unknown nonlinearity '{nonlinearity}'. Select from 'tanh' or 'relu'.")
         self.nonlinearity = nonlinearity
-        super().__init__(self.make_cell(nonlinearity), input_size, hidden_size, num_layers, bias, batch_first,
+        super().__init__(f"RNN_{nonlinearity.upper()}", input_size, hidden_size, num_layers, bias, batch_first,
                          dropout, bidirectional, device=device, dtype=dtype)
-
-    def make_cell(self, nonlinearity):
-        return RNNCell(nonlinearity)
 
 
 class LSTM(RNNBase):
@@ -271,11 +278,8 @@ class LSTM(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, proj_size=0, device=None, dtype=None):
-        super().__init__(self.make_cell(), input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, proj_size, device, dtype)
-
-    def make_cell(self):
-        return LSTMCell()
+        super().__init__("LSTM", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         proj_size, device, dtype)
 
 
 class GRU(RNNBase):
@@ -283,8 +287,5 @@ class GRU(RNNBase):
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
                  bidirectional=False, device=None, dtype=None):
-        super().__init__(self.make_cell(), input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                         bidirectional, device=device, dtype=dtype)
-
-    def make_cell(self):
-        return GRUCell()
+        super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
+                         device=device, dtype=dtype)

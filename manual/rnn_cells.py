@@ -60,7 +60,7 @@ class Run:
         return buf[0 if self.reverse else -1]
 
 
-def sigmoid_(x):
+def sigmoid_inplace(x):
     """x ← 1 / (1 + exp(−x)) in place, torch's formula (overflow to inf gives the exact limit 0).
     (−x as a product by −1: numpy 2.4's in-place np.negative gets a float32 column one element
     wide and strided wrong, e.g. the gates of hidden_size 1.)"""
@@ -76,7 +76,7 @@ def gate(a, k, hidden):
     return a[..., k * hidden:(k + 1) * hidden]
 
 
-class RNNCell:
+class RNNTimeLoop:
     """h_t = act(x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh), act tanh or relu.
 
     Backward: da_t = dE/dh_t ⊙ act'(h_t) (1 − h_t², or [h_t > 0]); dE/dh_{t−1} gets da_t W_hh."""
@@ -113,7 +113,7 @@ class RNNCell:
         return dh_prev
 
 
-class LSTMCell(RNNCell):
+class LSTMTimeLoop(RNNTimeLoop):
     """Gates (i, f, g, o) = (σ, σ, tanh, σ)(x_t W_ihᵀ + b_ih + h_{t−1} W_hhᵀ + b_hh);
     c_t = f ⊙ c_{t−1} + i ⊙ g,  h_t = o ⊙ tanh(c_t).
 
@@ -143,9 +143,9 @@ class LSTMCell(RNNCell):
 
     def activate(self, a, hid):
         """The gates' nonlinearities in place on one step's (N, 4H): σ on i, f and o, tanh on g."""
-        sigmoid_(a[:, :2 * hid])
+        sigmoid_inplace(a[:, :2 * hid])
         np.tanh(a[:, 2 * hid:3 * hid], out=a[:, 2 * hid:3 * hid])
-        sigmoid_(a[:, 3 * hid:])
+        sigmoid_inplace(a[:, 3 * hid:])
 
     def factors(self, run):
         """(J (T, N, 4, H), K (T, N, H)): da_{i,f,g} = dc ⊙ J[:, :, :3], da_o = dh ⊙ J[:, :, 3],
@@ -189,7 +189,7 @@ class LSTMCell(RNNCell):
         return da, da, dhs, dcs, dh_next, dc_next
 
 
-class GRUCell(RNNCell):
+class GRUTimeLoop(RNNTimeLoop):
     """As torch: r, z = σ(x W_i{r,z}ᵀ + b_i{r,z} + h_{t−1} W_h{r,z}ᵀ + b_h{r,z}),
     n = tanh(x W_inᵀ + b_in + r ⊙ (h_{t−1} W_hnᵀ + b_hn)),  h_t = (1 − z) ⊙ n + z ⊙ h_{t−1}
     (computed as (h_{t−1} − n) ⊙ z + n, torch's form). b_hh stays in the hidden product.
@@ -222,7 +222,7 @@ class GRUCell(RNNCell):
         if b_hh is not None:
             hn += b_hh
         a[:, :2 * hid] += hn[:, :2 * hid]
-        sigmoid_(a[:, :2 * hid])
+        sigmoid_inplace(a[:, :2 * hid])
 
     def backward(self, run, w_hh, dy, dh_n, dc_n=None):
         hid = run.hidden

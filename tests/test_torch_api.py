@@ -10,6 +10,7 @@ import inspect
 import math
 import pkgutil
 import re
+import typing
 
 import numpy as np
 import pytest
@@ -253,12 +254,18 @@ def test_clip_grad_norm_takes_torchs_arguments(norm_type):
 
 def _signature(fn):
     """inspect's signature, or for a torch builtin the one the first line of its docstring gives
-    ("sigmoid(input, *, out=None) -> Tensor")."""
+    ("sigmoid(input, *, out=None) -> Tensor"); where it takes only (*args, **kwargs) and declares
+    typed overloads (nn.RNN, nn.LSTM, nn.GRU's __init__), the first overload's."""
     try:
-        return inspect.signature(fn)
+        sig = inspect.signature(fn)
     except (TypeError, ValueError):
         args = re.match(r"\w+\((.*?)\)", fn.__doc__.strip()).group(1)
         return inspect.signature(eval(f"lambda {args}: None"))
+    rest = [p for p in sig.parameters.values() if p.name != "self"]
+    overloads = typing.get_overloads(fn) if hasattr(fn, "__module__") else []
+    if overloads and rest and all(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in rest):
+        return inspect.signature(overloads[0])
+    return sig
 
 
 def _arguments(fn):

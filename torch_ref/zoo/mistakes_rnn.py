@@ -28,7 +28,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from manual.rnn import GRU, LSTM
-from manual.rnn_cells import GRUCell, LSTMCell, gate, sigmoid_
+from manual.rnn_cells import GRUTimeLoop, LSTMTimeLoop, gate, sigmoid_inplace
 
 
 # --- gate order ------------------------------------------------------------------------------------
@@ -69,17 +69,17 @@ class LSTMGateOrder(LSTM):
 
 # --- the backward loop's hooks ----------------------------------------------------------------------
 
-class NoCellGradientCell(LSTMCell):
+class NoCellGradientCell(LSTMTimeLoop):
     def carry_c(self, dc, f):
         return np.zeros_like(dc)  # dE/dc_{t−1} from the h path only
 
 
-class ForgetDerivativeCell(LSTMCell):
+class ForgetDerivativeCell(LSTMTimeLoop):
     def forget_derivative(self, f):
         return np.ones_like(f)  # σ' omitted
 
 
-class TruncatedCell(LSTMCell):
+class TruncatedCell(LSTMTimeLoop):
     def carry_h(self, dh_prev, k, steps):
         # `for k in range(steps - 1)`: the step the loop reaches last gets no recurrence
         return np.zeros_like(dh_prev) if k == steps - 2 else dh_prev
@@ -126,7 +126,7 @@ class LSTMStateNotDetached(LSTM):
 
 # --- the GRU's reset gate ----------------------------------------------------------------------------
 
-class ResetBeforeProductCell(GRUCell):
+class ResetBeforeProductCell(GRUTimeLoop):
     """n = tanh(x W_inᵀ + b_in + (r ⊙ h_{t−1}) W_hnᵀ + b_hn)."""
 
     def forward(self, run, w_hh, b_hh):
@@ -138,7 +138,7 @@ class ResetBeforeProductCell(GRUCell):
                 hn[:] = h[p] @ w_hh.T + (0 if b_hh is None else b_hh)
                 a[:, :2 * hid] += hn[:, :2 * hid]
                 r, z, n = (gate(a, k, hid) for k in range(3))
-                sigmoid_(a[:, :2 * hid])
+                sigmoid_inplace(a[:, :2 * hid])
                 n += (r * h[p]) @ w_hh[2 * hid:].T + (0 if b_hh is None else b_hh[2 * hid:])
                 np.tanh(n, out=n)
                 h[q] = (h[p] - n) * z + n
