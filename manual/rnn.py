@@ -80,6 +80,7 @@ class RNNBase(Module):
         self.num_directions = 2 if bidirectional else 1
         self.dtype = np.dtype(np.float64 if dtype is None else dtype)
         self.carry, self.hx, self.grad_hx = False, None, None
+        self._runs, self._grads = [], None
         self._params = {}
         g, h = cell.gates * hidden_size, hidden_size
         for layer in range(num_layers):
@@ -229,7 +230,10 @@ class RNNBase(Module):
 
     @property
     def states(self):
-        """{"h": (L, D, T, N, H)[, "c": ...]}: every state after every step, of the last forward."""
+        """{"h": (L, D, T, N, H)[, "c": ...]}: every state after every step, of the last forward
+        ({} before one)."""
+        if not self._runs:
+            return {}
         return {key: self._stacked([run.after(getattr(run, key)) for run in self._runs]) for key in self._keys()}
 
     @property

@@ -128,11 +128,11 @@ class LSTMTimeLoop(RNNTimeLoop):
     def forward(self, run, w_hh, b_hh):
         hid, h, c, g, whT = run.hidden, run.h, run.c, run.gates, w_hh.T
         run.tanh_c = np.empty_like(run.after(h))
-        spare = np.empty_like(h[0])
+        spare, product = np.empty_like(h[0]), np.empty_like(g[0])
         with np.errstate(over="ignore"):
             for t in run.steps:
                 p, q, a = t + 1 - run.off, t + run.off, g[t]
-                a += h[p] @ whT
+                a += np.matmul(h[p], whT, out=product)
                 self.activate(a, hid)
                 i, f, gg, o = (gate(a, k, hid) for k in range(4))
                 np.multiply(f, c[p], out=c[q])

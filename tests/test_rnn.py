@@ -270,6 +270,13 @@ def test_a_list_carries_the_state_across_batches_with_the_graph_cut(kind, carry)
     assert mine.hx is None
 
 
+def test_states_are_empty_before_a_forward_and_grad_states_before_a_backward():
+    m = rnn.LSTM(2, 3)
+    assert m.states == {} and m.grad_states == {}
+    m(np.zeros((4, 1, 2)))
+    assert m.states["c"].shape == (1, 1, 4, 1, 3) and m.grad_states == {}
+
+
 def test_last_step_takes_t_minus_one():
     rng = np.random.default_rng(5)
     x, g = rng.standard_normal((3, 4, 2)), rng.standard_normal((3, 2))

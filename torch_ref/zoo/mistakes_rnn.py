@@ -107,7 +107,7 @@ class LSTMStateNotDetached(LSTM):
     dE/dh_0, dE/dc_0 into batch 1, adding that batch's share to the parameters' gradients."""
 
     def forward_in_list(self, x):
-        carried = self.carry and self._fits(x) and getattr(self, "_runs", None)
+        carried = self.carry and self._fits(x) and self._runs
         self._previous = self._runs if carried else None
         return super().forward_in_list(x)
 
