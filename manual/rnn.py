@@ -46,7 +46,8 @@ from .rnn_cells import GRUTimeLoop, LSTMTimeLoop, RNNTimeLoop, Run
 
 NONLINEARITIES = ("tanh", "relu")
 # torch's RNNBase modes -> the cell that runs them
-MODES = {"RNN_TANH": lambda: RNNTimeLoop("tanh"), "RNN_RELU": lambda: RNNTimeLoop("relu"), "LSTM": LSTMTimeLoop, "GRU": GRUTimeLoop}
+MODES = {"RNN_TANH": lambda: RNNTimeLoop("tanh"), "RNN_RELU": lambda: RNNTimeLoop("relu"), "LSTM": LSTMTimeLoop,
+         "GRU": GRUTimeLoop}
 
 
 def _positive(name, value):

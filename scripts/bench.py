@@ -440,8 +440,8 @@ def table(r):
                   f" {c['manual/bare_matmul_gflops']:.1%} (target >= {target_bare:.0%})", ""]
     if "case7" in r:
         c = r["case7"]
-        lines += [f"7. LSTM {c['input_size']}->{c['hidden_size']}, sequence {c['sequence']}, batch {c['batch']}, float32,"
-                  " mse on every output, sgd",
+        lines += [f"7. LSTM {c['input_size']}->{c['hidden_size']}, sequence {c['sequence']}, batch {c['batch']},"
+                  " float32, mse on every output, sgd",
                   f"   manual {ms(c['per_step_s']['manual'])}   twin {ms(c['per_step_s']['twin'])}"
                   f"   manual/twin = {c['manual/twin']:.3f} (target <= 2)", ""]
     if "case4" in r:
