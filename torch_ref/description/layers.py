@@ -22,6 +22,7 @@ from ..errors import SpecError, field_key, show
 from .checks import get, is_int, table
 
 MAX_LAYERS = 1000  # modules in one list (a description of more is a mistake, not a network)
+RECURRENT_TYPES = ("RNN", "LSTM", "GRU")  # input (T, input_size) per sample, output (T, D·hidden_size)
 
 
 def check_layers(t, loss_item):
@@ -93,6 +94,8 @@ def _check_module(item, shape, field, dropout, name):
                                                "needs the same shape")
         return {"type": kind, "layers": body}, shape
     args = {key: item.get(key, default) for key, default in defaults.items()}
+    if kind in RECURRENT_TYPES:
+        _check_recurrent(kind, args, shape, field)
     inferred = LAYER_INPUT.get(kind)
     if inferred:
         args[inferred] = _input_size(kind, inferred, item.get(inferred), shape, field)
@@ -104,10 +107,29 @@ def _check_module(item, shape, field, dropout, name):
     return {"type": kind, **args}, _output_shape(kind, args, shape, field)
 
 
+def _check_recurrent(kind, args, shape, field):
+    """An RNN, LSTM or GRU in a layer list: batch-first (the samples are (N, T, features)), no
+    dropout between layers (a mask no description hands in) and no projection, and an input of
+    (T, features) per sample."""
+    if args.get("batch_first") is not True:
+        raise SpecError(f"{field}.batch_first", f"{show(args.get('batch_first'))}: the samples are (N, T, features) "
+                                                f"in a layer list; give batch_first = true")
+    if args.get("dropout", 0) != 0:
+        raise SpecError(f"{field}.dropout", f"{show(args['dropout'])}: {kind}'s dropout between layers draws masks "
+                                            "no description hands in; give 0 (or a Dropout module after it)")
+    if args.get("proj_size", 0) != 0:
+        raise SpecError(f"{field}.proj_size", f"{show(args['proj_size'])}: LSTM with projections is not "
+                                              "supported; give 0")
+    if len(shape) != 2:
+        raise SpecError(f"{field}.input_size", f"the previous module's output has shape {list(shape)} per sample; "
+                                               f"{kind} takes (T, input_size) per sample, the input of shape "
+                                               f"[T, features] (network.input_shape = [T, features] to start with one)")
+
+
 def _input_size(kind, key, given, shape, field):
     """The input-size argument `key` of `kind` from the input shape (one sample); a given value
     that differs is refused with both shapes."""
-    if kind == "Linear":
+    if kind == "Linear" or kind in RECURRENT_TYPES:
         inferred = shape[-1]
     elif kind == "LayerNorm":  # the whole sample, or as many trailing axes as given
         n = len(given) if isinstance(given, list) and given else 1 if is_int(given) else len(shape)
