@@ -24,6 +24,7 @@ class Recurrent:
     the states probe. Mixed in before torch's class, whose forward(input, hx) it calls."""
 
     carry = False  # [run] stateful: start each batch from the previous batch's final state
+    hx = None      # the carried state (detached), None: zeros
 
     def reset_state(self):
         """Forget the carried state: the next batch starts from zeros."""
@@ -31,7 +32,7 @@ class Recurrent:
 
     def initial_state(self, x):
         """hx for a batch x: the carried state (detached) when carrying and the batch size fits, else None."""
-        hx = getattr(self, "hx", None)
+        hx = self.hx
         if not self.carry or hx is None:
             return None
         n = x.shape[0] if self.batch_first else x.shape[1]

@@ -1,0 +1,184 @@
+"""Recurrent modules in the check (issue 13): the twin's RNN/LSTM/GRU (torch_ref/twin/recurrent.py)
+and their states probe against torch's own modules; the per-time-step state stages of the lockstep
+(verdict.pairs, lockstep/states.py): their order and where a mismatch is placed; [run] stateful on
+the description and on both sides; the description checks of a recurrent layer list."""
+import numpy as np
+import pytest
+import torch
+
+from torch_ref.description import spec
+from torch_ref.lockstep.checker import Checker
+from torch_ref.lockstep.states import visit_order
+from torch_ref.lockstep.verdict import pairs
+from torch_ref.testing import compare, tolerance
+from torch_ref.twin.recurrent import GRU, LSTM, RNN, unroll
+
+torch.set_num_threads(1)
+F64 = tolerance("float64")
+
+TWINS = [  # (class, arguments)
+    (RNN, {"nonlinearity": "tanh"}), (RNN, {"nonlinearity": "relu"}), (LSTM, {}), (GRU, {}),
+    (LSTM, {"num_layers": 2, "bidirectional": True}), (GRU, {"num_layers": 2, "bidirectional": True}),
+    (RNN, {"num_layers": 3, "bidirectional": True, "bias": False}), (LSTM, {"batch_first": False}),
+]
+
+
+def twin(cls, args, seed=0):
+    torch.manual_seed(seed)
+    return cls(3, 4, **{"batch_first": True, **args}, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("cls,args", TWINS, ids=[f"{c.__name__}-{a}" for c, a in TWINS])
+def test_the_unrolled_computation_is_torchs_to_float64_rounding(cls, args):
+    """unroll (the states probe's computation) gives torch's output and h_n: a wrong gate order,
+    the reset gate on the wrong side, a reverse direction run forwards would all differ."""
+    m = twin(cls, args)
+    x = torch.randn(5, 6, 3, dtype=torch.float64)
+    hx = torch.randn(m.num_layers * (2 if m.bidirectional else 1), 5 if m.batch_first else 6, 4,
+                     dtype=torch.float64)
+    hx = (hx, hx.cos()) if cls is LSTM else hx
+    out, h_n = torch.nn.modules.rnn.__dict__[cls.__mro__[2].__name__].forward(m, x, hx)
+    mine, _, finals = unroll(m, x, hx)
+    assert compare(mine.detach().numpy(), out.detach().numpy(), *F64).ok
+    h_n = h_n[0] if cls is LSTM else h_n
+    assert compare(finals.detach().numpy(), h_n.detach().numpy(), *F64).ok
+
+
+def test_the_probes_state_gradients_give_torchs_input_gradient():
+    """For a one-layer tanh RNN, dE/dx_t = (dE/dh_t · (1 − h_t²)) W_ih: the probe's total state
+    gradients (through the output and the recurrence) must give autograd's gradient of nn.RNN's input."""
+    m = twin(RNN, {})
+    x = torch.randn(5, 7, 3, dtype=torch.float64, requires_grad=True)
+    out = m(x)
+    g = torch.randn_like(out)
+    out.backward(g)
+    states, grads = m.probe(g)
+    h, dh = states["h"][0, 0], grads["h"][0, 0]  # (T, N, H)
+    dx = ((dh * (1 - h * h)) @ m.weight_ih_l0).transpose(0, 1)
+    assert compare(dx.detach().numpy(), x.grad.numpy(), *F64).ok
+
+
+@pytest.mark.parametrize("cls,args", TWINS[2:6], ids=[f"{c.__name__}-{a}" for c, a in TWINS[2:6]])
+def test_the_last_states_gradient_is_the_outputs_own(cls, args):
+    """The last layer's state at the last step it computes is used by the output only: its gradient
+    is the output's at that step (direction 0 at t = T − 1, direction 1 at t = 0)."""
+    m = twin(cls, args)
+    out = m(torch.randn(3, 5, 3, dtype=torch.float64))
+    g = torch.randn_like(out)
+    states, grads = m.probe(g)
+    assert tuple(grads["h"].shape) == (m.num_layers, 2 if m.bidirectional else 1, 5, 3, 4)
+    assert torch.equal(grads["h"][-1, 0, -1], g[:, -1, :4])
+    if m.bidirectional:
+        assert torch.equal(grads["h"][-1, 1, 0], g[:, 0, 4:])
+    assert set(states) == ({"h", "c"} if cls is LSTM else {"h"})
+
+
+def test_a_carrying_twin_starts_from_the_last_state_detached_and_from_zeros_otherwise():
+    m = twin(LSTM, {"num_layers": 2})
+    x1, x2 = (torch.randn(4, 5, 3, dtype=torch.float64) for _ in range(2))
+    first = m(x1)
+    assert m.hx is None or not m.carry  # not carrying: nothing kept
+    m.carry = True
+    m.reset_state()
+    assert torch.equal(m(x1), first)  # the first batch from zeros
+    h_n = m.h_n
+    second = m(x2)
+    assert not m.last_hx[0].requires_grad and torch.equal(m.last_hx[0], h_n[0].detach())
+    assert not torch.equal(second, torch.nn.LSTM.forward(m, x2)[0])  # the carried state changed it
+    m.eval()
+    kept = m.hx
+    m(x1)
+    assert m.hx is kept  # an evaluation pass leaves the carried state
+    m.train()
+    m(torch.randn(2, 5, 3, dtype=torch.float64))  # another batch size: from zeros
+    assert m.last_hx is None
+
+
+# -- the state stages of the lockstep: order and placement -------------------------------------
+
+def results(seed=0, layers=2, dirs=2, steps=6, n=3, h=4):
+    """A pair of identical results of a layer list with a recurrent module layers.1 (LSTM)."""
+    rng = np.random.default_rng(seed)
+    shape = (layers, dirs, steps, n, h)
+    r = {"forward": {"layers.0": rng.standard_normal((n, steps, 2)), "layers.1": rng.standard_normal((n, steps, 8)),
+                     "layers.2": rng.standard_normal((n, 8))},
+         "states": {"layers.1.h": rng.standard_normal(shape), "layers.1.c": rng.standard_normal(shape)},
+         "output": rng.standard_normal((n, 8)), "loss": 1.0,
+         "deltas": {"layers.0": rng.standard_normal((n, steps, 2)), "layers.1": rng.standard_normal((n, steps, 8)),
+                    "layers.2": rng.standard_normal((n, 8))},
+         "grad_states": {"layers.1.h": rng.standard_normal(shape), "layers.1.c": rng.standard_normal(shape)},
+         "grads": {"layers.1.weight_ih_l0": rng.standard_normal((16, 2))},
+         "state_dict": {"layers.1.weight_ih_l0": rng.standard_normal((16, 2))}, "buffers": ()}
+    m = {k: ({n: a.copy() for n, a in v.items()} if isinstance(v, dict) else v) for k, v in r.items()}
+    return m, r
+
+
+def test_states_are_compared_before_their_modules_output_and_their_gradients_after_its_delta():
+    m, r = results()
+    order = [(stage, name) for stage, name, _, _ in pairs(m, r)]
+    assert order[:5] == [("forward", "layers.0"), ("forward", "layers.1.h"), ("forward", "layers.1.c"),
+                         ("forward", "layers.1"), ("forward", "layers.2")]
+    deltas = [name for stage, name in order if stage == "delta"]
+    assert deltas == ["layers.2", "layers.1", "layers.1.h", "layers.1.c", "layers.0"]
+    del m["states"], m["grad_states"]  # an implementation that does not report them: not compared
+    assert not any(name.endswith((".h", ".c")) for _, name, _, _ in pairs(m, r))
+
+
+def test_the_visit_order_is_the_computations():
+    forward = visit_order((2, 2, 3), "forward")
+    assert forward[:6] == [(0, 0, 0), (0, 0, 1), (0, 0, 2), (0, 1, 2), (0, 1, 1), (0, 1, 0)]
+    assert visit_order((2, 2, 3), "delta") == forward[::-1]
+
+
+# (stage, key, [planted (l, d, t, n, h)], the one reported): the first in the computation's order
+PLANTED = [
+    ("forward", "states", [(0, 0, 4, 2, 1), (0, 0, 2, 1, 3)], (0, 0, 2, 1, 3)),  # t rising, direction 0
+    ("forward", "states", [(0, 1, 1, 0, 0), (0, 1, 4, 2, 2)], (0, 1, 4, 2, 2)),  # t falling, direction 1
+    ("forward", "states", [(1, 0, 0, 0, 0), (0, 1, 0, 1, 1)], (0, 1, 0, 1, 1)),  # layer by layer
+    ("delta", "grad_states", [(0, 0, 4, 2, 1), (0, 0, 2, 1, 3)], (0, 0, 4, 2, 1)),  # backward: t falling
+    ("delta", "grad_states", [(1, 1, 1, 0, 0), (1, 1, 4, 2, 2)], (1, 1, 1, 0, 0)),  # direction 1 first, t rising
+    ("delta", "grad_states", [(1, 0, 0, 0, 0), (0, 1, 0, 1, 1)], (1, 0, 0, 0, 0)),  # last layer first
+]
+
+
+@pytest.mark.parametrize("stage,key,planted,reported", PLANTED)
+def test_a_state_mismatch_reports_the_first_wrong_time_step_in_the_computations_order(stage, key, planted,
+                                                                                     reported):
+    m, r = results()
+    for k, index in enumerate(planted):
+        m[key]["layers.1.h"][index] += 1.0 + k  # the later one larger: the worst element is not the first
+    checker = Checker(m, r, *F64)
+    first = checker.check(4, m, r)
+    assert (first.stage, first.name, first.index, first.n_bad) == (stage, "layers.1.h", reported, 2)
+    l, d, t, n, h = reported
+    assert first.at == f"h at t = {t}, layer {l}, direction {d}, sample {n}, unit {h}"
+    assert first.manual == m[key]["layers.1.h"][reported] and first.reference == r[key]["layers.1.h"][reported]
+    first.module = "layers.1 (LSTM)"
+    text = str(first)
+    assert (f"stage {stage!r}, tensor 'layers.1.h', module layers.1 (LSTM): h at t = {t}, layer {l}, "
+            f"direction {d}, sample {n}, unit {h}") in text
+    assert "rtol 1e-12" in text and "manual = " in text
+
+
+def test_a_cell_state_mismatch_before_h_is_reported_as_c():
+    m, r = results()
+    m["states"]["layers.1.c"][0, 0, 3, 1, 2] += 1e-6
+    first = Checker(m, r, *F64).check(0, m, r)
+    assert first.name == "layers.1.c" and first.at.startswith("c at t = 3, layer 0, direction 0, sample 1, unit 2")
+
+
+# -- [run] stateful in the description ----------------------------------------------------------
+
+MLP_RAW = {"network": {"sizes": [2, 3, 1], "activation": ["tanh", "identity"], "loss": "mse"},
+           "init": {"seed": 0}, "optimizer": {"name": "sgd"}, "data": {"random": {"n": 4}, "batch_size": 2}}
+
+
+@pytest.mark.parametrize("value,words", [(1, "true or false"), ("yes", "true or false"), (True, "recurrent")])
+def test_a_bad_stateful_is_refused_naming_the_field(value, words):
+    with pytest.raises(spec.SpecError) as e:
+        spec.parse({**MLP_RAW, "run": {"stateful": value}})
+    assert e.value.field == "run.stateful" and words in str(e.value)
+
+
+def test_stateful_false_is_accepted_on_any_network():
+    assert spec.parse({**MLP_RAW, "run": {"stateful": False}})["run"]["stateful"] is False
