@@ -158,7 +158,7 @@ def _output_shape(kind, args, shape, field):
     try:
         module = make_module(kind, args, np.float64)
         module.train()
-        y = module(np.zeros((2,) + tuple(shape)))
+        y = module.forward_in_list(np.zeros((2,) + tuple(shape)))  # what a layer list passes on
     except (ValueError, TypeError, IndexError) as e:
         raise SpecError(field, f"{kind} on inputs of shape {list(shape)} per sample: {' '.join(str(e).split())}") from None
     if y.ndim < 2 or y.shape[0] != 2:
