@@ -61,8 +61,10 @@ class Run:
 
 
 def sigmoid_(x):
-    """x ← 1 / (1 + exp(−x)) in place, torch's formula (overflow to inf gives the exact limit 0)."""
-    np.negative(x, out=x)
+    """x ← 1 / (1 + exp(−x)) in place, torch's formula (overflow to inf gives the exact limit 0).
+    (−x as a product by −1: numpy 2.4's in-place np.negative gets a float32 column one element
+    wide and strided wrong, e.g. the gates of hidden_size 1.)"""
+    np.multiply(x, -1.0, out=x)
     np.exp(x, out=x)
     x += 1.0
     np.reciprocal(x, out=x)
