@@ -92,6 +92,10 @@ class Layered(Module):
                 m.carry = carry
                 m.reset_state()
 
+    def carried(self):
+        """{module: its carried state `hx`} of every recurrent module (to put back after an evaluation pass)."""
+        return {m: m.hx for _, m, *_ in walk(self.layers) if hasattr(m, "reset_state")}
+
     def states(self):
         """{"layers.1.h": array, ...}: the per-time-step states of the last forward of every module
         that keeps them (`states`, a dict {key: (L, D, T, N, H)}), in module order (not copies)."""

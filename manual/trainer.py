@@ -141,10 +141,13 @@ class Trainer:
         statistics, dropout the identity), no backward and no buffer updated; then back to
         training mode."""
         self.model.eval()
+        carried = self.model.carried() if self.layered else {}
         try:
             return self.model.forward(x).copy()
         finally:
             self.model.train()
+            for m, hx in carried.items():  # [run] stateful: the evaluation pass leaves the carried state
+                m.hx = hx
 
 
 def build(desc):

@@ -182,3 +182,158 @@ def test_a_bad_stateful_is_refused_naming_the_field(value, words):
 
 def test_stateful_false_is_accepted_on_any_network():
     assert spec.parse({**MLP_RAW, "run": {"stateful": False}})["run"]["stateful"] is False
+
+
+# -- end to end: a recurrent layer list in lockstep (manual/rnn.py against the twin) ---------------
+
+def sequence_raw(kind, stateful=False, steps=200, dtype="float64", first_linear=True, **extra):
+    """Linear?/RNN|LSTM|GRU (2 layers, bidirectional)/LastStep/Linear on random (T, F) samples."""
+    layers = [{"type": "Linear", "out_features": 4}] if first_linear else []
+    layers += [{"type": kind, "hidden_size": 5, "num_layers": 2, "bidirectional": True, "batch_first": True, **extra},
+               {"type": "LastStep"}, {"type": "Linear", "out_features": 2}]
+    return {"network": {"input_shape": [6, 3], "layers": layers, "loss": "mse"}, "init": {"seed": 0},
+            "optimizer": {"name": "adam", "lr": 0.01}, "data": {"random": {"n": 16}, "batch_size": 4},
+            "run": {"steps": steps, "dtype": dtype, "stateful": stateful}}
+
+
+def run_sequence(kind, stateful=False, steps=200, dtype="float64", mode="free", impl=None, **kw):
+    from torch_ref.lockstep.run import lockstep
+    return lockstep(spec.parse(sequence_raw(kind, stateful, steps, dtype, **kw)), impl=impl, mode=mode)
+
+
+CASES = [(kind, stateful, first) for kind in ("RNN", "LSTM", "GRU") for stateful in (False, True)
+         for first in (True, False)]
+
+
+@pytest.mark.parametrize("kind,stateful,first_linear", CASES)
+def test_a_recurrent_layer_list_passes_in_float64_and_compares_every_state(kind, stateful, first_linear, steps=10):
+    result = run_sequence(kind, stateful, steps, first_linear=first_linear)
+    assert result.ok and result.steps_checked == steps, result.summary()
+    i = 1 if first_linear else 0
+    keys = [f"layers.{i}.h"] + ([f"layers.{i}.c"] if kind == "LSTM" else [])
+    assert result.stats["forward"]["max_abs_err"] < 1e-12
+    compared = {name for name in Checker(*_both(kind, stateful, first_linear), *F64).keys}
+    assert {("forward", k) for k in keys} | {("delta", k) for k in keys} <= compared
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind,stateful,first_linear", CASES)
+def test_a_recurrent_layer_list_passes_200_iterations_in_float64(kind, stateful, first_linear):
+    test_a_recurrent_layer_list_passes_in_float64_and_compares_every_state(kind, stateful, first_linear, 200)
+
+
+def _both(kind, stateful, first_linear):
+    """One iteration's results of both sides (manual, twin)."""
+    import manual.init
+    import manual.trainer
+    from torch_ref.twin.model import Twin
+    desc = spec.parse(sequence_raw(kind, stateful, 1, first_linear=first_linear))
+    state = manual.init.initial_state(desc)
+    x = np.random.default_rng(0).standard_normal((4, 6, 3))
+    y = np.random.default_rng(1).standard_normal((4, 2))
+    trainer = manual.trainer.build(desc)
+    trainer.load_state_dict(state)
+    return trainer.train_step(x, y), Twin(desc, state).train_step(x, y)
+
+
+@pytest.mark.parametrize("kind,stateful", [("LSTM", True), ("GRU", False), ("RNN", True)])
+@pytest.mark.parametrize("mode", ["resync", "shadow"])
+def test_a_recurrent_layer_list_passes_in_float32(kind, stateful, mode):
+    result = run_sequence(kind, stateful, 20, "float32", mode)
+    assert result.ok and result.steps_checked == 20, result.summary()
+
+
+class NotCarrying:
+    """The manual engine (a plug-in) that starts every batch from zeros whatever [run] stateful says."""
+
+    def __init__(self, desc):
+        import manual.trainer
+        self.trainer = manual.trainer.build(desc)
+        self.trainer.model.set_carry(False)
+
+    def load_state_dict(self, state):
+        self.trainer.load_state_dict(state)
+
+    def train_step(self, x, y):
+        return self.trainer.train_step(x, y)
+
+
+def test_a_side_that_does_not_carry_the_state_is_caught_at_the_first_carried_step():
+    """stateful: the second batch starts from the first's final state on the twin; a side starting
+    from zeros differs at iteration 1, in the first state the computation makes (layer 0,
+    direction 0, t = 0), before the module's output."""
+    desc = spec.parse(sequence_raw("LSTM", True, 5))
+    from torch_ref.lockstep.run import lockstep
+    first = lockstep(desc, impl=NotCarrying(desc)).first_mismatch
+    assert (first.iteration, first.stage, first.name) == (1, "forward", "layers.1.h")
+    assert first.module == "layers.1 (LSTM)" and first.at.startswith("h at t = 0, layer 0, direction 0,")
+    assert "stateful run takes no rounding second opinion" in str(first)
+    assert lockstep(spec.parse(sequence_raw("LSTM", False, 5)), impl=NotCarrying(desc)).ok  # not stateful: the same
+
+
+def test_a_plugin_without_states_is_not_compared_on_them_and_one_with_a_wrong_state_is_caught():
+    desc = spec.parse(sequence_raw("GRU", False, 3))
+    from torch_ref.lockstep.run import lockstep
+
+    class Plugin(NotCarrying):
+        def __init__(self, desc, change):
+            super().__init__(desc)
+            self.change = change
+
+        def train_step(self, x, y):
+            r = self.trainer.train_step(x, y)
+            return self.change(r) or r
+
+    without = lockstep(desc, impl=Plugin(desc, lambda r: r.pop("states") and r.pop("grad_states") and None))
+    assert without.ok and "forward" in without.stats and without.not_reported == []
+
+    def wrong(r):
+        r["grad_states"] = {"layers.1.h": r["grad_states"]["layers.1.h"] * 1.001}  # a subset, scaled
+    first = lockstep(desc, impl=Plugin(desc, wrong)).first_mismatch
+    assert (first.iteration, first.stage, first.name) == (0, "delta", "layers.1.h")
+    # backward visits the last layer's direction 1 first, t rising; LastStep's gradient reaches that
+    # direction at t = T − 1 only (every earlier state of it feeds earlier outputs only): zero, equal
+    assert first.at.startswith("h at t = 5, layer 1, direction 1,")
+
+
+BAD_RECURRENT = [
+    ({"batch_first": False}, "network.layers[1].batch_first", "batch_first = true"),
+    ({"dropout": 0.2}, "network.layers[1].dropout", "0.2"),
+    ({"input_size": 7}, "network.layers[1].input_size", "[6, 4]"),
+]
+
+
+@pytest.mark.parametrize("args,field,words", BAD_RECURRENT, ids=[f for _, f, _ in BAD_RECURRENT])
+def test_a_bad_recurrent_module_exits_2_naming_the_field(args, field, words, tmp_path, capsys):
+    import json
+
+    from torch_ref.cli import main as cli
+    path = tmp_path / "bad.json"
+    raw = sequence_raw("LSTM", False, 2)
+    raw["network"]["layers"][1].update(args)
+    path.write_text(json.dumps(raw))
+    assert cli.main(["run", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f" {field}:" in err and words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_proj_size_and_a_recurrent_module_on_flat_samples_are_refused_naming_the_field():
+    raw = sequence_raw("LSTM", False, 2)
+    raw["network"]["layers"][1]["proj_size"] = 2
+    with pytest.raises(spec.SpecError) as e:
+        spec.parse(raw)
+    assert e.value.field == "network.layers[1].proj_size"
+    raw = sequence_raw("GRU", False, 2)
+    raw["network"]["input_shape"] = [18]
+    with pytest.raises(spec.SpecError) as e:
+        spec.parse(raw)
+    assert e.value.field == "network.layers[1].input_size" and "[4]" in str(e.value) and "(T, input_size)" in str(e.value)
+
+
+def test_the_shapes_are_inferred_and_stateful_refuses_finite_differences():
+    desc = spec.parse(sequence_raw("GRU", True, 2))
+    assert desc["network"]["layers"][1]["input_size"] == 4 and desc["network"]["output_shape"] == [2]
+    from torch_ref.lockstep.run import lockstep
+    with pytest.raises(spec.SpecError) as e:
+        lockstep(desc, fd_steps=1)
+    assert e.value.field == "--fd"
