@@ -151,13 +151,18 @@ def layered_state(layers, init):
     convolution's weight then bias drawn module by module from numpy's generator init["seed"]
     (torch's reset_parameters: U(±1/√fan_in) for both; a scheme for the weight; init.bias "zeros"),
     normalisation weights 1 and biases 0, running means 0, variances 1, num_batches_tracked 0;
-    init["values"] replace drawn values by name."""
+    init["values"] replace drawn values by name. RNN, LSTM and GRU draw as torch's reset_parameters:
+    every parameter U(±1/√hidden_size), in named_parameters order, whatever the scheme (biases
+    zero with init.bias "zeros")."""
     from .layered import Layered, walk
+    from .rnn import RNNBase
     model = Layered(layers, np.float64)
     rng = np.random.default_rng(init.get("seed", 0))
     state = {name: np.array(value, dtype=value.dtype) for name, value in model.named_state()}
     if "seed" in init:
         for name, module, _, _ in walk(model.layers):
+            if isinstance(module, RNNBase):
+                state.update(recurrent_default(rng, name, module, init.get("bias") == "zeros"))
             if type(module).__name__ not in DRAWN:
                 continue
             w = state[f"{name}.weight"] = draw_weight(rng, init, module.weight.data.shape)
@@ -168,3 +173,14 @@ def layered_state(layers, init):
     for name, value in init.get("values", {}).items():
         state[name] = np.array(value, dtype=state[name].dtype)
     return state
+
+
+def recurrent_default(rng, name, module, zero_bias=False):
+    """torch's RNNBase.reset_parameters for the recurrent module `name`: every parameter drawn from
+    U(−1/√H, 1/√H), H = hidden_size, one after the other in torch's order; {state name: array}."""
+    bound = 1.0 / math.sqrt(module.hidden_size)
+    out = {}
+    for pname, p in module.named_parameters():
+        value = rng.uniform(-bound, bound, p.data.shape)
+        out[f"{name}.{pname}"] = np.zeros_like(value) if zero_bias and pname.startswith("bias") else value
+    return out

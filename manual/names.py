@@ -135,11 +135,15 @@ INIT_REGISTRY = {
 # stride); LAYER_INPUT names the argument a module takes from its input's shape, which a
 # description may leave out (inferred from the previous module's output, as torch's lazy modules
 # do). `inplace` and `return_indices` are not offered: every module's output is compared as it is.
-# Residual (output x + body(x), its modules in `layers`) is this project's: torch has no class.
+# Residual (output x + body(x), its modules in `layers`) is this project's: torch has no class;
+# so is LastStep (x[:, -1] of a batch-first sequence, manual/sequence.py).
 REQUIRED = "<required>"
 _CONV = {"in_channels": REQUIRED, "out_channels": REQUIRED, "kernel_size": REQUIRED, "stride": 1, "padding": 0,
          "dilation": 1, "groups": 1, "bias": True, "padding_mode": "zeros"}
 _BATCHNORM = {"num_features": REQUIRED, "eps": 1e-05, "momentum": 0.1, "affine": True, "track_running_stats": True}
+# torch.nn.RNN/LSTM/GRU (RNNBase's arguments); dropout and proj_size only 0 here (manual/rnn.py)
+_RECURRENT = {"input_size": REQUIRED, "hidden_size": REQUIRED, "num_layers": 1, "bias": True, "batch_first": False,
+              "dropout": 0.0, "bidirectional": False}
 LAYER_REGISTRY = {
     "Linear": Entry("Linear", {"in_features": REQUIRED, "out_features": REQUIRED, "bias": True}),
     "Conv1d": Entry("Conv1d", dict(_CONV)),
@@ -164,6 +168,10 @@ LAYER_REGISTRY = {
     "Unflatten": Entry("Unflatten", {"dim": REQUIRED, "unflattened_size": REQUIRED}),
     "Identity": Entry("Identity"),
     "Residual": Entry("Residual", {"layers": REQUIRED}, torch=False),
+    "RNN": Entry("RNN", {**_RECURRENT, "nonlinearity": "tanh"}),
+    "LSTM": Entry("LSTM", {**_RECURRENT, "proj_size": 0}),
+    "GRU": Entry("GRU", dict(_RECURRENT)),
+    "LastStep": Entry("LastStep", torch=False),
     **{entry.cls: Entry(entry.cls, dict(entry.args)) for name, entry in ACTIVATION_REGISTRY.items()
        if name != "identity"},
     "Softmax": Entry("Softmax", {"dim": None}),

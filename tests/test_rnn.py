@@ -296,3 +296,33 @@ def test_what_is_not_supported_is_refused_by_name(kind, kwargs, message):
 def test_a_wrong_input_size_is_refused():
     with pytest.raises(ValueError, match="input_size"):
         rnn.GRU(3, 4)(np.zeros((2, 2, 5)))
+
+
+# --- the registry and the layer list's initialisation ---------------------------------------------
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_registry_defaults_are_torchs_and_the_classes_own(kind):
+    """torch's RNN/LSTM/GRU take *args: their arguments are RNNBase's (RNN's nonlinearity its own)."""
+    import inspect
+    from manual.layered import LAYER_CLASSES
+    from manual.names import LAYER_REGISTRY, REQUIRED
+    entry = LAYER_REGISTRY[kind]
+    assert LAYER_CLASSES[kind] is getattr(rnn, kind)
+    ours = inspect.signature(getattr(rnn, kind)).parameters
+    base = inspect.signature(nn.RNNBase.__init__).parameters
+    for arg, default in entry.args.items():
+        expected = inspect.Parameter.empty if default == REQUIRED else default
+        assert ours[arg].default == expected, arg
+        assert arg == "nonlinearity" or base[arg].default == expected, arg
+    assert nn.RNN(2, 3).nonlinearity == entry.args.get("nonlinearity", "tanh")
+
+
+def test_a_layer_list_draws_torchs_recurrent_default():
+    """Every parameter of an LSTM in a list is U(±1/√H) (torch's reset_parameters), not zero."""
+    from manual.init import layered_state
+    state = layered_state([{"type": "GRU", "input_size": 3, "hidden_size": 16, "num_layers": 2,
+                            "bidirectional": True, "bias": True, "batch_first": True, "dropout": 0.0}], {"seed": 0})
+    assert len(state) == 16 and list(state) == [f"layers.0.{n}" for n, _ in nn.GRU(3, 16, 2, bidirectional=True)
+                                                .named_parameters()]
+    for value in state.values():
+        assert 0.2 < np.abs(value).max() <= 0.25 and value.std() > 0.1
