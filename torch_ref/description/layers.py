@@ -9,6 +9,9 @@ constructor arguments with torch's names and defaults. The input-size argument (
 in_features, in_channels, num_features, normalized_shape, num_channels) may be left out: it is
 inferred from the previous module's output shape; given and inconsistent, it is refused naming
 `network.layers[i].field` and both shapes. `Residual` (x + body(x)) holds its own `layers`.
+RNN, LSTM and GRU take (T, input_size) per sample and give (T, D·hidden_size); they must be
+batch-first (the data are (N, T, features)), with dropout and proj_size 0 (`_check_recurrent`);
+LastStep takes the last time step.
 
 Shapes are propagated module by module through the manual engine's own module on a batch of two
 zero samples (numpy: the formulas are torch's, and no torch is imported before a run), so an
