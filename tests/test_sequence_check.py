@@ -337,3 +337,50 @@ def test_the_shapes_are_inferred_and_stateful_refuses_finite_differences():
     with pytest.raises(spec.SpecError) as e:
         lockstep(desc, fd_steps=1)
     assert e.value.field == "--fd"
+
+
+# -- planted mistakes: caught at their stage, module and time step -----------------------------------
+# (inline through the cell hooks of manual/rnn_cells.py and the replace= hook of manual.trainer;
+# the rnn helper's zoo, torch_ref/zoo/mistakes_rnn.py, plants the same kinds)
+
+def _planted(base, cell_base, **methods):
+    """A subclass of manual's `base` (LSTM, GRU, RNN) whose cell is `cell_base` with `methods`."""
+    cell = type(f"Wrong{cell_base.__name__}", (cell_base,), methods)
+    return type(f"Wrong{base.__name__}", (base,), {"make_cell": lambda self, *a: cell(*a)})
+
+
+def _swap_input_and_forget(self, a, hid):
+    """LSTM gates in another order: i and f exchanged after activation."""
+    from manual.rnn_cells import LSTMCell
+    LSTMCell.activate(self, a, hid)
+    a[:, :2 * hid] = np.concatenate([a[:, hid:2 * hid], a[:, :hid]], axis=1)
+
+
+def _mistakes():
+    from manual import rnn
+    from manual.rnn_cells import LSTMCell, RNNCell
+    return [  # (id, kind, planted class, stage, tensor, where: the start of `at`)
+        ("gate-order", "LSTM", _planted(rnn.LSTM, LSTMCell, activate=_swap_input_and_forget),
+         "forward", "layers.0.h", "h at t = 0, layer 0, direction 0,"),
+        ("forget-derivative-dropped", "LSTM", _planted(rnn.LSTM, LSTMCell, forget_derivative=lambda s, f: 1 + 0 * f),
+         "delta", "layers.0.h", "h at t = 4, layer 1, direction 0,"),
+        ("truncated-bptt", "RNN", _planted(rnn.RNN, RNNCell, carry_h=lambda s, d, k, n: d if k else 0 * d),
+         "delta", "layers.0.h", "h at t = 4, layer 1, direction 0,"),
+        ("no-cell-state-gradient", "LSTM", _planted(rnn.LSTM, LSTMCell, carry_c=lambda s, dc, f: 0 * dc),
+         "delta", "layers.0.h", "h at t = 3, layer 1, direction 0,"),
+    ]
+
+
+@pytest.mark.parametrize("index", range(4), ids=["gate-order", "forget-derivative-dropped", "truncated-bptt",
+                                                 "no-cell-state-gradient"])
+def test_a_planted_recurrent_mistake_is_caught_at_its_stage_module_and_time_step(index):
+    import manual.trainer
+    from manual import rnn
+    from torch_ref.lockstep.run import lockstep
+    _, kind, planted, stage, tensor, where = _mistakes()[index]
+    desc = spec.parse(sequence_raw(kind, False, 3, first_linear=False))
+    result = lockstep(desc, impl=manual.trainer.Trainer(desc, replace={getattr(rnn, kind): planted}))
+    first = result.first_mismatch
+    assert (first.iteration, first.stage, first.name) == (0, stage, tensor), str(first)
+    assert first.module == f"layers.0 ({kind})" and first.at.startswith(where), first.at
+    assert lockstep(desc, impl=manual.trainer.Trainer(desc)).ok  # the correct module passes
