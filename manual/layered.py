@@ -85,6 +85,29 @@ class Layered(Module):
         for name, m in self.dropouts.items():
             m.mask = None if masks is None else masks.get(name)
 
+    def set_carry(self, carry):
+        """[run] stateful: every recurrent module (one with reset_state) carries its final state to
+        the next batch (`carry`), starting from zeros."""
+        for _, m, *_ in walk(self.layers):
+            if hasattr(m, "reset_state"):
+                m.carry = carry
+                m.reset_state()
+
+    def carried(self):
+        """{module: its carried state `hx`} of every recurrent module (to put back after an evaluation pass)."""
+        return {m: m.hx for _, m, *_ in walk(self.layers) if hasattr(m, "reset_state")}
+
+    def states(self):
+        """{"layers.1.h": array, ...}: the per-time-step states of the last forward of every module
+        that keeps them (`states`, a dict {key: (L, D, T, N, H)}), in module order (not copies)."""
+        return {f"{name}.{k}": v for name, m, *_ in walk(self.layers)
+                for k, v in (getattr(m, "states", None) or {}).items()}
+
+    def grad_states(self):
+        """{"layers.1.h": dE/dh_t, ...} of the last backward (each module's `grad_states`)."""
+        return {f"{name}.{k}": v for name, m, *_ in walk(self.layers)
+                for k, v in (getattr(m, "grad_states", None) or {}).items()}
+
     def outputs(self):
         """{name: output} of the last forward, in the order they were computed (not copies)."""
         return {name: seq.outputs[i] for name, _, seq, i in walk(self.layers)}

@@ -113,9 +113,12 @@ class Linear(Module):
         """Accumulates grad_W (and grad_b when the bias is trained); returns grad_x, or None when
         `input_grad` is False (the network's input needs none, and it would cost a third of the
         layer's work)."""
-        self.weight.accumulate_matmul(grad_output.T, self.x)  # (out, in)
+        g, x = grad_output, self.x
+        if g.ndim > 2:  # (N, *, out), as torch's Linear takes (*, in): every leading axis a sample's
+            g, x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        self.weight.accumulate_matmul(g.T, x)  # (out, in)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.accumulate(grad_output.sum(axis=0))  # (out,)
+            self.bias.accumulate(g.sum(axis=0))  # (out,)
         return grad_output @ self.weight.data if input_grad else None  # (N, in)
 
     def named_parameters(self, prefix=""):

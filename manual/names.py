@@ -180,4 +180,5 @@ LAYER_REGISTRY = {
 LAYER_INPUT = {"Linear": "in_features", "Conv1d": "in_channels", "Conv2d": "in_channels",
                "ConvTranspose2d": "in_channels", "BatchNorm1d": "num_features", "BatchNorm2d": "num_features",
                "LayerNorm": "normalized_shape", "GroupNorm": "num_channels"}
+LAYER_INPUT.update({kind: "input_size" for kind in ("RNN", "LSTM", "GRU")})  # the last axis of (T, features)
 DROPOUT_LAYERS = ("Dropout", "Dropout2d")

@@ -15,6 +15,8 @@ nn.Sequential names (`layers.0.weight`, `layers.1.running_mean`, `layers.4.body.
                          holds the buffers too (running statistics, after this forward's update).
                          masks: {"layers.{i}": bool keep-mask} for the dropout modules (handed in
                          by the lockstep when the network has dropout; None: each draws its own).
+                         "states", "grad_states": {"layers.{i}.h": (L, D, T, N, H)}: a recurrent
+                         module's per-time-step states and their total gradients (optional).
     eval(x) -> (N, C)      optional: the output in eval mode (running statistics, no dropout) on
                          the held-out batch x, no gradient, nothing updated ([run] eval_every).
 """
@@ -41,6 +43,7 @@ class Trainer:
         self.layered = "layers" in net
         if self.layered:
             self.model = substitute(Layered, replace)(net["layers"], self.dtype, replace)
+            self.model.set_carry(bool(desc["run"].get("stateful")))  # [run] stateful: recurrent state carried
         else:
             self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, net.get("activation_args"),
                              replace)
@@ -124,6 +127,9 @@ class Trainer:
         }
         if self.layered:
             result = {"forward": self.model.outputs(), **result}
+            states = self.model.states()  # recurrent modules: per-time-step states and their gradients
+            if states:
+                result["states"], result["grad_states"] = states, self.model.grad_states()
         self.optimizer_step()
         result["optimizer_state"] = self.optimizer_state()
         result["state_dict"] = self.state_dict()
@@ -135,10 +141,13 @@ class Trainer:
         statistics, dropout the identity), no backward and no buffer updated; then back to
         training mode."""
         self.model.eval()
+        carried = self.model.carried() if self.layered else {}
         try:
             return self.model.forward(x).copy()
         finally:
             self.model.train()
+            for m, hx in carried.items():  # [run] stateful: the evaluation pass leaves the carried state
+                m.hx = hx
 
 
 def build(desc):

@@ -9,6 +9,9 @@ constructor arguments with torch's names and defaults. The input-size argument (
 in_features, in_channels, num_features, normalized_shape, num_channels) may be left out: it is
 inferred from the previous module's output shape; given and inconsistent, it is refused naming
 `network.layers[i].field` and both shapes. `Residual` (x + body(x)) holds its own `layers`.
+RNN, LSTM and GRU take (T, input_size) per sample and give (T, D·hidden_size); they must be
+batch-first (the data are (N, T, features)), with dropout and proj_size 0 (`_check_recurrent`);
+LastStep takes the last time step.
 
 Shapes are propagated module by module through the manual engine's own module on a batch of two
 zero samples (numpy: the formulas are torch's, and no torch is imported before a run), so an
@@ -22,6 +25,7 @@ from ..errors import SpecError, field_key, show
 from .checks import get, is_int, table
 
 MAX_LAYERS = 1000  # modules in one list (a description of more is a mistake, not a network)
+RECURRENT_TYPES = ("RNN", "LSTM", "GRU")  # input (T, input_size) per sample, output (T, D·hidden_size)
 
 
 def check_layers(t, loss_item):
@@ -93,6 +97,8 @@ def _check_module(item, shape, field, dropout, name):
                                                "needs the same shape")
         return {"type": kind, "layers": body}, shape
     args = {key: item.get(key, default) for key, default in defaults.items()}
+    if kind in RECURRENT_TYPES:
+        _check_recurrent(kind, args, shape, field)
     inferred = LAYER_INPUT.get(kind)
     if inferred:
         args[inferred] = _input_size(kind, inferred, item.get(inferred), shape, field)
@@ -104,10 +110,29 @@ def _check_module(item, shape, field, dropout, name):
     return {"type": kind, **args}, _output_shape(kind, args, shape, field)
 
 
+def _check_recurrent(kind, args, shape, field):
+    """An RNN, LSTM or GRU in a layer list: batch-first (the samples are (N, T, features)), no
+    dropout between layers (a mask no description hands in) and no projection, and an input of
+    (T, features) per sample."""
+    if args.get("batch_first") is not True:
+        raise SpecError(f"{field}.batch_first", f"{show(args.get('batch_first'))}: the samples are (N, T, features) "
+                                                f"in a layer list; give batch_first = true")
+    if args.get("dropout", 0) != 0:
+        raise SpecError(f"{field}.dropout", f"{show(args['dropout'])}: {kind}'s dropout between layers draws masks "
+                                            "no description hands in; give 0 (or a Dropout module after it)")
+    if args.get("proj_size", 0) != 0:
+        raise SpecError(f"{field}.proj_size", f"{show(args['proj_size'])}: LSTM with projections is not "
+                                              "supported; give 0")
+    if len(shape) != 2:
+        raise SpecError(f"{field}.input_size", f"the previous module's output has shape {list(shape)} per sample; "
+                                               f"{kind} takes (T, input_size) per sample, the input of shape "
+                                               f"[T, features] (network.input_shape = [T, features] to start with one)")
+
+
 def _input_size(kind, key, given, shape, field):
     """The input-size argument `key` of `kind` from the input shape (one sample); a given value
     that differs is refused with both shapes."""
-    if kind == "Linear":
+    if kind == "Linear" or kind in RECURRENT_TYPES:
         inferred = shape[-1]
     elif kind == "LayerNorm":  # the whole sample, or as many trailing axes as given
         n = len(given) if isinstance(given, list) and given else 1 if is_int(given) else len(shape)
@@ -136,7 +161,7 @@ def _output_shape(kind, args, shape, field):
     try:
         module = make_module(kind, args, np.float64)
         module.train()
-        y = module(np.zeros((2,) + tuple(shape)))
+        y = module.forward_in_list(np.zeros((2,) + tuple(shape)))  # what a layer list passes on
     except (ValueError, TypeError, IndexError) as e:
         raise SpecError(field, f"{kind} on inputs of shape {list(shape)} per sample: {' '.join(str(e).split())}") from None
     if y.ndim < 2 or y.shape[0] != 2:

@@ -20,6 +20,7 @@ from .names import (ACTIVATION_ARGS, ARG_CHOICES, BIASES, DEVICES, DTYPES, GAIN_
                     PROBABILITY_OUTPUTS, SCHEDULERS, TOY_SETS, IMAGE_SETS)
 from .checks import MAX_DEPTH, MAX_INT, check_depth, choice, integer, table  # noqa: F401
 from .data import check_data
+from .layers import RECURRENT_TYPES
 from .network import check_init, check_network
 from .training import check_clip, check_optimizer, check_scheduler
 from .files import locate, read_bundled, read_file
@@ -31,7 +32,7 @@ SECTIONS = {
     "scheduler": {"name"} | {a for args in SCHEDULERS.values() for a in args},
     "clip": {"max_norm", "norm_type", "clip_value"},
     "data": {"x", "y", "random", "toy", "images", "batch_size", "shuffle", "shuffle_seed", "drop_last", "holdout"},
-    "run": {"steps", "dtype", "device", "eval_every"},
+    "run": {"steps", "dtype", "device", "eval_every", "stateful"},
 }
 OPTIONAL_SECTIONS = ("run", "scheduler", "clip")
 RUN_DEFAULTS = {"steps": 100, "dtype": "float64", "device": "cpu"}
@@ -77,6 +78,7 @@ def parse(raw):
         "run": _run(raw.get("run", {})),
     }
     check_evaluation(desc)
+    check_stateful(desc)
     return check_fits(desc)
 
 
@@ -89,6 +91,27 @@ def check_evaluation(desc):
     if "holdout" in desc["data"] and "eval_every" not in desc["run"]:
         raise SpecError("data.holdout", "the held-out samples are the evaluation pass's batch: give run.eval_every"
                                         " too (or leave holdout out)")
+
+
+def check_stateful(desc):
+    """[run] stateful (this project's; default false): every recurrent module starts each batch from
+    the previous batch's final state, the graph cut between batches. true or false; true needs a
+    recurrent module (RNN, LSTM, GRU) in network.layers."""
+    if "stateful" not in desc["run"]:
+        return
+    value = desc["run"]["stateful"]
+    if not isinstance(value, bool):
+        raise SpecError("run.stateful", f"expected true or false, got {show(value)}")
+    if value and not any(m["type"] in RECURRENT_TYPES for m in _all_modules(desc["network"].get("layers", []))):
+        raise SpecError("run.stateful", f"carries the state of a recurrent module ({', '.join(RECURRENT_TYPES)}) "
+                                        "across batches; network.layers has none")
+
+
+def _all_modules(layers):
+    """Every module of a normalised layer list, a Residual's body too."""
+    for m in layers:
+        yield m
+        yield from _all_modules(m.get("layers", []) if m["type"] == "Residual" else [])
 
 
 def override(desc, steps=None, dtype=None, device=None):

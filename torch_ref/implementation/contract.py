@@ -7,11 +7,13 @@ import numpy as np
 from ..errors import ImplError, exception_text
 
 REQUIRED = ("output", "loss", "grads", "state_dict")
-OPTIONAL = ("deltas", "optimizer_state", "forward")
-# the stage each optional key feeds, for "not reported"
+# states, grad_states: the recurrent modules' per-time-step states and their gradients
+# ({"layers.1.h": (L, D, T, N, H)}, torch_ref/lockstep/states.py): compared where given
+OPTIONAL = ("deltas", "optimizer_state", "forward", "states", "grad_states")
+# the stage each optional key feeds, for "not reported" (the states are part of a stage, not one)
 OPTIONAL_STAGE = {"deltas": "delta", "optimizer_state": "optim", "forward": "forward"}
 # optional keys of which a layer list's implementation may report any subset of the modules
-SUBSETS = ("deltas", "forward")
+SUBSETS = ("deltas", "forward", "states", "grad_states")
 
 
 class Conformer:
@@ -33,7 +35,7 @@ class Conformer:
         """The stages the implementation does not report, of those the reference has."""
         if self.reported is None:
             return []
-        return [OPTIONAL_STAGE[k] for k in OPTIONAL
+        return [OPTIONAL_STAGE[k] for k in OPTIONAL_STAGE
                 if k in reference and len(reference[k]) and k not in self.reported]
 
     def __call__(self, it, result, reference):

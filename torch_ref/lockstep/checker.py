@@ -4,6 +4,7 @@ and the per-iteration history a report keeps."""
 import numpy as np
 
 from ..testing import compare, within
+from .states import is_state, locate
 from .verdict import STAGES, Mismatch, pairs
 
 _TINY = np.finfo(np.float64).tiny  # the relative difference's divisor when the reference is 0
@@ -111,9 +112,15 @@ class Checker:
         for k, (stage, name, mv, rv) in enumerate(pairs(m, r, self.skip)):
             c = self._fold(it, k, mv, rv)
             if not c.ok:
+                before = [s for s in passed if s != stage]
+                if is_state(stage, name, r):
+                    found = locate(stage, name, mv, rv, self.rtol, self.atol)
+                    if found is not None:  # the first time step that goes wrong, as the computation visits them
+                        s, index, at = found
+                        return Mismatch(it, stage, name, index, s.manual, s.reference, s.abs_err, s.rel_err,
+                                        self.atol, self.rtol, c.n_bad, c.numel, "", before, at=at)
                 return Mismatch(it, stage, name, c.index, c.manual, c.reference, c.abs_err, c.rel_err,
-                                self.atol, self.rtol, c.n_bad, c.numel, c.shape_error,
-                                [s for s in passed if s != stage])
+                                self.atol, self.rtol, c.n_bad, c.numel, c.shape_error, before)
             if not passed or passed[-1] != stage:
                 passed.append(stage)
         return None
@@ -121,7 +128,12 @@ class Checker:
     @staticmethod
     def explain(first, second):
         """The mismatch to report when the second opinion rejects too: its own (the step from the
-        implementation's start, with the measured allowance)."""
+        implementation's start, with the measured allowance); for a state tensor it names too, the
+        first's, placed at its time step (lockstep/states.py), with the second's verdict as a note."""
+        if first.at and (second.stage, second.name) == (first.stage, first.name):
+            first.note = ("outside the measured rounding allowance of torch's step from the same start too"
+                          f" (largest difference {second.abs_err:.3e} at index {second.index})")
+            return first
         return second
 
     def absorb(self, it, m, r):

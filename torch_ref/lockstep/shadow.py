@@ -28,6 +28,7 @@ import numpy as np
 
 from ..twin.model import Twin
 from ..testing import shadow_tolerance
+from .states import STATE_KEYS, is_state
 from .verdict import STAGES, Mismatch, pairs
 
 
@@ -130,6 +131,8 @@ def s_value(s, stage, name):
     """The shadow's value of a compared quantity (the same keys as the twin's)."""
     if stage in ("output", "loss"):
         return s[stage]
+    if is_state(stage, name, s):  # a recurrent module's per-time-step states (lockstep/states.py)
+        return s[STATE_KEYS[stage]][name]
     part = {"forward": "forward", "delta": "deltas", "grad": "grads", "optim": "optimizer_state",
             "param": "state_dict", "buffer": "state_dict"}[stage]
     return s[part][name]

@@ -5,6 +5,7 @@ Result, DataParallel, Rounding)."""
 from dataclasses import asdict, dataclass, field
 
 from ..errors import SpecError
+from .states import owned
 
 # forward (each module's output) and buffer (running statistics) exist for a network given as layers,
 # eval (the evaluation pass's output, every k iterations, evaluation.py) for one with [run] eval_every
@@ -29,12 +30,13 @@ class Mismatch:
     passed_before: list = field(default_factory=list)
     note: str = ""
     module: str = ""   # the module it belongs to, by state-dict prefix and type: "layers.1 (BatchNorm2d)"
+    at: str = ""       # a state tensor's time step and element: "h at t = 7, layer 0, direction 0, sample 3, unit 5"
 
     def __str__(self):
         where = f"index {self.index}" if self.index else "the value"
         lines = [
             f"lockstep mismatch at iteration {self.iteration}, stage {self.stage!r}, tensor {self.name!r}"
-            + (f", module {self.module}" if self.module else ""),
+            + (f", module {self.module}" if self.module else "") + (f": {self.at}" if self.at else ""),
         ]
         if self.stage == "exception":  # the implementation raised; there are no values to show
             lines = [f"the implementation failed at iteration {self.iteration}: {self.detail}"]
@@ -214,21 +216,30 @@ def raised(it, failed, rtol, atol):
 
 def pairs(m, r, skip=()):
     """(stage, name, manual value, reference value) in the order the computation makes them:
-    each module's output (a layer list), then deltas and gradients from the last layer back to the
-    first, as backprop produces them, so the first mismatch is nearest to its cause; the state
+    each module's output (a layer list; a recurrent module's per-time-step states just before it),
+    then deltas (each followed by its module's state gradients) and gradients from the last layer
+    back to the first, as backprop produces them, so the first mismatch is nearest to its cause; the state
     dict's parameters, then its buffers (r["buffers"]: their names). Stages in `skip`
     (--skip-stage) are left out."""
     if skip:
         yield from (p for p in pairs(m, r) if p[0] not in skip)
         return
+    states = r.get("states") if "states" in m else None  # a recurrent module's, before its output
     for name, ref in r["forward"].items() if "forward" in m and "forward" in r else ():  # optional, any subset
+        for key in owned(states, name) if states else ():
+            if key in m["states"]:
+                yield "forward", key, m["states"][key], states[key]
         if name in m["forward"]:
             yield "forward", name, m["forward"][name], ref
     yield "output", "output", m["output"], r["output"]
     yield "loss", "loss", m["loss"], r["loss"]
+    grad_states = r.get("grad_states") if "grad_states" in m else None  # after the module's output delta
     for name, ref in reversed(r["deltas"].items() if "deltas" in m else ()):  # optional (a layer list's: any subset)
         if name in m["deltas"]:
             yield "delta", name, m["deltas"][name], ref
+        for key in owned(grad_states, name) if grad_states else ():
+            if key in m["grad_states"]:
+                yield "delta", key, m["grad_states"][key], grad_states[key]
     for name, ref in reversed(r["grads"].items()):
         yield "grad", name, m["grads"][name], ref
     for name, ref in r.get("optimizer_state", {}).items() if "optimizer_state" in m else ():

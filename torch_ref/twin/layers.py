@@ -10,6 +10,8 @@ from torch import nn
 
 from manual.names import LAYER_REGISTRY
 
+from .recurrent import RECURRENT, LastStep, Recurrent
+
 
 class Residual(nn.Module):
     """x + body(x), body an nn.Sequential (torch has no such class; this project's Residual)."""
@@ -50,6 +52,10 @@ def make_module(layer, factory):
         return Residual(*(make_module(m, factory) for m in args["layers"]))
     if kind in ("Dropout", "Dropout2d"):
         return MaskedDropout(args["p"], channels=kind == "Dropout2d")
+    if kind in RECURRENT:  # torch's class with forward(x) -> output (twin/recurrent.py)
+        return RECURRENT[kind](**args, **factory)
+    if kind == "LastStep":
+        return LastStep()
     cls = getattr(nn, LAYER_REGISTRY[kind].cls)
     takes_factory = kind in ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d",
                              "LayerNorm", "GroupNorm")
@@ -75,6 +81,7 @@ class Layered(nn.Module):
         found = list(walk(self.layers))
         self.names = [name for name, _ in found]
         self.dropouts = {name: m for name, m in found if isinstance(m, MaskedDropout)}
+        self.recurrent = {name: m for name, m in found if isinstance(m, Recurrent)}
         self.nets, self.keep = [], False
         self.perturb = None  # (the rounding second opinion's hook: not used for a layer list)
         for _, m in found:
@@ -91,6 +98,23 @@ class Layered(nn.Module):
         for name, m in self.dropouts.items():
             mask = None if masks is None else masks.get(name)
             m.mask = None if mask is None else torch.as_tensor(mask, device=device)
+
+    def set_carry(self, carry):
+        """[run] stateful: every recurrent module carries its final state to the next batch
+        (detached), starting from zeros."""
+        for m in self.recurrent.values():
+            m.carry = carry
+            m.reset_state()
+
+    def probe_states(self, deltas):
+        """The per-time-step states of every recurrent module of the last forward and their
+        gradients, from the deltas ({name: dE/d output}): ({"layers.1.h": tensor, ...}, {...})."""
+        states, grad_states = {}, {}
+        for name, m in self.recurrent.items():
+            s, g = m.probe(deltas[name])
+            states.update({f"{name}.{k}": v for k, v in s.items()})
+            grad_states.update({f"{name}.{k}": v for k, v in g.items()})
+        return states, grad_states
 
     def forward(self, x, keep_deltas=True):
         self.nets.clear()

@@ -127,6 +127,7 @@ class Twin:
         self.layered = "layers" in net
         if self.layered:
             self.model = Layered(net["layers"], self.dtype, self.device)
+            self.model.set_carry(bool(run.get("stateful")))  # [run] stateful: recurrent state carried, graph cut
         else:
             self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, self.device,
                              net.get("activation_args"))
@@ -270,18 +271,23 @@ class Twin:
             p.grad = g
         self.clip_grads()
         k = len(nets)
+        # the recurrent modules' per-time-step states and their gradients (twin/recurrent.py's probe)
+        states, grad_states = self.model.probe_states(dict(zip(self.delta_names, deltas)))
         before = self._read([loss.detach(), output.detach(), *(t.detach() for t in nets), *deltas,
-                             *(p.grad for p in params)])
+                             *(p.grad for p in params), *states.values(), *grad_states.values()])
         self.optimizer_step()
         optim = self.optimizer_tensors()
         after = self._copy_state(list(optim.values()))
+        probed = before[len(before) - 2 * len(states):]
         return {
+            **({"states": dict(zip(states, probed[:len(states)])),
+                "grad_states": dict(zip(grad_states, probed[len(states):]))} if states else {}),
             "schedule": self.schedule_state(),
             "forward": dict(zip(self.delta_names, before[2:2 + k])),
             "output": before[1],
             "loss": float(before[0]),
             "deltas": dict(zip(self.delta_names, before[2 + k:2 + 2 * k])),
-            "grads": dict(zip(self.params, before[2 + 2 * k:])),
+            "grads": dict(zip(self.params, before[2 + 2 * k:2 + 2 * k + len(params)])),
             "optimizer_state": dict(zip(optim, after[:len(optim)])),
             "state_dict": dict(zip(self.state, after[len(optim):])),
             "buffers": self.buffers,
