@@ -90,9 +90,9 @@ LOSS_REGISTRY = {
     "l1": Entry("L1Loss", {"reduction": "mean"}),
     "smooth_l1": Entry("SmoothL1Loss", {"reduction": "mean", "beta": 1.0}),
     "huber": Entry("HuberLoss", {"reduction": "mean", "delta": 1.0}),
-    "cross_entropy": Entry("CrossEntropyLoss", {"reduction": "mean", "label_smoothing": 0.0, "target": "index"},
-                           own=("target",)),
-    "nll": Entry("NLLLoss", {"reduction": "mean"}),
+    "cross_entropy": Entry("CrossEntropyLoss", {"ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0,
+                                                "target": "index"}, own=("target",)),
+    "nll": Entry("NLLLoss", {"ignore_index": -100, "reduction": "mean"}),
     "bce": Entry("BCELoss", {"reduction": "mean"}),
     "bce_with_logits": Entry("BCEWithLogitsLoss", {"reduction": "mean"}),
 }
