@@ -151,13 +151,17 @@ def layered_state(layers, init):
     convolution's weight then bias drawn module by module from numpy's generator init["seed"]
     (torch's reset_parameters: U(±1/√fan_in) for both; a scheme for the weight; init.bias "zeros"),
     normalisation weights 1 and biases 0, running means 0, variances 1, num_batches_tracked 0;
-    init["values"] replace drawn values by name."""
+    init["values"] replace drawn values by name. MultiheadAttention and TransformerEncoderLayer:
+    attention_default."""
     from .layered import Layered, walk
     model = Layered(layers, np.float64)
     rng = np.random.default_rng(init.get("seed", 0))
     state = {name: np.array(value, dtype=value.dtype) for name, value in model.named_state()}
     if "seed" in init:
         for name, module, _, _ in walk(model.layers):
+            if type(module).__name__ in ATTENTION_DRAWN:
+                state.update(attention_default(rng, name, module, init))
+                continue
             if type(module).__name__ not in DRAWN:
                 continue
             w = state[f"{name}.weight"] = draw_weight(rng, init, module.weight.data.shape)
@@ -168,3 +172,34 @@ def layered_state(layers, init):
     for name, value in init.get("values", {}).items():
         state[name] = np.array(value, dtype=state[name].dtype)
     return state
+
+
+ATTENTION_DRAWN = ("MultiheadAttention", "TransformerEncoderLayer")
+
+
+def linear_state(rng, name, linear, init):
+    """{state name: array} of one Linear `name`, drawn as layered_state draws a Linear (the scheme's
+    weight, U(±1/√fan_in) bias or zeros with init.bias "zeros")."""
+    out = {f"{name}.weight": draw_weight(rng, init, linear.weight.data.shape)}
+    if linear.bias is not None:
+        bound = 1.0 / math.sqrt(linear.in_features)
+        bias = rng.uniform(-bound, bound, linear.bias.data.shape)
+        out[f"{name}.bias"] = np.zeros_like(bias) if init.get("bias") == "zeros" else bias
+    return out
+
+
+def attention_default(rng, name, module, init):
+    """{state name: array} of a MultiheadAttention `name` as torch initialises it, whatever the scheme
+    (its _reset_parameters): in_proj_weight xavier_uniform over (3E, E), U(±√(6 / 4E)); out_proj's
+    weight as its Linear's default, U(±1/√E); both biases zero. A TransformerEncoderLayer: its
+    self_attn so, then linear1 and linear2 as any Linear of the list (the scheme applies); its
+    norms keep weight 1 and bias 0."""
+    if type(module).__name__ == "TransformerEncoderLayer":
+        out = attention_default(rng, f"{name}.self_attn", module.self_attn, init)
+        for child in ("linear1", "linear2"):
+            out.update(linear_state(rng, f"{name}.{child}", getattr(module, child), init))
+        return out
+    e = module.embed_dim
+    in_bound, out_bound = math.sqrt(6.0 / (4 * e)), 1.0 / math.sqrt(e)
+    return {f"{name}.in_proj_weight": rng.uniform(-in_bound, in_bound, (3 * e, e)),
+            f"{name}.out_proj.weight": rng.uniform(-out_bound, out_bound, (e, e))}

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+SELF_ATTENTION = ("MultiheadAttention", "TransformerEncoderLayer")  # the classes here, torch's names
+
 
 @contextmanager
 def regular_path():

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from manual.names import LAYER_REGISTRY
+from . import attention
 
 
 class Residual(nn.Module):
@@ -50,9 +51,10 @@ def make_module(layer, factory):
         return Residual(*(make_module(m, factory) for m in args["layers"]))
     if kind in ("Dropout", "Dropout2d"):
         return MaskedDropout(args["p"], channels=kind == "Dropout2d")
-    cls = getattr(nn, LAYER_REGISTRY[kind].cls)
+    # self-attention: the twin's subclasses (forward(x), the causal mask, the weights kept)
+    cls = getattr(attention if kind in attention.SELF_ATTENTION else nn, LAYER_REGISTRY[kind].cls)
     takes_factory = kind in ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d",
-                             "LayerNorm", "GroupNorm")
+                             "LayerNorm", "GroupNorm", "MultiheadAttention", "TransformerEncoderLayer")
     return cls(**args, **(factory if takes_factory else {}))
 
 
