@@ -164,8 +164,7 @@ class MultiheadAttention(Module):
         self.like = (query, key, value)
         q_in, k_in, v_in = self.batched(query), self.batched(key), self.batched(value)
         self.inputs = (q_in, k_in, v_in)
-        scale = math.sqrt(1.0 / self.head_dim)
-        self.scale = scale
+        self.scale = scale = self.scaling()
         q = self.heads(self.project(q_in, 0))
         k = self.heads(self.project(k_in, 1))
         v = self.heads(self.project(v_in, 2))
@@ -183,6 +182,10 @@ class MultiheadAttention(Module):
             return out, None
         weights = attn.mean(axis=1) if average_attn_weights else attn
         return out, weights[0] if query.ndim == 2 else weights
+
+    def scaling(self):
+        """The factor of the scores, √(1/d) as torch's (a planted mistake overrides it)."""
+        return math.sqrt(1.0 / self.head_dim)
 
     def softmax(self, scores):
         """The attention weights from the scores: softmax over the keys (a planted mistake overrides it)."""

@@ -19,6 +19,8 @@ from manual.attention import MultiheadAttention, causal_mask
 from manual.transformer import TransformerEncoderLayer
 from torch_ref.testing import compare, tolerance
 from torch_ref.twin import attention as twin
+from torch_ref.zoo.mistakes_attention import (ATTENTION_ZOO, MISTAKE_CLASSES, CausalMaskHidesItself,
+                                              CausalMaskSeesNext)
 
 torch.set_num_threads(1)
 DTYPES = ("float64", "float32")
@@ -294,3 +296,43 @@ def test_is_causal_without_a_mask_is_refused_as_torch():
         MultiheadAttention(4, 2, batch_first=True)(x, x, x, is_causal=True)
     with pytest.raises(RuntimeError):
         nn.MultiheadAttention(4, 2, batch_first=True)(*(torch.zeros(2, 3, 4),) * 3, is_causal=True)
+
+
+# --- the planted mistakes (torch_ref/zoo/mistakes_attention.py) ----------------------------------
+
+@pytest.mark.parametrize("cls", MISTAKE_CLASSES, ids=lambda c: c.__name__)
+def test_each_attention_mistake_differs_from_torch_in_the_attention_weights(cls):
+    """The mistake's states["attn"] differs from the twin's (and its output with it); the correct
+    module's, on the same parameters and input, does not."""
+    rng = np.random.default_rng(7)
+    torch.manual_seed(7)
+    theirs = twin.MultiheadAttention(8, 2, batch_first=True, causal=True, dtype=torch.float64)
+    x = rng.standard_normal((3, 5, 8))
+    attn = {}
+    for kind in (MultiheadAttention, cls):
+        mine = kind(8, 2, batch_first=True, causal=True)
+        copy_parameters(theirs, mine)
+        out = mine.forward_in_list(x)
+        with torch.no_grad():
+            out_t = theirs(torch.tensor(x))
+        attn[kind] = compare(mine.states["attn"], theirs.states["attn"], *tolerance("float64"))
+        assert compare(out, out_t, *tolerance("float64")).ok == (kind is MultiheadAttention)
+    assert attn[MultiheadAttention].ok and not attn[cls].ok, str(attn[cls])
+    n, h, q, k = attn[cls].index  # where it shows first: a row of a head of a sample
+    if cls is CausalMaskSeesNext:
+        assert k == q + 1
+    if cls is CausalMaskHidesItself:
+        assert k <= q
+
+
+@pytest.mark.parametrize("dtype, mode", [("float64", "free"), ("float32", "resync")])
+@pytest.mark.parametrize("mistake", ATTENTION_ZOO, ids=lambda m: m.id)
+def test_each_attention_mistake_is_caught_in_lockstep_at_its_module(mistake, dtype, mode):
+    """The registry entry on its network: caught at iteration 0, forward stage, the attention module;
+    the engine unbroken passes the same run."""
+    from torch_ref.lockstep.run import lockstep
+    assert (dtype, mode) in mistake.checks
+    desc = mistake.described(dtype)
+    m = lockstep(desc, impl=mistake(desc), mode=mode).first_mismatch
+    assert (m.iteration, m.stage, m.name) == (0, mistake.stage, mistake.tensor), str(m)
+    assert lockstep(desc, mode=mode).ok
