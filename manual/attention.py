@@ -77,11 +77,12 @@ class MultiheadAttention(Module):
     gradient of attn_output (the weights returned are not differentiated through).
 
     In a layer list it is self-attention (forward_in_list): forward(x, x, x) with the causal mask
-    when `causal` (this project's argument, not torch's), its gradient the sum of the three.
+    when the attribute `causal` is true (a description's own argument, not torch's: the constructor
+    takes torch's only, and manual/layered.py sets it), its gradient the sum of the three.
     """
 
     def __init__(self, embed_dim, num_heads, dropout=0.0, bias=True, add_bias_kv=False, add_zero_attn=False,
-                 kdim=None, vdim=None, batch_first=False, device=None, dtype=None, causal=False):
+                 kdim=None, vdim=None, batch_first=False, device=None, dtype=None):
         dtype = resolve_dtype(device, dtype)
         if embed_dim % num_heads != 0:
             raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads})")
@@ -94,7 +95,8 @@ class MultiheadAttention(Module):
             if value not in (None, embed_dim):
                 raise ValueError(f"MultiheadAttention: {name} = {value!r} is not supported (only None: embed_dim)")
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
-        self.dropout, self.batch_first, self.causal = dropout, batch_first, causal
+        self.dropout, self.batch_first = dropout, batch_first
+        self.causal = False  # a layer list's own argument (not torch's): set after construction
         self.in_proj_weight = Parameter(np.zeros((3 * embed_dim, embed_dim), dtype))
         self.in_proj_bias = Parameter(np.zeros(3 * embed_dim, dtype)) if bias else None
         self.out_proj = Linear(embed_dim, embed_dim, bias=bias, dtype=dtype)

@@ -30,7 +30,12 @@ def make_module(kind, args, dtype=np.float64, replace=None, *where):
     planted-mistake hook (manual.modules.substitute; `where`: the indices and name it answers to)."""
     cls = substitute(LAYER_CLASSES[kind], replace, *where)
     extra = {"dtype": dtype} if kind in TAKES_DTYPE else {}
-    return cls(**args, **extra)
+    own = LAYER_REGISTRY[kind].own  # the project's own arguments (e.g. causal): attributes, not torch's
+    module = cls(**{k: v for k, v in args.items() if k not in own}, **extra)
+    for key in own:
+        if key in args:
+            setattr(module, key, args[key])
+    return module
 
 
 def make_sequential(layers, dtype=np.float64, replace=None, prefix="layers"):

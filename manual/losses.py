@@ -175,7 +175,7 @@ def kept_indices(target, ignore_index, classes):
     return rows, kept
 
 
-def divide(total, count, reduction):
+def reduce_counted(total, count, reduction):
     """torch's reduction of a sum over `count` counted terms: total / count for "mean" (NaN when
     nothing counts, as torch's 0 / 0), total for "sum"; in total's dtype."""
     if reduction == "sum":
@@ -234,7 +234,7 @@ class CrossEntropyLoss(Loss):
                 t = t * (1.0 - eps) + eps / c
             self.count = len(t)
         self.p, self.t = np.exp(logp), t
-        return divide(-(t * logp).sum(), self.count, self.reduction)
+        return reduce_counted(-(t * logp).sum(), self.count, self.reduction)
 
     def backward(self):
         grad = (self.p * self.t.sum(axis=1, keepdims=True) - self.t) * per_term(self.count, self.reduction)
@@ -260,7 +260,7 @@ class NLLLoss(Loss):
         x = classes_last(input)
         self.rows, self.kept = kept_indices(target, self.ignore_index, x.shape[1])
         self.m = x.shape
-        return divide(-x[self.rows, self.kept].sum(), len(self.rows), self.reduction)
+        return reduce_counted(-x[self.rows, self.kept].sum(), len(self.rows), self.reduction)
 
     def backward(self):
         grad = np.zeros(self.m, self.dtype)

@@ -45,11 +45,12 @@ class TransformerEncoderLayer(Module):
     forward(src, src_mask=None, src_key_padding_mask=None, is_causal=False) as torch's: src
     (T, N, E), (N, T, E) with batch_first, or (T, E); the masks as MultiheadAttention's attn_mask
     and key_padding_mask. backward(grad_output) -> grad_src. In a layer list (forward_in_list)
-    src_mask is the causal mask when `causal` (this project's argument, not torch's).
+    src_mask is the causal mask when the attribute `causal` is true (a description's own argument,
+    set by manual/layered.py; the constructor takes torch's only).
     """
 
     def __init__(self, d_model, nhead, dim_feedforward=2048, dropout=0.1, activation="relu", layer_norm_eps=1e-05,
-                 batch_first=False, norm_first=False, bias=True, device=None, dtype=None, causal=False):
+                 batch_first=False, norm_first=False, bias=True, device=None, dtype=None):
         dtype = resolve_dtype(device, dtype)
         if activation not in ACTIVATIONS:
             raise ValueError(f"TransformerEncoderLayer: activation must be one of {list(ACTIVATIONS)}, "
@@ -66,7 +67,8 @@ class TransformerEncoderLayer(Module):
         self.norm2 = LayerNorm(d_model, eps=layer_norm_eps, bias=bias, dtype=dtype)
         self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
         self.activation = ACTIVATIONS[activation]()
-        self.norm_first, self.batch_first, self.causal = norm_first, batch_first, causal
+        self.norm_first, self.batch_first = norm_first, batch_first
+        self.causal = False  # a layer list's own argument (not torch's): set after construction
 
     def named_children(self):
         for name in ("self_attn", "linear1", "dropout", "linear2", "norm1", "norm2", "dropout1", "dropout2"):

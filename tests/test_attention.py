@@ -68,6 +68,13 @@ def expect_in_proj_bias(mine, theirs, name):
         assert np.abs(side[e:2 * e]).max() <= 1e-5 * scale, f"grad of {name} (key's third): {side[e:2 * e]}"
 
 
+def causal_as(causal, module):
+    """A manual attention module with its layer-list attribute `causal` set (not a constructor
+    argument: the constructor takes torch's only), as manual/layered.py sets it."""
+    module.causal = causal
+    return module
+
+
 def tensor(x):
     return torch.tensor(x, requires_grad=True)
 
@@ -181,7 +188,7 @@ def test_self_attention_in_a_list_matches_the_twin(case, dtype):
     torch.manual_seed(1)
     theirs = twin.MultiheadAttention(e, h, bias=bias, batch_first=batch_first, causal=causal,
                                      dtype=getattr(torch, dtype))
-    mine = MultiheadAttention(e, h, bias=bias, batch_first=batch_first, causal=causal, dtype=np.dtype(dtype))
+    mine = causal_as(causal, MultiheadAttention(e, h, bias=bias, batch_first=batch_first, dtype=np.dtype(dtype)))
     check_in_list(theirs, mine, layout(rng, n, t, e, batch_first, dtype), rng, dtype)
     if causal:
         assert not np.triu(mine.states["attn"], k=1).any(), "a position attends to a later one"
@@ -219,9 +226,9 @@ def test_transformer_encoder_layer_in_a_list_matches_the_twin(case, dtype):
     rng = np.random.default_rng(zlib.crc32(repr(case).encode()))
     torch.manual_seed(2)
     args = dict(dim_feedforward=ff, dropout=0.0, activation=activation, batch_first=batch_first,
-                norm_first=norm_first, bias=bias, causal=causal)
-    theirs = twin.TransformerEncoderLayer(d, h, **args, dtype=getattr(torch, dtype))
-    mine = TransformerEncoderLayer(d, h, **args, dtype=np.dtype(dtype))
+                norm_first=norm_first, bias=bias)
+    theirs = twin.TransformerEncoderLayer(d, h, **args, causal=causal, dtype=getattr(torch, dtype))
+    mine = causal_as(causal, TransformerEncoderLayer(d, h, **args, dtype=np.dtype(dtype)))
     check_in_list(theirs, mine, layout(rng, n, t, d, batch_first, dtype), rng, dtype)
 
 
@@ -260,7 +267,7 @@ def test_the_twin_in_eval_mode_takes_the_regular_path_and_agrees():
     torch.manual_seed(4)
     theirs = twin.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, causal=True,
                                           dtype=torch.float64).eval()
-    mine = TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True, causal=True).eval()
+    mine = causal_as(True, TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)).eval()
     copy_parameters(theirs, mine)
     x = np.random.default_rng(4).standard_normal((2, 5, 8))
     with torch.no_grad():
@@ -310,7 +317,7 @@ def test_each_attention_mistake_differs_from_torch_in_the_attention_weights(cls)
     x = rng.standard_normal((3, 5, 8))
     attn = {}
     for kind in (MultiheadAttention, cls):
-        mine = kind(8, 2, batch_first=True, causal=True)
+        mine = causal_as(True, kind(8, 2, batch_first=True))
         copy_parameters(theirs, mine)
         out = mine.forward_in_list(x)
         with torch.no_grad():
