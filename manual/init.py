@@ -153,7 +153,7 @@ def layered_state(layers, init):
     normalisation weights 1 and biases 0, running means 0, variances 1, num_batches_tracked 0;
     init["values"] replace drawn values by name. RNN, LSTM and GRU draw as torch's reset_parameters:
     every parameter U(±1/√hidden_size), in named_parameters order, whatever the scheme (biases
-    zero with init.bias "zeros")."""
+    zero with init.bias "zeros"). MultiheadAttention and TransformerEncoderLayer: attention_default."""
     from .layered import Layered, walk
     from .rnn import RNNBase
     model = Layered(layers, np.float64)
@@ -163,6 +163,9 @@ def layered_state(layers, init):
         for name, module, _, _ in walk(model.layers):
             if isinstance(module, RNNBase):
                 state.update(recurrent_default(rng, name, module, init.get("bias") == "zeros"))
+            if type(module).__name__ in ATTENTION_DRAWN:
+                state.update(attention_default(rng, name, module, init))
+                continue
             if type(module).__name__ not in DRAWN:
                 continue
             w = state[f"{name}.weight"] = draw_weight(rng, init, module.weight.data.shape)
@@ -184,3 +187,32 @@ def recurrent_default(rng, name, module, zero_bias=False):
         value = rng.uniform(-bound, bound, p.data.shape)
         out[f"{name}.{pname}"] = np.zeros_like(value) if zero_bias and pname.startswith("bias") else value
     return out
+ATTENTION_DRAWN = ("MultiheadAttention", "TransformerEncoderLayer")
+
+
+def linear_state(rng, name, linear, init):
+    """{state name: array} of one Linear `name`, drawn as layered_state draws a Linear (the scheme's
+    weight, U(±1/√fan_in) bias or zeros with init.bias "zeros")."""
+    out = {f"{name}.weight": draw_weight(rng, init, linear.weight.data.shape)}
+    if linear.bias is not None:
+        bound = 1.0 / math.sqrt(linear.in_features)
+        bias = rng.uniform(-bound, bound, linear.bias.data.shape)
+        out[f"{name}.bias"] = np.zeros_like(bias) if init.get("bias") == "zeros" else bias
+    return out
+
+
+def attention_default(rng, name, module, init):
+    """{state name: array} of a MultiheadAttention `name` as torch initialises it, whatever the scheme
+    (its _reset_parameters): in_proj_weight xavier_uniform over (3E, E), U(±√(6 / 4E)); out_proj's
+    weight as its Linear's default, U(±1/√E); both biases zero. A TransformerEncoderLayer: its
+    self_attn so, then linear1 and linear2 as any Linear of the list (the scheme applies); its
+    norms keep weight 1 and bias 0."""
+    if type(module).__name__ == "TransformerEncoderLayer":
+        out = attention_default(rng, f"{name}.self_attn", module.self_attn, init)
+        for child in ("linear1", "linear2"):
+            out.update(linear_state(rng, f"{name}.{child}", getattr(module, child), init))
+        return out
+    e = module.embed_dim
+    in_bound, out_bound = math.sqrt(6.0 / (4 * e)), 1.0 / math.sqrt(e)
+    return {f"{name}.in_proj_weight": rng.uniform(-in_bound, in_bound, (3 * e, e)),
+            f"{name}.out_proj.weight": rng.uniform(-out_bound, out_bound, (e, e))}

@@ -10,18 +10,19 @@ the Residual itself (`module_names`).
 """
 import numpy as np
 
-from . import (activations, batchnorm, container, conv, dropout, flatten, modules, normalization, pooling, rnn,
-               sequence)
+from . import (activations, attention, batchnorm, container, conv, dropout, flatten, modules, normalization, pooling,
+               rnn, sequence, transformer)
 from .module import Module
 from .modules import substitute
 from .names import LAYER_REGISTRY
 
-_HOMES = (modules, conv, pooling, batchnorm, normalization, dropout, flatten, activations, container, rnn, sequence)
+_HOMES = (modules, conv, pooling, batchnorm, normalization, dropout, flatten, activations, container, rnn, sequence,
+          attention, transformer)
 # type -> manual's class of torch's name
 LAYER_CLASSES = {kind: next(getattr(m, e.cls) for m in _HOMES if hasattr(m, e.cls))
                  for kind, e in LAYER_REGISTRY.items()}
 TAKES_DTYPE = ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
-               "GroupNorm", "RNN", "LSTM", "GRU")
+               "GroupNorm", "RNN", "LSTM", "GRU", "MultiheadAttention", "TransformerEncoderLayer")
 
 
 def make_module(kind, args, dtype=np.float64, replace=None, *where):
@@ -29,7 +30,12 @@ def make_module(kind, args, dtype=np.float64, replace=None, *where):
     planted-mistake hook (manual.modules.substitute; `where`: the indices and name it answers to)."""
     cls = substitute(LAYER_CLASSES[kind], replace, *where)
     extra = {"dtype": dtype} if kind in TAKES_DTYPE else {}
-    return cls(**args, **extra)
+    own = LAYER_REGISTRY[kind].own  # the project's own arguments (e.g. causal): attributes, not torch's
+    module = cls(**{k: v for k, v in args.items() if k not in own}, **extra)
+    for key in own:
+        if key in args:
+            setattr(module, key, args[key])
+    return module
 
 
 def make_sequential(layers, dtype=np.float64, replace=None, prefix="layers"):

@@ -1,14 +1,16 @@
 """Losses in numpy, as torch.nn's loss modules: `forward(input, target)` returns the loss as a
-0-d array and caches what the gradient needs; `backward()` returns dE/dinput, shape (N, C).
+0-d array and caches what the gradient needs; `backward()` returns dE/dinput, the input's shape.
 
 `reduction` is torch's: "mean" averages the per-element (or, for cross_entropy and nll, the
 per-sample) losses, "sum" adds them; the seed's `half-sse` is Σ ½(t − o)², always summed.
-Targets are (N, C) arrays, except the class indices of cross_entropy and nll: (N,) integers.
+Targets are (N, C) arrays, except the class indices of cross_entropy and nll: (N,) integers
+(cross_entropy and nll also take torch's (N, C, d1, ...) inputs with (N, d1, ...) targets, and
+ignore_index).
 
 Arguments are keyword-only where torch's constructor has deprecated or unsupported arguments before
 them (`MSELoss(size_average, reduce, reduction)`): `MSELoss("sum")` would mean something else in
-torch, so here it is a TypeError rather than a silent difference. torch's `weight`,
-`ignore_index` and `pos_weight` are not supported. A loss is called as torch's, `loss(input,
+torch, so here it is a TypeError rather than a silent difference. torch's `weight`
+and `pos_weight` are not supported. A loss is called as torch's, `loss(input,
 target)` (the same as `forward`), and `backward()` gives dE/dinput.
 """
 import sys
@@ -144,58 +146,126 @@ class HuberLoss(Loss):
         return np.clip(d, -self.delta, self.delta) * norm
 
 
+def classes_last(x):
+    """An input of torch's class-axis layout as rows of classes: (C,) -> (1, C), (N, C) as it is,
+    (N, C, d1, ...) -> (N·d1·..., C) (the class axis moved last); undo with `classes_back`."""
+    if x.ndim == 1:
+        return x[None]
+    if x.ndim == 2:
+        return x
+    return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+
+
+def classes_back(rows, shape):
+    """The (M, C) rows of classes_last back in the layout of an input of `shape`."""
+    if len(shape) <= 2:
+        return rows.reshape(shape)
+    return np.moveaxis(rows.reshape((shape[0],) + tuple(shape[2:]) + (shape[1],)), -1, 1)
+
+
+def kept_indices(target, ignore_index, classes):
+    """(rows, classes) of the class-index targets (flattened) that count: those other than
+    ignore_index; a counted index outside [0, classes) is refused as torch refuses it."""
+    target = np.asarray(target).reshape(-1)
+    rows = np.flatnonzero(target != ignore_index)
+    kept = target[rows]
+    bad = kept[(kept < 0) | (kept >= classes)]
+    if bad.size:
+        raise IndexError(f"Target {bad[0]} is out of bounds.")
+    return rows, kept
+
+
+def reduce_counted(total, count, reduction):
+    """torch's reduction of a sum over `count` counted terms: total / count for "mean" (NaN when
+    nothing counts, as torch's 0 / 0), total for "sum"; in total's dtype."""
+    if reduction == "sum":
+        return total
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.divide(total, count, dtype=np.result_type(total))
+
+
+def per_term(count, reduction):
+    """d reduction / d each counted term: 1/count for "mean" (0 when nothing counts: torch's
+    gradient is then 0), 1 for "sum"."""
+    if reduction == "sum":
+        return 1.0
+    return 1.0 / count if count else 0.0
+
+
 class CrossEntropyLoss(Loss):
-    """torch.nn.CrossEntropyLoss from logits x (N, C), with class-index targets (N,) or probability
-    targets (N, C) — told apart as torch does, by the target's shape — and label_smoothing ε:
+    """torch.nn.CrossEntropyLoss from logits x (N, C) or (N, C, d1, ...) (or (C,), unbatched), with
+    class-index targets (N, d1, ...) or probability targets of x's shape — told apart as torch does,
+    by the target's shape — ignore_index and label_smoothing ε. With x as M rows of C classes (the
+    class axis moved last, M = N·d1·...):
 
-        log p = log_softmax(x, 1)                                stable log-sum-exp      (N, C)
-        t     = one_hot(target) or target;  t ← (1 − ε) t + ε / C                        (N, C)
-        e_n   = −Σ_c t_nc log p_nc;  E = mean over the N samples, or sum                 (N,)
-        grad_input = (p · Σ_c t_nc − t) · norm     norm = 1/N or 1                       (N, C)
+        log p = log_softmax(x) over the classes                  stable log-sum-exp      (M, C)
+        t     = one_hot(target) or target;  t ← (1 − ε) t + ε / C                        (M, C)
+                a row whose target is ignore_index: t = 0 (it contributes nothing)
+        e_m   = −Σ_c t_mc log p_mc;  E = Σ_m e_m / K for "mean", Σ_m e_m for "sum"
+        grad_input = (p · Σ_c t_mc − t) / K (or · 1)                                     x's shape
 
-    (Σ_c t_nc is 1 for one-hot or smoothed one-hot rows; torch does not require probability rows
-    to sum to 1, and neither does this.)
+    K is the number of rows that count: those whose target is not ignore_index (every row for
+    probability targets, which ignore_index does not apply to, as torch's). Every row ignored:
+    "mean" gives NaN, and a zero gradient, as torch. (Σ_c t_mc is 1 for one-hot or smoothed
+    one-hot rows; torch does not require probability rows to sum to 1, and neither does this.)
+    torch's `weight` is not supported.
     """
 
-    def __init__(self, *, reduction="mean", label_smoothing=0.0):
+    def __init__(self, *, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(reduction)
-        self.label_smoothing = label_smoothing
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
 
     def forward(self, input, target):
-        n, c = input.shape
-        logp = log_softmax(input, 1)  # (N, C)
-        if target.shape != input.shape:  # class indices (N,); probabilities have the input's shape
-            t = np.zeros_like(input)
-            t[np.arange(n), target] = 1.0  # one-hot, (N, C)
+        self.shape = input.shape
+        x = classes_last(input)
+        c = x.shape[1]
+        logp = log_softmax(x, 1)  # (M, C)
+        eps = self.label_smoothing
+        if target.shape != input.shape:  # class indices; probabilities have the input's shape
+            rows, kept = kept_indices(target, self.ignore_index, c)
+            t = np.zeros_like(x)
+            t[rows, kept] = 1.0 - eps  # one-hot, smoothed, on the rows that count
+            if eps:
+                t[rows] += eps / c
+            self.count = len(rows)
         else:
-            t = target
-        if self.label_smoothing:
-            t = t * (1.0 - self.label_smoothing) + self.label_smoothing / c
+            t = classes_last(target)
+            if eps:
+                t = t * (1.0 - eps) + eps / c
+            self.count = len(t)
         self.p, self.t = np.exp(logp), t
-        return _reduce(-(t * logp).sum(axis=1), self.reduction)
+        return reduce_counted(-(t * logp).sum(), self.count, self.reduction)
 
     def backward(self):
-        norm = _norm(len(self.t), self.reduction)
-        return (self.p * self.t.sum(axis=1, keepdims=True) - self.t) * norm
+        grad = (self.p * self.t.sum(axis=1, keepdims=True) - self.t) * per_term(self.count, self.reduction)
+        return classes_back(grad, self.shape)
 
 
 class NLLLoss(Loss):
-    """torch.nn.NLLLoss on log-probabilities x (N, C) with class-index targets y (N,):
+    """torch.nn.NLLLoss on log-probabilities x (N, C) or (N, C, d1, ...) (or (C,)) with class-index
+    targets y (N, d1, ...) and ignore_index; x as M rows of C classes (as CrossEntropyLoss's):
 
-        E = reduce(−x[n, y_n]) over the N samples;   grad_input = −one_hot(y) · norm    (N, C)
+        E = Σ_m −x[m, y_m] / K for "mean", the sum for "sum"     over the K rows with y_m ≠ ignore_index
+        grad_input = −one_hot(y) / K (or · 1), 0 on the ignored rows                     x's shape
+
+    Every row ignored: "mean" gives NaN and a zero gradient, as torch. `weight` is not supported.
     """
 
-    def __init__(self, *, reduction="mean"):
+    def __init__(self, *, ignore_index=-100, reduction="mean"):
         super().__init__(reduction)
+        self.ignore_index = ignore_index
 
     def forward(self, input, target):
-        self.shape, self.dtype, self.target = input.shape, input.dtype, target
-        return _reduce(-input[np.arange(len(target)), target], self.reduction)
+        self.shape, self.dtype = input.shape, input.dtype
+        x = classes_last(input)
+        self.rows, self.kept = kept_indices(target, self.ignore_index, x.shape[1])
+        self.m = x.shape
+        return reduce_counted(-x[self.rows, self.kept].sum(), len(self.rows), self.reduction)
 
     def backward(self):
-        grad = np.zeros(self.shape, self.dtype)
-        grad[np.arange(len(self.target)), self.target] = -_norm(len(self.target), self.reduction)
-        return grad
+        grad = np.zeros(self.m, self.dtype)
+        grad[self.rows, self.kept] = -per_term(len(self.rows), self.reduction)
+        return classes_back(grad, self.shape)
 
 
 class BCELoss(Loss):

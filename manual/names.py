@@ -90,9 +90,9 @@ LOSS_REGISTRY = {
     "l1": Entry("L1Loss", {"reduction": "mean"}),
     "smooth_l1": Entry("SmoothL1Loss", {"reduction": "mean", "beta": 1.0}),
     "huber": Entry("HuberLoss", {"reduction": "mean", "delta": 1.0}),
-    "cross_entropy": Entry("CrossEntropyLoss", {"reduction": "mean", "label_smoothing": 0.0, "target": "index"},
-                           own=("target",)),
-    "nll": Entry("NLLLoss", {"reduction": "mean"}),
+    "cross_entropy": Entry("CrossEntropyLoss", {"ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0,
+                                                "target": "index"}, own=("target",)),
+    "nll": Entry("NLLLoss", {"ignore_index": -100, "reduction": "mean"}),
     "bce": Entry("BCELoss", {"reduction": "mean"}),
     "bce_with_logits": Entry("BCEWithLogitsLoss", {"reduction": "mean"}),
 }
@@ -176,9 +176,20 @@ LAYER_REGISTRY = {
        if name != "identity"},
     "Softmax": Entry("Softmax", {"dim": None}),
     "LogSoftmax": Entry("LogSoftmax", {"dim": None}),
+    # self-attention in a list; `causal` (this project's): the causal mask (a position sees itself and
+    # the ones before it). A description must give batch_first = true and dropout = 0.
+    "MultiheadAttention": Entry("MultiheadAttention", {"embed_dim": REQUIRED, "num_heads": REQUIRED, "dropout": 0.0,
+                                                       "bias": True, "add_bias_kv": False, "add_zero_attn": False,
+                                                       "kdim": None, "vdim": None, "batch_first": False,
+                                                       "causal": False}, own=("causal",)),
+    "TransformerEncoderLayer": Entry("TransformerEncoderLayer", {
+        "d_model": REQUIRED, "nhead": REQUIRED, "dim_feedforward": 2048, "dropout": 0.1, "activation": "relu",
+        "layer_norm_eps": 1e-05, "batch_first": False, "norm_first": False, "bias": True, "causal": False},
+        own=("causal",)),
 }
 LAYER_INPUT = {"Linear": "in_features", "Conv1d": "in_channels", "Conv2d": "in_channels",
                "ConvTranspose2d": "in_channels", "BatchNorm1d": "num_features", "BatchNorm2d": "num_features",
-               "LayerNorm": "normalized_shape", "GroupNorm": "num_channels"}
+               "LayerNorm": "normalized_shape", "GroupNorm": "num_channels", "MultiheadAttention": "embed_dim",
+               "TransformerEncoderLayer": "d_model"}
 LAYER_INPUT.update({kind: "input_size" for kind in ("RNN", "LSTM", "GRU")})  # the last axis of (T, features)
 DROPOUT_LAYERS = ("Dropout", "Dropout2d")

@@ -63,6 +63,8 @@ LOSS_CASES = [
     ({"name": "cross_entropy", "target": "probability"}, ["tanh", "identity"]),
     ({"name": "cross_entropy", "target": "probability", "label_smoothing": 0.1}, ["silu", "identity"]),
     ("nll", ["tanh", "log_softmax"]),
+    ({"name": "cross_entropy", "ignore_index": 1, "label_smoothing": 0.1}, ["tanh", "identity"]),  # class 1 ignored
+    ({"name": "nll", "ignore_index": 0}, ["tanh", "log_softmax"]),
     ("bce", ["tanh", "sigmoid"]),
     ("bce", ["tanh", "softmax"]),
     ("bce_with_logits", ["leaky_relu", "identity"]),
@@ -126,7 +128,7 @@ def test_items_are_normalised_to_names_and_full_arguments():
     assert net["activation_args"] == [{"negative_slope": 0.01}, {"approximate": "none"},
                                       {"beta": 2.0, "threshold": 20.0}]
     assert net["loss"] == "cross_entropy"
-    assert net["loss_args"] == {"reduction": "sum", "label_smoothing": 0.0, "target": "index"}
+    assert net["loss_args"] == {"ignore_index": -100, "reduction": "sum", "label_smoothing": 0.0, "target": "index"}
     one = make_desc([2, 3, 2], {"name": "elu", "alpha": 0.5}, "mse")["network"]
     assert one["activation"] == ["elu", "elu"] and one["activation_args"] == [{"alpha": 0.5}] * 2
     assert one["loss_args"] == {"reduction": "mean"}
@@ -156,6 +158,8 @@ BAD = [
     ({"loss": {"name": "smooth_l1", "beta": -1}}, "network.loss.beta"),
     ({"loss": {"name": "cross_entropy", "label_smoothing": 1.5}}, "network.loss.label_smoothing"),
     ({"loss": {"name": "cross_entropy", "target": "soft"}}, "network.loss.target"),
+    ({"loss": {"name": "cross_entropy", "ignore_index": 1.5}}, "network.loss.ignore_index"),
+    ({"loss": {"name": "nll", "ignore_index": "none"}}, "network.loss.ignore_index"),
     ({"loss": {"name": "crossentropy"}}, "network.loss.name"),
     ({"loss": {"reduction": "sum"}}, "network.loss.name"),
     ({"loss": "bce", "activation": ["sigmoid", "relu"]}, "network.loss"),   # outputs outside [0, 1]

@@ -56,6 +56,8 @@ def argument(draw, name, key, default):
         return draw(st.sampled_from([c for c in spec.ARG_CHOICES[key] if c != "none" or key != "reduction"]))
     if key == "label_smoothing":
         return draw(st.floats(0.0, 0.5))
+    if key == "ignore_index":  # an integer no drawn target takes (a batch of ignored targets only is NaN;
+        return draw(st.sampled_from([-100, -1]))  # ignoring: tests/test_activations_losses.py, test_losses.py)
     if name == "softplus":  # β·x > threshold switches to x
         return draw(st.floats(1.0, 20.0) if key == "threshold" else st.floats(1 / 16, 2.0))
     return draw(st.floats(0.05, 2.0))  # slopes, alphas, betas, deltas: positive and moderate

@@ -331,7 +331,10 @@ def signature_problems(ours, theirs):
             theirs_default = their[p.name].default
             if not (_default(p.default) == _default(theirs_default) or (
                     isinstance(p.default, float) and isinstance(theirs_default, (int, float))
-                    and math.isclose(p.default, theirs_default))):
+                    and math.isclose(p.default, theirs_default)) or (
+                    # a function of torch's named by its name (TransformerEncoderLayer's activation="relu")
+                    isinstance(p.default, str) and callable(theirs_default)
+                    and theirs_default.__name__ == p.default)):
                 problems.append(f"{p.name}={p.default!r}, torch's {theirs_default!r}")
     return problems
 

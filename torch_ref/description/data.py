@@ -182,7 +182,7 @@ def _targets(y, n, network, field):
         for i, c in enumerate(y):
             if not is_int(c):
                 raise SpecError(f"{field}[{i}]", f"{loss} takes class indices: expected an integer{hint}, got {show(c)}")
-            if not 0 <= c < width:  # torch: "Target 3 is out of bounds."
+            if not 0 <= c < width and c != network["loss_args"].get("ignore_index"):  # torch: "Target 3 is out of bounds."
                 raise SpecError(f"{field}[{i}]", f"class index {c} is out of bounds for {width} outputs"
                                 f" (0 <= index < {width})")
         return

@@ -55,7 +55,8 @@ def _hyper_numbers(desc):
         for arg, v in args.items():
             if not isinstance(v, str):
                 yield (f"network.activation.{arg}" if one else f"network.activation[{k}].{arg}"), v
-    yield from ((f"network.loss.{arg}", v) for arg, v in net["loss_args"].items() if not isinstance(v, str))
+    yield from ((f"network.loss.{arg}", v) for arg, v in net["loss_args"].items()
+                if not isinstance(v, str) and arg != "ignore_index")  # a class index, never converted
     for section in ("optimizer", "scheduler", "clip"):
         for arg, v in (desc.get(section) or {}).items():
             if arg == "betas":

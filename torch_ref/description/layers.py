@@ -107,6 +107,8 @@ def _check_module(item, shape, field, dropout, name):
             raise SpecError(f"{field}.{key}", f"missing: {kind} requires it")
         if isinstance(value, float) and not math.isfinite(value):
             raise SpecError(f"{field}.{key}", f"must be finite, got {show(value)}")
+    if kind in ATTENTION:
+        _check_attention(kind, args, shape, field)
     return {"type": kind, **args}, _output_shape(kind, args, shape, field)
 
 
@@ -132,7 +134,7 @@ def _check_recurrent(kind, args, shape, field):
 def _input_size(kind, key, given, shape, field):
     """The input-size argument `key` of `kind` from the input shape (one sample); a given value
     that differs is refused with both shapes."""
-    if kind == "Linear" or kind in RECURRENT_TYPES:
+    if kind == "Linear" or kind in RECURRENT_TYPES or kind in ATTENTION:  # the features: the last axis
         inferred = shape[-1]
     elif kind == "LayerNorm":  # the whole sample, or as many trailing axes as given
         n = len(given) if isinstance(given, list) and given else 1 if is_int(given) else len(shape)
@@ -143,6 +145,41 @@ def _input_size(kind, key, given, shape, field):
         raise SpecError(f"{field}.{key}", f"{show(given)} does not fit the input: the previous module's output "
                                           f"has shape {list(shape)} per sample, so {key} = {show(inferred)}")
     return inferred
+
+
+ATTENTION = ("MultiheadAttention", "TransformerEncoderLayer")  # self-attention over (T, E) samples
+
+
+def _check_attention(kind, args, shape, field):
+    """What a layer list's self-attention needs that torch would not refuse: samples of (T, E),
+    batch first, no dropout (it would drop attention weights, which no handed mask reaches), the
+    heads dividing E, only the arguments manual/attention.py supports."""
+    heads, width = ("num_heads", "embed_dim") if kind == "MultiheadAttention" else ("nhead", "d_model")
+    if len(shape) != 2:
+        raise SpecError(field, f"{kind} takes samples of shape (T, E), a sequence of T positions of E features; "
+                               f"its input has shape {list(shape)} per sample")
+    if args["batch_first"] is not True:
+        raise SpecError(f"{field}.batch_first", f"{show(args['batch_first'])}: the samples are (N, T, features), "
+                                                "batch first: give batch_first = true")
+    if not is_int(args[heads]) or args[heads] < 1:
+        raise SpecError(f"{field}.{heads}", f"expected a positive integer, got {show(args[heads])}")
+    if args[width] % args[heads]:
+        raise SpecError(f"{field}.{heads}", f"{args[heads]} heads do not divide {width} = {args[width]} "
+                                            f"(each head takes {width} / {heads} features)")
+    if args["dropout"] != 0:
+        raise SpecError(f"{field}.dropout", f"{show(args['dropout'])}: give dropout = 0 (torch's dropout here "
+                                            "also drops attention weights, which no mask handed to both sides reaches; "
+                                            "torch's default is 0.1)")
+    if args["causal"] not in (True, False):
+        raise SpecError(f"{field}.causal", f"expected true or false, got {show(args['causal'])}")
+    fixed = {"add_bias_kv": False, "add_zero_attn": False, "kdim": None, "vdim": None} \
+        if kind == "MultiheadAttention" else {}
+    for key, only in fixed.items():
+        if args[key] != only and args[key] != (args[width] if key in ("kdim", "vdim") else only):
+            raise SpecError(f"{field}.{key}", f"{show(args[key])} is not supported: self-attention takes "
+                                              f"{key} = {show(only) if only is not None else 'its default'}")
+    if kind == "TransformerEncoderLayer" and args["activation"] not in ("relu", "gelu"):
+        raise SpecError(f"{field}.activation", f"expected \"relu\" or \"gelu\", got {show(args['activation'])}")
 
 
 def _output_shape(kind, args, shape, field):

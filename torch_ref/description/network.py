@@ -72,6 +72,10 @@ def _argument(name, key, value, field):
         if value == "none" and key == "reduction":
             raise SpecError(field, 'reduction "none" gives no scalar loss to backpropagate; use "mean" or "sum"')
         return choice(value, ARG_CHOICES[key], field)
+    if key == "ignore_index":  # a class index that contributes nothing (torch's default -100)
+        if not is_int(value) or abs(value) > 2 ** 63 - 1:
+            raise SpecError(field, f"expected an integer (a class index whose targets are ignored), got {show(value)}")
+        return value
     value = number(value, field)
     if key == "label_smoothing" and not 0.0 <= value <= 1.0:  # torch's own check
         raise SpecError(field, f"label_smoothing must be between 0.0 and 1.0, got {value}")

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from manual.names import LAYER_REGISTRY
+from . import attention
 
 from .recurrent import RECURRENT, LastStep, Recurrent
 
@@ -56,9 +57,10 @@ def make_module(layer, factory):
         return RECURRENT[kind](**args, **factory)
     if kind == "LastStep":
         return LastStep()
-    cls = getattr(nn, LAYER_REGISTRY[kind].cls)
+    # self-attention: the twin's subclasses (forward(x), the causal mask, the weights kept)
+    cls = getattr(attention if kind in attention.SELF_ATTENTION else nn, LAYER_REGISTRY[kind].cls)
     takes_factory = kind in ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d",
-                             "LayerNorm", "GroupNorm")
+                             "LayerNorm", "GroupNorm", "MultiheadAttention", "TransformerEncoderLayer")
     return cls(**args, **(factory if takes_factory else {}))
 
 
