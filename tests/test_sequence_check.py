@@ -355,14 +355,14 @@ def _planted(base, cell_base, **methods):
 
 def _swap_input_and_forget(self, a, hid):
     """LSTM gates in another order: i and f exchanged after activation."""
-    from manual.rnn_cells import LSTMCell
+    from manual.rnn_cells import LSTMTimeLoop as LSTMCell
     LSTMCell.activate(self, a, hid)
     a[:, :2 * hid] = np.concatenate([a[:, hid:2 * hid], a[:, :hid]], axis=1)
 
 
 def _mistakes():
     from manual import rnn
-    from manual.rnn_cells import LSTMCell, RNNCell
+    from manual.rnn_cells import LSTMTimeLoop as LSTMCell, RNNTimeLoop as RNNCell
     return [  # (id, kind, planted class, stage, tensor, where: the start of `at`)
         ("gate-order", "LSTM", _planted(rnn.LSTM, LSTMCell, activate=_swap_input_and_forget),
          "forward", "layers.0.h", "h at t = 0, layer 0, direction 0,"),
