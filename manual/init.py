@@ -146,10 +146,20 @@ def _scheme_tensor(rng, init, shape, fan_in, fan_out):
 DRAWN = ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d")  # torch draws these modules' parameters
 
 
+def embedding_weight(rng, shape, padding_idx):
+    """torch.nn.Embedding's reset_parameters: N(0, 1), the padding row zero (whatever the scheme,
+    which is for the weights of Linear and the convolutions)."""
+    w = rng.standard_normal(shape)
+    if padding_idx is not None:
+        w[padding_idx] = 0.0
+    return w
+
+
 def layered_state(layers, init):
     """The initial state_dict of a layer list (manual/layered.py), in torch's order: each Linear and
     convolution's weight then bias drawn module by module from numpy's generator init["seed"]
     (torch's reset_parameters: U(±1/√fan_in) for both; a scheme for the weight; init.bias "zeros"),
+    an Embedding's weight N(0, 1) with its padding row zero,
     normalisation weights 1 and biases 0, running means 0, variances 1, num_batches_tracked 0;
     init["values"] replace drawn values by name."""
     from .layered import Layered, walk
@@ -158,6 +168,9 @@ def layered_state(layers, init):
     state = {name: np.array(value, dtype=value.dtype) for name, value in model.named_state()}
     if "seed" in init:
         for name, module, _, _ in walk(model.layers):
+            if type(module).__name__ == "Embedding":
+                state[f"{name}.weight"] = embedding_weight(rng, module.weight.data.shape, module.padding_idx)
+                continue
             if type(module).__name__ not in DRAWN:
                 continue
             w = state[f"{name}.weight"] = draw_weight(rng, init, module.weight.data.shape)

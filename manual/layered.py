@@ -10,17 +10,17 @@ the Residual itself (`module_names`).
 """
 import numpy as np
 
-from . import activations, batchnorm, container, conv, dropout, flatten, modules, normalization, pooling
+from . import activations, batchnorm, container, conv, dropout, embedding, flatten, modules, normalization, pooling
 from .module import Module
 from .modules import substitute
 from .names import LAYER_REGISTRY
 
-_HOMES = (modules, conv, pooling, batchnorm, normalization, dropout, flatten, activations, container)
+_HOMES = (modules, conv, pooling, batchnorm, normalization, dropout, flatten, activations, container, embedding)
 # type -> manual's class of torch's name
 LAYER_CLASSES = {kind: next(getattr(m, e.cls) for m in _HOMES if hasattr(m, e.cls))
                  for kind, e in LAYER_REGISTRY.items()}
 TAKES_DTYPE = ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
-               "GroupNorm")
+               "GroupNorm", "Embedding")
 
 
 def make_module(kind, args, dtype=np.float64, replace=None, *where):

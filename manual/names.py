@@ -164,6 +164,9 @@ LAYER_REGISTRY = {
     "Unflatten": Entry("Unflatten", {"dim": REQUIRED, "unflattened_size": REQUIRED}),
     "Identity": Entry("Identity"),
     "Residual": Entry("Residual", {"layers": REQUIRED}, torch=False),
+    "Embedding": Entry("Embedding", {"num_embeddings": REQUIRED, "embedding_dim": REQUIRED, "padding_idx": None,
+                                     "max_norm": None, "norm_type": 2.0, "scale_grad_by_freq": False,
+                                     "sparse": False}),
     **{entry.cls: Entry(entry.cls, dict(entry.args)) for name, entry in ACTIVATION_REGISTRY.items()
        if name != "identity"},
     "Softmax": Entry("Softmax", {"dim": None}),

@@ -52,7 +52,7 @@ def make_module(layer, factory):
         return MaskedDropout(args["p"], channels=kind == "Dropout2d")
     cls = getattr(nn, LAYER_REGISTRY[kind].cls)
     takes_factory = kind in ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d",
-                             "LayerNorm", "GroupNorm")
+                             "LayerNorm", "GroupNorm", "Embedding")
     return cls(**args, **(factory if takes_factory else {}))
 
 
