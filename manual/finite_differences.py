@@ -23,6 +23,7 @@ scale of E and its third derivative. The step actually taken is (p + h) − p, e
 """
 import numpy as np
 
+from .embedding import TimeSteps
 from .layered import Layered
 from .losses import make_loss
 from .modules import MLP
@@ -47,7 +48,7 @@ class NetworkLoss:
             self.model.set_masks(masks)
         else:
             self.model = MLP(net["sizes"], net["activation"], net["bias"], np.float64, net.get("activation_args"))
-        self.loss_fn = make_loss(net["loss"], net.get("loss_args"))
+        self.loss_fn = TimeSteps(make_loss(net["loss"], net.get("loss_args")))  # (N, T, C): every time step
         self.params = {name: p.data for name, p in self.model.named_parameters()}  # views, perturbed in place
         self.buffers = dict(self.model.named_buffers())  # the live arrays (updated in place by a forward)
         self.saved = {}
@@ -76,7 +77,9 @@ def central_differences(desc, state, x, y, names, masks=None):
     since the gradients they are compared with are the clipped ones."""
     loss = NetworkLoss(desc, masks)
     loss.load_state_dict(state)
-    x, y = np.asarray(x, np.float64), np.asarray(y)
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype.kind != "i":  # token ids stay integers (they are not perturbed: only parameters are)
+        x = x.astype(np.float64)
     if y.dtype.kind == "f":  # class-index targets stay integers
         y = y.astype(np.float64)
     grads, passes = {}, 0
