@@ -20,11 +20,15 @@ Step size, per element: h = eps^(1/3) · max(1, |p|) (eps = 2.2e-16, so h ≈ 6e
 step that balances the truncation error of the central difference, h²·|E'''|/6, against the
 rounding error of the two evaluations, eps·|E|/h; both are then about eps^(2/3) ≈ 4e-11 times the
 scale of E and its third derivative. The step actually taken is (p + h) − p, exactly representable.
+
+Only parameters are perturbed: integer token ids (an Embedding's input) have no neighbours. An
+Embedding's padding row is looked up like any other, so the loss depends on it, but torch defines
+its gradient as zero: its differences are set to zero, the gradient the padding row is given.
 """
 import numpy as np
 
 from .embedding import TimeSteps
-from .layered import Layered
+from .layered import Layered, walk
 from .losses import make_loss
 from .modules import MLP
 
@@ -59,6 +63,14 @@ class NetworkLoss:
         for name, data in self.buffers.items():
             data[...] = state[name]
         self.saved = {name: data.copy() for name, data in self.buffers.items()}
+
+    def padding_rows(self):
+        """(weight name, padding_idx) of every Embedding with a padding row: its row is looked up, so
+        the loss depends on it, but by torch's definition it receives no gradient."""
+        if not isinstance(self.model, Layered):
+            return []
+        return [(f"{name}.weight", m.padding_idx) for name, m, _, _ in walk(self.model.layers)
+                if getattr(m, "padding_idx", None) is not None and type(m).__name__ == "Embedding"]
 
     def __call__(self, x, y):
         try:
@@ -100,6 +112,9 @@ def central_differences(desc, state, x, y, names, masks=None):
             gflat[i] = (e_plus - e_minus) / (h_plus + h_minus)
             passes += 2
         grads[name] = g
+    for name, row in loss.padding_rows():  # torch's definition: no gradient, though the loss reads the row
+        if name in grads:
+            grads[name][row] = 0.0
     if desc.get("clip"):
         clip_grads(grads, desc["clip"])
     return grads, passes
