@@ -11,7 +11,8 @@ inferred from the previous module's output shape; given and inconsistent, it is 
 `network.layers[i].field` and both shapes. `Residual` (x + body(x)) holds its own `layers`.
 
 Shapes are propagated module by module through the manual engine's own module on a batch of two
-zero samples (numpy: the formulas are torch's, and no torch is imported before a run), so an
+zero samples (numpy: the formulas are torch's, and no torch is imported before a run; an Embedding,
+always first, gets int64 zeros, a valid token id), so an
 argument torch would refuse (a kernel larger than its padded input, groups that do not divide the
 channels...) is refused here, naming the module's field. The normalised layers carry every
 argument (defaults and inferred sizes filled in) and are what both sides build.
