@@ -31,7 +31,8 @@ def normalised_padding_idx(padding_idx, num_embeddings):
 
 class Embedding(Module):
     """torch.nn.Embedding(num_embeddings, embedding_dim, padding_idx=None, max_norm=None,
-    norm_type=2.0, scale_grad_by_freq=False, sparse=False, device=None, dtype=None).
+    norm_type=2.0, scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None,
+    dtype=None).
 
     weight (num_embeddings, embedding_dim); manual.init draws it N(0, 1) with the padding row zero,
     as torch's reset_parameters (here it starts at zero, as every manual module's parameters).
@@ -39,11 +40,12 @@ class Embedding(Module):
     counts from the end, as torch's). scale_grad_by_freq: each row's gradient divided by how often
     its token occurs in the batch, as torch's. Not offered: max_norm (torch renormalises the
     looked-up rows in place during forward) and sparse (a sparse gradient): both must keep torch's
-    default. dtype: None is float64 (torch's default is float32).
+    default. _weight: the initial weight (copied), _freeze: not trained, as torch's (what
+    Embedding.from_pretrained passes). dtype: None is float64 (torch's default is float32).
     """
 
     def __init__(self, num_embeddings, embedding_dim, padding_idx=None, max_norm=None, norm_type=2.0,
-                 scale_grad_by_freq=False, sparse=False, device=None, dtype=None):
+                 scale_grad_by_freq=False, sparse=False, _weight=None, _freeze=False, device=None, dtype=None):
         _check_device(device)
         if max_norm is not None:
             raise ValueError("max_norm is not offered: torch renormalises the looked-up rows of the weight in place"
@@ -54,7 +56,11 @@ class Embedding(Module):
         self.padding_idx = normalised_padding_idx(padding_idx, num_embeddings)
         self.max_norm, self.norm_type = max_norm, norm_type
         self.scale_grad_by_freq, self.sparse = scale_grad_by_freq, sparse
-        self.weight = Parameter(np.zeros((num_embeddings, embedding_dim), np.float64 if dtype is None else dtype))
+        shape, dtype = (num_embeddings, embedding_dim), np.float64 if dtype is None else dtype
+        if _weight is not None and np.shape(_weight) != shape:
+            raise ValueError(f"Shape of weight does not match num_embeddings and embedding_dim: {np.shape(_weight)}")
+        data = np.zeros(shape, dtype) if _weight is None else np.array(_weight, dtype)
+        self.weight = Parameter(data, requires_grad=not _freeze)
 
     def forward(self, input):
         """weight[input]: (*input.shape, embedding_dim). `input` must be integers in
@@ -71,6 +77,8 @@ class Embedding(Module):
     def backward(self, grad_output, input_grad=True):
         """Accumulates grad_weight (the scatter-add of grad_output's rows onto their tokens' rows);
         returns None: integer token ids have no gradient."""
+        if not self.weight.requires_grad:  # _freeze: no gradient at all
+            return None
         ids = self.input.reshape(-1)
         rows = grad_output.reshape(-1, self.embedding_dim)
         grad = np.zeros_like(self.weight.data)

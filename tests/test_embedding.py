@@ -96,6 +96,13 @@ def test_embedding_refuses_what_torch_refuses_or_is_not_offered(kwargs, error):
         Embedding(5, 2, **kwargs)
 
 
+def test_a_given_frozen_weight_is_used_and_gets_no_gradient():
+    w = np.arange(6.0).reshape(3, 2)
+    mine = Embedding(3, 2, _weight=w, _freeze=True)
+    assert np.array_equal(mine(np.array([[2, 0]])), w[[[2, 0]]]) and not mine.weight.data is w
+    assert mine.backward(np.ones((1, 2, 2))) is None and mine.weight.grad is None and mine.parameters() == []
+
+
 @pytest.mark.parametrize("x,error", [(np.zeros((2, 3)), TypeError), (np.array([[0, 5]]), IndexError),
                                      (np.array([[-1, 0]]), IndexError)])
 def test_embedding_refuses_inputs_torch_refuses(x, error):
