@@ -2,6 +2,7 @@
 import numpy as np
 
 from .images import IMAGE_CLASSES, images
+from .sequences import sequence
 
 
 def class_index_targets(network):
@@ -85,8 +86,12 @@ def dataset(desc):
     (manual/images.py): x (n, *network.input_shape) for the layer-list form, flattened to
     (n, C·H·W) for the MLP form; their class labels as indices for class-index losses, one-hot
     rows otherwise (the description checks that the classes are the network's outputs).
+    Sequences (manual/sequences.py): adding's x (n, T, 2) and y (n, 1); copy's and chars' token
+    ids x (n, T) int64 and class indices per time step y (n, T) int64.
     """
     data, net = desc["data"], desc["network"]
+    if "sequence" in data:  # manual/sequences.py: chars cut into batch_size streams
+        return sequence(**data["sequence"], streams=data["batch_size"])
     if "images" in data:
         i = data["images"]
         x, labels = images(i["name"], i["n"], i["size"], i["channels"], i["noise"], i["seed"])
@@ -106,9 +111,9 @@ def dataset(desc):
 
 
 def _as_run(desc, x, y, dtype):
-    """(x, y) in the run's dtype (class indices stay int64), each sample of a layer list shaped as
-    its first module takes it."""
-    x, y = x.astype(dtype), (y if y.dtype.kind == "i" else y.astype(dtype))
+    """(x, y) in the run's dtype (class indices and token ids stay int64), each sample of a layer
+    list shaped as its first module takes it."""
+    x, y = (x if x.dtype.kind == "i" else x.astype(dtype)), (y if y.dtype.kind == "i" else y.astype(dtype))
     if "input_shape" in desc["network"]:
         x = x.reshape((len(x), *desc["network"]["input_shape"]))
     return x, y

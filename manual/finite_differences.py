@@ -20,10 +20,15 @@ Step size, per element: h = eps^(1/3) · max(1, |p|) (eps = 2.2e-16, so h ≈ 6e
 step that balances the truncation error of the central difference, h²·|E'''|/6, against the
 rounding error of the two evaluations, eps·|E|/h; both are then about eps^(2/3) ≈ 4e-11 times the
 scale of E and its third derivative. The step actually taken is (p + h) − p, exactly representable.
+
+Only parameters are perturbed: integer token ids (an Embedding's input) have no neighbours. An
+Embedding's padding row is looked up like any other, so the loss depends on it, but torch defines
+its gradient as zero: its differences are set to zero, the gradient the padding row is given.
 """
 import numpy as np
 
-from .layered import Layered
+from .embedding import TimeSteps
+from .layered import Layered, walk
 from .losses import make_loss
 from .modules import MLP
 
@@ -47,7 +52,7 @@ class NetworkLoss:
             self.model.set_masks(masks)
         else:
             self.model = MLP(net["sizes"], net["activation"], net["bias"], np.float64, net.get("activation_args"))
-        self.loss_fn = make_loss(net["loss"], net.get("loss_args"))
+        self.loss_fn = TimeSteps(make_loss(net["loss"], net.get("loss_args")))  # (N, T, C): every time step
         self.params = {name: p.data for name, p in self.model.named_parameters()}  # views, perturbed in place
         self.buffers = dict(self.model.named_buffers())  # the live arrays (updated in place by a forward)
         self.saved = {}
@@ -58,6 +63,14 @@ class NetworkLoss:
         for name, data in self.buffers.items():
             data[...] = state[name]
         self.saved = {name: data.copy() for name, data in self.buffers.items()}
+
+    def padding_rows(self):
+        """(weight name, padding_idx) of every Embedding with a padding row: its row is looked up, so
+        the loss depends on it, but by torch's definition it receives no gradient."""
+        if not isinstance(self.model, Layered):
+            return []
+        return [(f"{name}.weight", m.padding_idx) for name, m, _, _ in walk(self.model.layers)
+                if getattr(m, "padding_idx", None) is not None and type(m).__name__ == "Embedding"]
 
     def __call__(self, x, y):
         try:
@@ -76,7 +89,9 @@ def central_differences(desc, state, x, y, names, masks=None):
     since the gradients they are compared with are the clipped ones."""
     loss = NetworkLoss(desc, masks)
     loss.load_state_dict(state)
-    x, y = np.asarray(x, np.float64), np.asarray(y)
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype.kind != "i":  # token ids stay integers (they are not perturbed: only parameters are)
+        x = x.astype(np.float64)
     if y.dtype.kind == "f":  # class-index targets stay integers
         y = y.astype(np.float64)
     grads, passes = {}, 0
@@ -97,6 +112,9 @@ def central_differences(desc, state, x, y, names, masks=None):
             gflat[i] = (e_plus - e_minus) / (h_plus + h_minus)
             passes += 2
         grads[name] = g
+    for name, row in loss.padding_rows():  # torch's definition: no gradient, though the loss reads the row
+        if name in grads:
+            grads[name][row] = 0.0
     if desc.get("clip"):
         clip_grads(grads, desc["clip"])
     return grads, passes

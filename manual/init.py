@@ -146,10 +146,20 @@ def _scheme_tensor(rng, init, shape, fan_in, fan_out):
 DRAWN = ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d")  # torch draws these modules' parameters
 
 
+def embedding_weight(rng, shape, padding_idx):
+    """torch.nn.Embedding's reset_parameters: N(0, 1), the padding row zero (whatever the scheme,
+    which is for the weights of Linear and the convolutions)."""
+    w = rng.standard_normal(shape)
+    if padding_idx is not None:
+        w[padding_idx] = 0.0
+    return w
+
+
 def layered_state(layers, init):
     """The initial state_dict of a layer list (manual/layered.py), in torch's order: each Linear and
     convolution's weight then bias drawn module by module from numpy's generator init["seed"]
     (torch's reset_parameters: U(±1/√fan_in) for both; a scheme for the weight; init.bias "zeros"),
+    an Embedding's weight N(0, 1) with its padding row zero,
     normalisation weights 1 and biases 0, running means 0, variances 1, num_batches_tracked 0;
     init["values"] replace drawn values by name. RNN, LSTM and GRU draw as torch's reset_parameters:
     every parameter U(±1/√hidden_size), in named_parameters order, whatever the scheme (biases
@@ -165,6 +175,8 @@ def layered_state(layers, init):
                 state.update(recurrent_default(rng, name, module, init.get("bias") == "zeros"))
             if type(module).__name__ in ATTENTION_DRAWN:
                 state.update(attention_default(rng, name, module, init))
+            if type(module).__name__ == "Embedding":
+                state[f"{name}.weight"] = embedding_weight(rng, module.weight.data.shape, module.padding_idx)
                 continue
             if type(module).__name__ not in DRAWN:
                 continue

@@ -10,19 +10,19 @@ the Residual itself (`module_names`).
 """
 import numpy as np
 
-from . import (activations, attention, batchnorm, container, conv, dropout, flatten, modules, normalization, pooling,
-               rnn, sequence, transformer)
+from . import (activations, attention, batchnorm, container, conv, dropout, embedding, flatten, modules,
+               normalization, pooling, rnn, sequence, transformer)
 from .module import Module
 from .modules import substitute
 from .names import LAYER_REGISTRY
 
 _HOMES = (modules, conv, pooling, batchnorm, normalization, dropout, flatten, activations, container, rnn, sequence,
-          attention, transformer)
+          attention, transformer, embedding)
 # type -> manual's class of torch's name
 LAYER_CLASSES = {kind: next(getattr(m, e.cls) for m in _HOMES if hasattr(m, e.cls))
                  for kind, e in LAYER_REGISTRY.items()}
 TAKES_DTYPE = ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d", "LayerNorm",
-               "GroupNorm", "RNN", "LSTM", "GRU", "MultiheadAttention", "TransformerEncoderLayer")
+               "GroupNorm", "RNN", "LSTM", "GRU", "MultiheadAttention", "TransformerEncoderLayer", "Embedding")
 
 
 def make_module(kind, args, dtype=np.float64, replace=None, *where):

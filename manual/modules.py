@@ -89,7 +89,7 @@ class Linear(Module):
 
     bias: a bool, as torch's (False: no bias, `self.bias` is None). dtype: None is float64
     (torch's default is float32). The parameters start at zero (torch draws them at random):
-    manual.init or load_state_dict sets them. Inputs are batched, (N, in).
+    manual.init or load_state_dict sets them. Inputs are batched, (N, in), or (N, *, in) as torch's.
     """
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
@@ -112,10 +112,11 @@ class Linear(Module):
     def backward(self, grad_output, input_grad=True):
         """Accumulates grad_W (and grad_b when the bias is trained); returns grad_x, or None when
         `input_grad` is False (the network's input needs none, and it would cost a third of the
-        layer's work)."""
-        g, x = grad_output, self.x
-        if g.ndim > 2:  # (N, *, out), as torch's Linear takes (*, in): every leading axis a sample's
-            g, x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+        layer's work). Inputs (N, *, in), as torch's (a Linear over every time step of a
+        sequence), are summed over every leading position, flattened to (N·…, in)."""
+        x, g = self.x, grad_output
+        if x.ndim != 2:
+            x, g = x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1])
         self.weight.accumulate_matmul(g.T, x)  # (out, in)
         if self.bias is not None and self.bias.requires_grad:
             self.bias.accumulate(g.sum(axis=0))  # (out,)

@@ -172,6 +172,9 @@ LAYER_REGISTRY = {
     "LSTM": Entry("LSTM", {**_RECURRENT, "proj_size": 0}),
     "GRU": Entry("GRU", dict(_RECURRENT)),
     "LastStep": Entry("LastStep", torch=False),
+    "Embedding": Entry("Embedding", {"num_embeddings": REQUIRED, "embedding_dim": REQUIRED, "padding_idx": None,
+                                     "max_norm": None, "norm_type": 2.0, "scale_grad_by_freq": False,
+                                     "sparse": False}),
     **{entry.cls: Entry(entry.cls, dict(entry.args)) for name, entry in ACTIVATION_REGISTRY.items()
        if name != "identity"},
     "Softmax": Entry("Softmax", {"dim": None}),

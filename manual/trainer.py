@@ -2,6 +2,7 @@
 
     load_state_dict(state)  state: {"layers.{k}.weight": (out, in), "layers.{k}.bias": (out,) or ()}
     train_step(x, y) -> {"output": (N, C), "loss": float,          forward pass, before the update
+                                                               ((N, T, C) per time step, y (N, T))
                          "deltas": {"layers.{k}": (N, out)},       dE/dnet_k, before the update
                          "grads": {name: array},                   before the update, after clipping
                          "optimizer_state": {"{name}.{buffer}": array}, after the update
@@ -23,11 +24,18 @@ nn.Sequential names (`layers.0.weight`, `layers.1.running_mean`, `layers.4.body.
 import numpy as np
 
 from .clip_grad import clip_grad_norm_, clip_grad_value_
+from .embedding import TimeSteps
 from .losses import make_loss
 from .lr_scheduler import SCHEDULERS
 from .layered import Layered
 from .modules import MLP, substitute
 from .optim import OPTIMIZERS
+
+
+def over_time_steps(loss, network):
+    """The loss over every time step (embedding.TimeSteps: (N, T, C) flattened to (N·T, C)) where the
+    network's output is (T, C) per sample; otherwise the loss itself."""
+    return TimeSteps(loss) if len(network.get("output_shape", ())) == 2 else loss
 
 
 class Trainer:
@@ -47,7 +55,7 @@ class Trainer:
         else:
             self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, net.get("activation_args"),
                              replace)
-        self.loss_fn = make_loss(net["loss"], net.get("loss_args"), replace)
+        self.loss_fn = over_time_steps(make_loss(net["loss"], net.get("loss_args"), replace), net)
         self.params = dict(self.model.named_parameters())
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
         self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]

@@ -1,5 +1,5 @@
-"""The [data] section of a description: explicit samples, random ones, a toy set or an image set,
-and their order (batch_size, shuffle, drop_last); targets that fit the loss, refused where torch
+"""The [data] section of a description: explicit samples, random ones, a toy set, an image set or
+a sequence set (sequences.py), and their order (batch_size, shuffle, drop_last); targets that fit the loss, refused where torch
 would refuse them."""
 import importlib.util
 
@@ -8,10 +8,11 @@ from ..errors import SpecError, field_key, show
 from .fits import class_index_targets
 from .names import IMAGE_SETS, TOY_SETS
 from .checks import choice, get, integer, is_int, matrix, number, table
+from .sequences import check_sequence, token_inputs
 
 
 def check_data(t, network):
-    """Samples (explicit, random, a toy set or an image set) and their order: batch_size, shuffle,
+    """Samples (explicit, random, a toy set, an image set or a sequence set) and their order: batch_size, shuffle,
     drop_last; holdout = m keeps the last m samples out of training (the evaluation pass's batch)."""
     order = {"shuffle": t.get("shuffle", False), "shuffle_seed": t.get("shuffle_seed", 0),
              "drop_last": t.get("drop_last", False)}
@@ -19,17 +20,19 @@ def check_data(t, network):
         if not isinstance(order[key], bool):
             raise SpecError(f"data.{key}", f"expected true or false, got {show(order[key])}")
     integer(order["shuffle_seed"], "data.shuffle_seed", 0)
-    drawn = [k for k in ("toy", "images") if k in t]
+    drawn = [k for k in ("toy", "images", "sequence") if k in t]
     if drawn:
         if len(drawn) > 1 or "x" in t or "y" in t or "random" in t:
-            raise SpecError("data", "give one of explicit x and y, random, toy or images")
-        kind = drawn[0]
-        data = {kind: (_toy if kind == "toy" else check_images)(t[kind], network),
-                "batch_size": t.get("batch_size", 1)}
-        integer(data["batch_size"], "data.batch_size", 1)
+            raise SpecError("data", "give one of explicit x and y, random, toy, images or sequence")
+        kind, batch_size = drawn[0], t.get("batch_size", 1)
+        integer(batch_size, "data.batch_size", 1)
+        data = {kind: (check_sequence(t[kind], network, batch_size) if kind == "sequence" else
+                       (_toy if kind == "toy" else check_images)(t[kind], network)),
+                "batch_size": batch_size}
     else:
         data = _samples({k: v for k, v in t.items() if k not in order}, network)
-    n = next((data[k]["n"] for k in ("toy", "images", "random") if k in data), None)
+    _sequence_network(network, data)
+    n = next((data[k]["n"] for k in ("toy", "images", "sequence", "random") if k in data), None)
     n = len(data["x"]) if n is None else n
     if "holdout" in t:  # the last `holdout` samples: the evaluation pass's batch, never trained on
         data["holdout"] = integer(t["holdout"], "data.holdout", 1)
@@ -39,6 +42,20 @@ def check_data(t, network):
     if order["drop_last"] and n < data["batch_size"]:
         raise SpecError("data.drop_last", f"{n} samples and batch_size {data['batch_size']}: no full batch to keep")
     return {**data, **order}
+
+
+def _sequence_network(network, data):
+    """A network that takes token ids (an Embedding first) or gives an output per time step
+    ((T, C) per sample) needs a token set of data.sequence (copy or chars), which checks the rest."""
+    if "layers" not in network or data.get("sequence", {}).get("name") in ("copy", "chars"):
+        return
+    if token_inputs(network):
+        raise SpecError("network.layers[0].type", "an Embedding takes integer token ids: give data.sequence ="
+                                                  " {name = \"copy\"} or {name = \"chars\"}")
+    if len(network["output_shape"]) != 1:
+        raise SpecError("network.layers", f"the last module's output has shape {network['output_shape']} per sample;"
+                                          " the loss over every time step needs targets per time step (data.sequence"
+                                          " copy or chars); otherwise end with (C,) per sample")
 
 
 def _toy(t, network):

@@ -114,8 +114,8 @@ def memory_estimate(desc, record=False):
     data.batch_size a batch's activations, run.steps the per-iteration history (with `record`)."""
     sizes, data = desc["network"]["sizes"], desc["data"]
     n_params = sum(a * b + b for a, b in zip(sizes, sizes[1:]))
-    if "toy" in data or "images" in data:
-        kind = "toy" if "toy" in data else "images"
+    kind = next((k for k in ("toy", "images", "sequence") if k in data), None)
+    if kind:
         n, where = data[kind]["n"], f"data.{kind}.n"
     elif "random" in data:
         n, where = data["random"]["n"], "data.random.n"

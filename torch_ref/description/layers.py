@@ -14,7 +14,8 @@ batch-first (the data are (N, T, features)), with dropout and proj_size 0 (`_che
 LastStep takes the last time step.
 
 Shapes are propagated module by module through the manual engine's own module on a batch of two
-zero samples (numpy: the formulas are torch's, and no torch is imported before a run), so an
+zero samples (numpy: the formulas are torch's, and no torch is imported before a run; an Embedding,
+always first, gets int64 zeros, a valid token id), so an
 argument torch would refuse (a kernel larger than its padded input, groups that do not divide the
 channels...) is refused here, naming the module's field. The normalised layers carry every
 argument (defaults and inferred sizes filled in) and are what both sides build.
@@ -42,11 +43,14 @@ def check_layers(t, loss_item):
                                                f"(C, L) or (C, H, W)), got {show(shape)}")
     dropout = {}
     layers, out = _check_list(get(t, "network", "layers"), tuple(shape), "network.layers", dropout)
-    if len(out) != 1:
+    per_step = len(out) == 2 and (loss_item["loss"] == "nll" or (loss_item["loss"] == "cross_entropy" and
+                                                                 loss_item["loss_args"]["target"] == "index"))
+    if len(out) != 1 and not per_step:  # (T, C): class indices per time step, the loss over every step
         raise SpecError("network.layers", f"the last module's output has shape {list(out)} per sample; the loss "
-                                          "takes (N, C): end with Flatten and Linear, say")
+                                          "takes (N, C) (or (N, T, C) with class indices per time step): end with"
+                                          " Flatten and Linear, say")
     return {"input_shape": list(shape), "layers": layers, "output_shape": list(out),
-            "sizes": [math.prod(shape), out[0]], "dropout": dropout, **loss_item}
+            "sizes": [math.prod(shape), out[-1]], "dropout": dropout, **loss_item}
 
 
 def module_types(layers, prefix="layers"):
@@ -67,6 +71,9 @@ def _check_list(items, shape, field, dropout, prefix="layers"):
         raise SpecError(field, f"{len(items)} modules; at most {MAX_LAYERS}")
     out = []
     for i, item in enumerate(items):
+        if isinstance(item, dict) and item.get("type") == "Embedding" and (i or prefix != "layers"):
+            raise SpecError(f"{field}[{i}].type", "an Embedding takes integer token ids, the network's input: it must"
+                                                  " be the first module of network.layers")
         module, out_shape = _check_module(item, shape, f"{field}[{i}]", dropout, f"{prefix}.{i}")
         if module["type"] in ("Dropout", "Dropout2d"):  # the keep-mask per sample: the input's, or (C,)
             dropout[f"{prefix}.{i}"] = {"p": module["p"], "mask_shape": list(shape if module["type"] == "Dropout"
@@ -193,17 +200,39 @@ def _output_shape(kind, args, shape, field):
         if is_int(dim) and dim % (len(shape) + 1) == 0:
             raise SpecError(f"{field}.{'start_dim' if kind == 'Flatten' else 'dim'}",
                             f"{dim} is the batch axis; a module keeps it (axis 1 is the sample's first)")
+    if kind == "Embedding":
+        _check_embedding(args, field)
     if kind in ("Softmax", "LogSoftmax") and args["dim"] is None:
         args["dim"] = 1  # torch's implicit choice for inputs of 2 or 4 axes; made explicit (no warning)
     try:
         module = make_module(kind, args, np.float64)
         module.train()
-        y = module.forward_in_list(np.zeros((2,) + tuple(shape)))  # what a layer list passes on
+        zeros = np.zeros((2,) + tuple(shape), np.int64 if kind == "Embedding" else np.float64)  # (id 0 is valid)
+        y = module.forward_in_list(zeros)  # what a layer list passes on
     except (ValueError, TypeError, IndexError) as e:
         raise SpecError(field, f"{kind} on inputs of shape {list(shape)} per sample: {' '.join(str(e).split())}") from None
     if y.ndim < 2 or y.shape[0] != 2:
         raise SpecError(field, f"{kind} gives shape {list(y.shape[1:])}; a module keeps the batch axis")
     return tuple(int(s) for s in y.shape[1:])
+
+
+def _check_embedding(args, field):
+    """Embedding's arguments: sizes positive integers, padding_idx within them (negative from the
+    end, as torch's), max_norm and sparse at torch's defaults (not offered)."""
+    for key in ("num_embeddings", "embedding_dim"):
+        if not (is_int(args[key]) and args[key] >= 1):
+            raise SpecError(f"{field}.{key}", f"expected a positive integer, got {show(args[key])}")
+    pad, n = args["padding_idx"], args["num_embeddings"]
+    if pad is not None and not (is_int(pad) and -n <= pad < n):
+        raise SpecError(f"{field}.padding_idx", f"must be an integer within num_embeddings ({-n} <= padding_idx < {n}),"
+                                                f" got {show(pad)}")
+    if args["max_norm"] is not None:
+        raise SpecError(f"{field}.max_norm", "not offered (torch renormalises the looked-up rows in place during "
+                                             "forward); leave it out")
+    if args["sparse"] is not False:
+        raise SpecError(f"{field}.sparse", "sparse gradients are not offered; leave it out")
+    if not isinstance(args["scale_grad_by_freq"], bool):
+        raise SpecError(f"{field}.scale_grad_by_freq", f"expected true or false, got {show(args['scale_grad_by_freq'])}")
 
 
 def state_shapes(network):

@@ -31,7 +31,7 @@ SECTIONS = {
     "optimizer": {"name"} | {a for args in OPTIMIZERS.values() for a in args},
     "scheduler": {"name"} | {a for args in SCHEDULERS.values() for a in args},
     "clip": {"max_norm", "norm_type", "clip_value"},
-    "data": {"x", "y", "random", "toy", "images", "batch_size", "shuffle", "shuffle_seed", "drop_last", "holdout"},
+    "data": {"x", "y", "random", "toy", "images", "sequence", "batch_size", "shuffle", "shuffle_seed", "drop_last", "holdout"},
     "run": {"steps", "dtype", "device", "eval_every", "stateful"},
 }
 OPTIONAL_SECTIONS = ("run", "scheduler", "clip")

@@ -43,8 +43,8 @@ class ShadowTwins:
 
     def train_step(self, x, y, **masks):
         r = self.twin.train_step(x, y, **masks)
-        r["shadow"] = self.shadow.train_step(x.astype(np.float64), y if y.dtype.kind == "i" else y.astype(np.float64),
-                                             **masks)
+        wide = [a if a.dtype.kind == "i" else a.astype(np.float64) for a in (x, y)]  # token ids, class indices stay
+        r["shadow"] = self.shadow.train_step(*wide, **masks)
         return r
 
     def restore(self, state, optimizer_state, schedule):

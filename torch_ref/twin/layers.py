@@ -60,7 +60,7 @@ def make_module(layer, factory):
     # self-attention: the twin's subclasses (forward(x), the causal mask, the weights kept)
     cls = getattr(attention if kind in attention.SELF_ATTENTION else nn, LAYER_REGISTRY[kind].cls)
     takes_factory = kind in ("Linear", "Conv1d", "Conv2d", "ConvTranspose2d", "BatchNorm1d", "BatchNorm2d",
-                             "LayerNorm", "GroupNorm", "MultiheadAttention", "TransformerEncoderLayer")
+                             "LayerNorm", "GroupNorm", "MultiheadAttention", "TransformerEncoderLayer", "Embedding")
     return cls(**args, **(factory if takes_factory else {}))
 
 

@@ -69,6 +69,19 @@ def make_optimizer(params, args):
     return OPTIMIZERS[args.pop("name")](params, **args)
 
 
+class TimeSteps(nn.Module):
+    """A loss over every time step in torch's convention: output (N, T, C) as (N, C, T), the class
+    axis second, loss(output.transpose(1, 2), target (N, T)); the mean is over all N·T positions.
+    (The manual side flattens to (N·T, C) instead, as nanoGPT does: the same loss and gradient.)"""
+
+    def __init__(self, loss):
+        super().__init__()
+        self.loss = loss
+
+    def forward(self, input, target):
+        return self.loss(input.transpose(1, 2) if input.dim() == 3 else input, target)
+
+
 class SharedBiasLinear(nn.Module):
     """y = x @ W.T + b with one scalar b per layer, kept as a buffer: in state_dict, never trained."""
 
@@ -132,6 +145,8 @@ class Twin:
             self.model = MLP(net["sizes"], net["activation"], net["bias"], self.dtype, self.device,
                              net.get("activation_args"))
         self.loss_fn = loss_function(net["loss"], net.get("loss_args"))
+        if len(net.get("output_shape", ())) == 2:  # (N, T, C): the loss over every time step
+            self.loss_fn = TimeSteps(self.loss_fn)
         self.load_state_dict(state)
         self.params = dict(self.model.named_parameters())
         self.state = self.model.state_dict()  # views of the live tensors, read after every step

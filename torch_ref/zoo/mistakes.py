@@ -10,7 +10,8 @@ itself is never touched), and each is a plug-in factory under its name here, e.g
 the mistake, manual.trainer.build, is every mistake's control.
 
     REGISTRY        every mistake, zoo first (in the zoo's order), then the tests' planted bugs
-    ZOO             the zoo's: the MLP's (here), then the layer lists' (torch_ref/zoo/mistakes_layers.py)
+    ZOO             the zoo's: the MLP's (here), then the layer lists' (torch_ref/zoo/mistakes_layers.py,
+                    mistakes_embedding.py)
     mistake(id)     one by id
 """
 import numpy as np
@@ -24,6 +25,7 @@ from .faulty import (Mistake, adam, broken_adam, classifier, correct, minibatch,
                      worked)
 from .planted import PLANTED
 from .mistakes_layers import LAYER_ZOO
+from .mistakes_embedding import EMBEDDING_ZOO
 
 __all__ = ["REGISTRY", "ZOO", "mistake", "broken_adam"]
 
@@ -214,7 +216,7 @@ AdamWithoutBiasCorrection = in_zoo(
 ZOO = [LossGradSign, ActivationDerivativeDropped, SigmoidDerivativeOnNet, HiddenErrorOneOutput,
        HiddenErrorThroughUpdatedWeights, MeanLossGradNotDividedByBatch, CrossEntropyWithoutTarget,
        WeightGradTransposed, BiasGradAveragedOverBatch, GradsNotZeroed, OutputActivationMissing, LossMissingHalf,
-       FrozenBiasUpdated, LrAppliedTwice, MomentumRestarted, AdamWithoutBiasCorrection] + LAYER_ZOO
+       FrozenBiasUpdated, LrAppliedTwice, MomentumRestarted, AdamWithoutBiasCorrection] + LAYER_ZOO + EMBEDDING_ZOO
 REGISTRY = ZOO + PLANTED
 
 
