@@ -114,7 +114,6 @@ BROKEN_CONTRACTS = [
     (drop("grads"), "returned no 'grads'"),
     (drop("state_dict"), "returned no 'state_dict'"),
     (drop("grads", "layers.1.bias"), "no grads['layers.1.bias']"),
-    (drop("deltas", "layers.0"), "no deltas['layers.0']"),
     (setting(("grads", "layers.0.weight"), lambda g: g.T), "grads['layers.0.weight'] with shape (3, 4); expected (4, 3)"),
     (setting("output", lambda o: o[0]), "'output' with shape (2,); expected (3, 2)"),
     (setting(("state_dict", "layers.1.bias"), lambda b: ["a", "b"]), "state_dict['layers.1.bias'] of dtype <U1"),

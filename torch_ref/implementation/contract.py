@@ -1,7 +1,12 @@
 """The contract of an implementation's train_step result: every required key, tensor name, dtype
 and shape checked against the reference's result (the first in full, later ones by a fast path),
 values converted to float64 copies taken at return time (an implementation that updates in place
-or hands out its live arrays is judged on what it returned), optional keys fixed at iteration 0."""
+or hands out its live arrays is judged on what it returned), optional keys fixed at iteration 0.
+
+Three required keys may be given as NOT_EXPOSED: "output", "loss", "grads" of code that does not
+expose them (the own-loop adapters, own_loop.py); their stage is then "not reported", never passed. The
+deltas may be any subset of the layers; an optimizer_state "{param}.step" entry may be left out
+(code that keeps no count): it is the reference's count, which is no computed value."""
 import numpy as np
 
 from ..errors import ImplError, exception_text
@@ -12,8 +17,22 @@ REQUIRED = ("output", "loss", "grads", "state_dict")
 OPTIONAL = ("deltas", "optimizer_state", "forward", "states", "grad_states")
 # the stage each optional key feeds, for "not reported" (the states are part of a stage, not one)
 OPTIONAL_STAGE = {"deltas": "delta", "optimizer_state": "optim", "forward": "forward"}
+# required keys that may be NOT_EXPOSED (code that does not expose them): their stage is not reported
+NULLABLE = ("output", "loss", "grads")
+NULLABLE_STAGE = {"output": "output", "loss": "loss", "grads": "grad"}
 # optional keys of which a layer list's implementation may report any subset of the modules
 SUBSETS = ("deltas", "forward", "states", "grad_states")
+
+
+class NotExposed:
+    """The value of "output", "loss" or "grads" that the implementation's code does not expose
+    (NOT_EXPOSED, its one instance): the stage is "not reported", fixed at iteration 0."""
+
+    def __repr__(self):
+        return "NOT_EXPOSED"
+
+
+NOT_EXPOSED = NotExposed()
 
 
 class Conformer:
@@ -35,22 +54,24 @@ class Conformer:
         """The stages the implementation does not report, of those the reference has."""
         if self.reported is None:
             return []
-        return [OPTIONAL_STAGE[k] for k in OPTIONAL_STAGE
-                if k in reference and len(reference[k]) and k not in self.reported]
+        absent = [NULLABLE_STAGE[k] for k in NULLABLE if k not in self.reported]
+        return absent + [OPTIONAL_STAGE[k] for k in OPTIONAL_STAGE
+                         if k in reference and len(reference[k]) and k not in self.reported]
 
     def __call__(self, it, result, reference):
         """`result`, converted (float64 arrays, loss a float), or ImplError naming what is wrong."""
         if self.trusted:
             if self.reported is None:
-                self.reported = {k for k in OPTIONAL if k in result}
+                self.reported = {k for k in NULLABLE + OPTIONAL if k in result}
             return result
+        result = _with_steps(result, reference)
         if self.reported is not None and self._fast_ok(result, reference):
             return self._snapshot(result, reference)
         return self._full(it, result, reference)
 
     def _snapshot(self, result, reference):
         """The compared values of a result that passed the fast check, as new float64 arrays."""
-        out = {"loss": result["loss"]}
+        out = {"loss": result["loss"]} if "loss" in self.reported else {}
         for key, ref in self._keys(reference):
             value = result[key]
             out[key] = (np.array(value, dtype=np.float64) if type(ref) is not dict
@@ -60,12 +81,15 @@ class Conformer:
     def _keys(self, reference):
         """(key, reference value) for each tensor-valued key this implementation must give."""
         for key in ("output", "grads", "state_dict") + OPTIONAL:
-            if key in reference and (key not in OPTIONAL or key in self.reported):
+            if key in reference and (key == "state_dict" or key in self.reported):
                 yield key, reference[key]
 
     def _fast_ok(self, result, reference):
-        if type(result) is not dict or type(result.get("loss")) is not float:
+        if type(result) is not dict or ("loss" in self.reported and type(result.get("loss")) is not float):
             return False
+        for key in NULLABLE:
+            if key not in self.reported and result.get(key) is not NOT_EXPOSED:
+                return False
         for key in OPTIONAL:  # an optional key that appears later than iteration 0: the full check says so
             if key in reference and key not in self.reported and result.get(key) is not None:
                 return False
@@ -90,15 +114,17 @@ class Conformer:
         for key in REQUIRED:
             if key not in result:
                 raise ImplError(f"{where} returned no {key!r} (required keys: {list(REQUIRED)})")
-        reported = {k for k in OPTIONAL if result.get(k) is not None and k in reference}
+        reported = ({k for k in NULLABLE if result[k] is not NOT_EXPOSED}
+                    | {k for k in OPTIONAL if result.get(k) is not None and k in reference})
         if self.reported is None:
             self.reported = reported
         elif reported != self.reported:
-            raise ImplError(f"{where} reports {sorted(reported) or 'none'} of the optional keys "
+            raise ImplError(f"{where} reports {_shown(reported)} of the optional keys "
                             f"{list(OPTIONAL)}; at iteration 0 it reported "
-                            f"{sorted(self.reported) or 'none'}: report the same at every iteration")
-        out = {k: v for k, v in result.items() if k not in OPTIONAL or k in reported}
-        out["loss"] = float(_array(result["loss"], None, f"{where} returned 'loss'").reshape(-1)[0])
+                            f"{_shown(self.reported)}: report the same at every iteration")
+        out = {k: v for k, v in result.items() if k not in NULLABLE + OPTIONAL or k in reported}
+        if "loss" in reported:
+            out["loss"] = float(_array(result["loss"], None, f"{where} returned 'loss'").reshape(-1)[0])
         for key, ref in self._keys(reference):
             value = result[key]
             if not isinstance(ref, dict):
@@ -112,7 +138,7 @@ class Conformer:
                     raise ImplError(f"{where} returned {key}[{name!r}], not a tensor of this network "
                                     f"(expected {sorted(ref)})")
             converted = {}
-            subset = key in SUBSETS and "buffers" in reference  # (a layer list's reference)
+            subset = key in SUBSETS and ("buffers" in reference or key == "deltas")  # (buffers: a layer list's)
             for name, r in ref.items():
                 if subset and name not in value:
                     continue
@@ -121,6 +147,23 @@ class Conformer:
                 converted[name] = _array(value[name], np.shape(r), f"{where} returned {key}[{name!r}]")
             out[key] = converted
         return out
+
+
+def _shown(reported):
+    """The optional keys reported, and any required one NOT_EXPOSED, for a message."""
+    shown = sorted(k for k in reported if k in OPTIONAL) + [f"{k}=NOT_EXPOSED" for k in NULLABLE if k not in reported]
+    return shown or "none"
+
+
+def _with_steps(result, reference):
+    """`result` with the reference's "{param}.step" entries where its optimizer_state leaves them out."""
+    given, ref = (result.get("optimizer_state") if type(result) is dict else None), reference.get("optimizer_state")
+    if type(given) is not dict or not ref:
+        return result
+    missing = [name for name in ref if name.endswith(".step") and name not in given]
+    if not missing:
+        return result
+    return {**result, "optimizer_state": {**given, **{name: ref[name] for name in missing}}}
 
 
 def eval_output(it, value, reference):

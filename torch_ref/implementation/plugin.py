@@ -70,6 +70,7 @@ import manual.trainer
 
 from ..interrupt import Interrupted
 from ..errors import ImplError, SpecError, exception_text
+from .conventions import ConventionError, declared
 
 DEFAULT_STEP_TIMEOUT = 300.0  # seconds one call of the implementation may take (--step-timeout)
 
@@ -112,7 +113,7 @@ def build(target, desc, timeout=None):
         if not callable(getattr(impl, method, None)):
             raise ImplError(f"the factory {_name(target)} returned a {type(impl).__name__} "
                             f"without a {method}() method")
-    guard.impl = impl
+    guard.impl = declared(impl, desc, factory)  # its declared layout and names, converted (conventions.py)
     return guard
 
 
@@ -230,7 +231,7 @@ class Guard:
         try:
             with _deadline(self.timeout), contextlib.redirect_stdout(sys.stderr):
                 return fn(*args)
-        except Interrupted:
+        except (Interrupted, ConventionError):  # a declared convention that cannot apply: bad input
             raise
         except _OutOfTime:
             raise Failed(what, f"{label} did not return within {self.timeout:g} s "
@@ -325,4 +326,4 @@ def guarded(desc, impl, impl_name, step_timeout=None):
     """The implementation in its guard (torch_ref/implementation/plugin.py); the manual engine, trusted, for None."""
     if impl is None:
         return Guard(manual.trainer.build(desc), "manual", trusted=True)
-    return guard(impl, impl_name, timeout=step_timeout)
+    return guard(declared(impl, desc), impl_name, timeout=step_timeout)

@@ -122,7 +122,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
         first.note = ("(a stateful run takes no rounding second opinion: the state each side carried into the"
                       " iteration is not part of its start)")
     nan = float("nan")
-    losses = {"manual": float(m["loss"]) if m is not None else nan, "reference": r["loss"] if r else nan}
+    losses = {"manual": float(m.get("loss", nan)) if m is not None else nan, "reference": r["loss"] if r else nan}
     if shadow:
         losses["shadow"] = float(r["shadow"]["loss"]) if r else nan
     stats = {**(checker.stats() if checker else {}), **(evaluation.stats() if evaluation else {})}

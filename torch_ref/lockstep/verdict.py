@@ -231,8 +231,10 @@ def pairs(m, r, skip=()):
                 yield "forward", key, m["states"][key], states[key]
         if name in m["forward"]:
             yield "forward", name, m["forward"][name], ref
-    yield "output", "output", m["output"], r["output"]
-    yield "loss", "loss", m["loss"], r["loss"]
+    if "output" in m:  # output, loss, grads: NOT_EXPOSED by code that does not expose them (contract.py)
+        yield "output", "output", m["output"], r["output"]
+    if "loss" in m:
+        yield "loss", "loss", m["loss"], r["loss"]
     grad_states = r.get("grad_states") if "grad_states" in m else None  # after the module's output delta
     for name, ref in reversed(r["deltas"].items() if "deltas" in m else ()):  # optional (a layer list's: any subset)
         if name in m["deltas"]:
@@ -240,7 +242,7 @@ def pairs(m, r, skip=()):
         for key in owned(grad_states, name) if grad_states else ():
             if key in m["grad_states"]:
                 yield "delta", key, m["grad_states"][key], grad_states[key]
-    for name, ref in reversed(r["grads"].items()):
+    for name, ref in reversed(r["grads"].items() if "grads" in m else ()):
         yield "grad", name, m["grads"][name], ref
     for name, ref in r.get("optimizer_state", {}).items() if "optimizer_state" in m else ():
         yield "optim", name, m["optimizer_state"][name], ref
