@@ -9,7 +9,8 @@ pyproject.toml's version.
 """
 
 __version__ = "0.1.0"
-__all__ = ["check", "assert_lockstep"]
+__all__ = ["check", "assert_lockstep", "Conventions", "NOT_EXPOSED", "from_batch_method", "from_layers",
+           "from_loss_function"]
 
 
 def version():

@@ -15,6 +15,7 @@ import copy
 from pathlib import Path
 
 from .implementation import plugin
+from .implementation import Conventions, NOT_EXPOSED, from_batch_method, from_layers, from_loss_function  # noqa: F401 (the API)
 from .description import spec
 from .lockstep.verdict import skipped_stages
 
