@@ -55,13 +55,13 @@ class Mismatch:
             ]
         if self.note:
             lines.append(f"  {self.note}")
+        passed = ", ".join(self.passed_before) if self.passed_before else "nothing yet"
+        lines.append(f"  passed just before, at this iteration: {passed}")
         if self.diagnosis:
             lines.append(f"  diagnosis: {self.diagnosis}")
         if self.reproduced_by:
             also = f" (also: {', '.join(self.reproduced_by[1:])})" if len(self.reproduced_by) > 1 else ""
             lines.append(f"  this is what the zoo's `{self.reproduced_by[0]}` gives{also}")
-        passed = ", ".join(self.passed_before) if self.passed_before else "nothing yet"
-        lines.append(f"  passed just before, at this iteration: {passed}")
         return "\n".join(lines)
 
     def to_json(self):
