@@ -91,7 +91,7 @@ def transposed(m, ctx):
     """m = rᵀ, a square matrix."""
     r = ctx.reference
     if r.ndim == 2 and r.shape[0] == r.shape[1] and holds(m, r.T, ctx):
-        return "the transpose of the reference (a square matrix: the shapes cannot tell)"
+        return "the transpose of the reference (a square matrix: only the values can tell)"
     return None
 
 
