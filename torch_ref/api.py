@@ -22,7 +22,7 @@ from .lockstep.verdict import skipped_stages
 
 def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0,
           report=None, markdown=None, plot=None, skip_stages=(), step_timeout=None, progress=None,
-          spec_path=None, ranks=None, accumulate=None, ddp_as_written=False, timeout=None):
+          spec_path=None, ranks=None, accumulate=None, ddp_as_written=False, timeout=None, attribution=True):
     """Run the lockstep of `impl` against the torch twin and return the Result.
 
     desc: a path to a description file (.toml / .json), the name of a bundled description
@@ -39,6 +39,8 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
           call out of time ends the run as the implementation's failure.
     progress: progress(it, steps), called before each iteration (the command's progress line).
     spec_path: the description's path, recorded in the reports (`desc` itself when it is a path).
+    attribution: on a mismatch, replay the zoo's mistakes that apply on the same description and name
+          those that reproduce it exactly (torch_ref/zoo/attribution.py; bounded in cost); False: not.
     ranks: data-parallel (torch_ref/distributed/): the twin in DistributedDataParallel on `ranks`
           processes against the manual full-batch step; the Result's `parallel` record says how it ran.
           With it: accumulate (K micro-batches per step, no_sync() on all but the last; default 1),
@@ -69,7 +71,7 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     from .lockstep.run import lockstep  # torch: imported once the arguments are known to be good
     result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=bool(outputs),
                       progress=progress, skip_stages=skip_stages,
-                      step_timeout=step_timeout)
+                      step_timeout=step_timeout, attribution=attribution)
     reports.write_all(outputs, result, desc, spec_path=spec_path)
     return result
 

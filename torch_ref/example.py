@@ -245,8 +245,8 @@ def explain_errata(errata, paths, desc):
     as the correct one is, reproduces the seed's printed figure to the digits printed. Sets
     `explained_by` (the zoo id, or None), `explained_value` and `also_explained_by` on every
     erratum; returns the ids of the mistakes tried (those that apply to the worked example)."""
-    from .zoo import runner as zoo
-    tried = [e for e in zoo.ENTRIES if e.applies(desc)]
+    from .zoo.mistakes import applicable
+    tried = applicable(desc)
     with np.errstate(all="ignore"):  # some mistakes diverge; their figures are inf or NaN, never a match
         figures = {e.id: dict(_leaves(manual_figures(desc, build=e))) for e in tried}
     for erratum, (path, printed) in zip(errata, paths):

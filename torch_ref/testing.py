@@ -26,6 +26,10 @@ TOLERANCES = {
     # ± magnitude · u · ξ (u the dtype's unit roundoff, ξ ~ U(−1, 1)), `pairs` antithetic pairs; the
     # element passes within factor × the largest distance of those steps from the float64 step.
     "rounding": {"factor": 4.0, "magnitude": 16.0, "pairs": 4},
+    # The diagnosis under a mismatch (torch_ref/lockstep/diagnosis.py): a relation (m = c·r, m = rᵀ, ...)
+    # holds when every element is within factor × the dtype's allowance of what it predicts (the
+    # slack is the relation's own arithmetic: a fitted constant, a parameter minus its previous value).
+    "diagnosis": {"factor": 16.0},
 }
 
 
@@ -45,6 +49,12 @@ def rounding_tolerance():
     """(factor, magnitude, pairs) of the measured rounding allowance (torch_ref/lockstep/rounding.py)."""
     t = TOLERANCES["rounding"]
     return t["factor"], t["magnitude"], int(t["pairs"])
+
+
+def diagnosis_tolerance(dtype):
+    """(rtol, atol, factor) of the diagnosis: the dtype's tolerance and the factor it is widened by."""
+    rtol, atol = tolerance(dtype)
+    return rtol, atol, TOLERANCES["diagnosis"]["factor"]
 
 
 def fd_tolerance(dtype, loss):

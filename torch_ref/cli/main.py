@@ -5,7 +5,7 @@
     backprop-check run SPEC [--json] [--steps N] [--dtype D] [--device D] [--mode free|resync|shadow]
                             [--impl TARGET] [--step-timeout SECONDS] [--skip-stage STAGE ...]
                             [--fd] [--fd-steps K]
-                            [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--quiet]
+                            [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--quiet] [--no-attribution]
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
                                                     data-parallel: DDP on R processes (torch_ref/distributed/)
     backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
@@ -96,6 +96,9 @@ def _parser():
     run.add_argument("--plot", metavar="FILE.png",
                      help="write a PNG: the loss of both sides, and per stage the largest relative difference per iteration")
     run.add_argument("--quiet", action="store_true", help="no progress line on the terminal")
+    run.add_argument("--no-attribution", action="store_true",
+                     help="on a mismatch, do not replay the zoo's mistakes to name one that reproduces it "
+                          "(the one-line diagnosis stays)")
     run.add_argument("--ranks", type=int, metavar="R",
                      help="data-parallel: the twin in DistributedDataParallel on R processes (gloo on CPU, nccl "
                           "with a GPU per rank), each on its shard of every batch, against the manual full batch")
@@ -139,6 +142,7 @@ def cmd_run(args):
     for flag, given in (("--impl", args.impl is not None), ("--fd", args.fd or args.fd_steps is not None),
                         ("--skip-stage", args.skip_stage is not None),
                         ("--step-timeout", args.step_timeout is not None),
+                        ("--no-attribution", args.no_attribution),
                         ("--report", args.report is not None), ("--markdown", args.markdown is not None),
                         ("--plot", args.plot is not None)):
         if given and (args.ranks is not None or args.only is not None):
@@ -154,7 +158,8 @@ def cmd_run(args):
         with _json_stdout(args.json) as emit, _flags():
             result = api.check(args.spec, args.impl, mode=args.mode, fd_steps=fd_steps, report=args.report,
                                markdown=args.markdown, plot=args.plot, skip_stages=args.skip_stage or (),
-                               step_timeout=args.step_timeout, progress=progress, **over)
+                               step_timeout=args.step_timeout, progress=progress,
+                               attribution=not args.no_attribution, **over)
             emit(_dumps(result.to_json()) if args.json else result.summary())
     finally:
         if progress is not None:

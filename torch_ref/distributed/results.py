@@ -7,16 +7,14 @@ from ..lockstep.verdict import Mismatch
 
 @dataclass
 class DistMismatch(Mismatch):
-    """A lockstep Mismatch that also names the rank (None: every rank) and a diagnosis."""
+    """A lockstep Mismatch that also names the rank (None: every rank); its diagnosis (the
+    Mismatch's field, shown by it) names the data-parallel mistake (distributed/diagnosis.py)."""
 
     rank: int | None = None
-    diagnosis: str = ""
     cause: str = ""
 
     def __str__(self):
         lines = super().__str__().split("\n")
         if self.rank is not None:
             lines[0] += f", rank {self.rank}"
-        if self.diagnosis:
-            lines.append(f"  diagnosis: {self.diagnosis}")
         return "\n".join(lines)

@@ -31,13 +31,17 @@ AHEAD_ITERATIONS, AHEAD_BYTES = 64, 32 << 20
 class Outcome:
     """What the loop ended with: the first mismatch (None: every iteration passed), the number of
     iterations that passed, the last compared results of both sides, and the rule (None if the
-    loop stopped before the first comparison)."""
+    loop stopped before the first comparison); at a mismatch, the reference's results of the
+    iterations just before and after it (None where there are none: the reference had not run ahead),
+    for its diagnosis (lockstep/diagnosis.py)."""
 
     first: object = None
     steps: int = 0
     m: dict | None = None
     r: dict | None = None
     rule: object = None
+    before: dict | None = None
+    after: dict | None = None
 
 
 class Loop:
@@ -89,6 +93,7 @@ class Loop:
         rule, first, m, r = None, None, None, None
         done, chunk = 0, 1  # done: iterations compared and passed
         prev = None  # (it, x, y, m, r) of the last iteration compared
+        around = (None, None)  # the reference's results just before and after a mismatch
         while first is None and done < steps:
             # The reference runs ahead through a chunk of iterations; the implementation follows it
             # through the same ones, and the chunk is compared in one vectorised pass. The reference
@@ -127,7 +132,10 @@ class Loop:
                         break
             first = self._judge(pending, prev, rule)
             if first is not None:  # a mismatch comes before whatever stopped the chunk
-                _, _, _, m, r = next(p for p in pending if p[0] == first.iteration)
+                j = next(k for k, p in enumerate(pending) if p[0] == first.iteration)
+                _, _, _, m, r = pending[j]
+                around = ((pending[j - 1] if j else prev or (None,) * 5)[4],
+                          pending[j + 1][4] if j + 1 < len(pending) else None)
             else:
                 first = stop
             if self.history is not None:
@@ -136,7 +144,7 @@ class Loop:
             done += len(pending)
             prev = pending[-1] if pending else prev
             self.drawn.clear()
-        return Outcome(first, done if first is None else first.iteration, m, r, rule)
+        return Outcome(first, done if first is None else first.iteration, m, r, rule, *around)
 
     def _ahead(self, batches, its, steps, fd_steps):
         """The reference's results for the iterations `its` (of `steps`): [(it, x, y, state

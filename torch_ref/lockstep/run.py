@@ -34,6 +34,7 @@ from ..twin.model import Twin, prepare_device
 from ..implementation import plugin
 from ..implementation.contract import Conformer
 from .checker import Checker, History
+from .diagnosis import explain, tensor_of
 from .evaluation import Evaluation
 from .loop import Loop, Outcome
 from .rounding import SecondOpinion, Start
@@ -56,7 +57,7 @@ def module_label(layers, name):
 
 
 def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=False, progress=None,
-             skip_stages=(), step_timeout=None):
+             skip_stages=(), step_timeout=None, attribution=False):
     """Run the cross-check described by `desc` (a parsed description). `impl` is any object with
     load_state_dict/train_step; by default the manual engine. Returns a `Result`.
 
@@ -68,7 +69,10 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     Result lists them under `skipped`. `fd_steps` > 0 adds central finite differences as a third opinion on the
     gradients of the first `fd_steps` iterations (2 forward passes per parameter element).
     `record=True` keeps, per iteration, both losses and every tensor's largest differences
-    (`Result.history`, for reports and plots); `progress(it, steps)` is called before each iteration."""
+    (`Result.history`, for reports and plots); `progress(it, steps)` is called before each iteration.
+    A failed run's first mismatch gets a one-line diagnosis (lockstep/diagnosis.py: a factor, the
+    transpose, another iteration's value...) and, with `attribution=True` (api.check's default; off with
+    --no-attribution), the zoo's mistakes that reproduce it exactly (zoo/attribution.py, bounded in cost)."""
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
     skip = skipped_stages(skip_stages)
@@ -118,6 +122,8 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     first, m, r, checker = out.first, out.m, out.r, out.rule
     if first is not None and "layers" in desc["network"]:
         first.module = module_label(desc["network"]["layers"], first.name)
+    if first is not None and not np.isnan(first.abs_err) and m is not None:  # (NaN: raised, or diverged)
+        diagnose(desc, first, out, state, skip, mode, attribution)
     if first is not None and stateful and not first.detail and not first.note:
         first.note = ("(a stateful run takes no rounding second opinion: the state each side carried into the"
                       " iteration is not part of its start)")
@@ -137,6 +143,17 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
                   skipped=[s for s in STAGES if s in skip], rounding=rounding.to_json(),
                   final_state=None if m is None or r is None else {"manual": m["state_dict"],
                                                                    "reference": r["state_dict"]})
+
+
+def diagnose(desc, first, out, state, skip, mode, attribution):
+    """Set the mismatch `first`'s diagnosis line and the zoo's mistakes that reproduce it (the
+    loop's Outcome `out`: both sides' results at its iteration, the reference's around it; `state`:
+    the initial state dict)."""
+    first.diagnosis = explain(first, out.m, out.r, out.before, out.after, state, desc, skip)
+    value = tensor_of(out.m, first.stage, first.name)
+    if attribution and value is not None:
+        from ..zoo.attribution import attribute  # the zoo (and its engines) only when asked for
+        first.reproduced_by = attribute(desc, first, value, mode)
 
 
 def evaluation_pass(desc, impl, dtype, rtol, atol, skip, history=None):

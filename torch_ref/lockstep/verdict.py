@@ -31,6 +31,8 @@ class Mismatch:
     note: str = ""
     module: str = ""   # the module it belongs to, by state-dict prefix and type: "layers.1 (BatchNorm2d)"
     at: str = ""       # a state tensor's time step and element: "h at t = 7, layer 0, direction 0, sample 3, unit 5"
+    diagnosis: str = ""  # how the implementation's tensor relates to the reference, one line (lockstep/diagnosis.py)
+    reproduced_by: list = field(default_factory=list)  # the zoo's mistakes that give the same tensor (zoo/attribution.py)
 
     def __str__(self):
         where = f"index {self.index}" if self.index else "the value"
@@ -55,6 +57,11 @@ class Mismatch:
             lines.append(f"  {self.note}")
         passed = ", ".join(self.passed_before) if self.passed_before else "nothing yet"
         lines.append(f"  passed just before, at this iteration: {passed}")
+        if self.diagnosis:
+            lines.append(f"  diagnosis: {self.diagnosis}")
+        if self.reproduced_by:
+            also = f" (also: {', '.join(self.reproduced_by[1:])})" if len(self.reproduced_by) > 1 else ""
+            lines.append(f"  this is what the zoo's `{self.reproduced_by[0]}` gives{also}")
         return "\n".join(lines)
 
     def to_json(self):

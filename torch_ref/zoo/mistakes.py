@@ -13,6 +13,7 @@ the mistake, manual.trainer.build, is every mistake's control.
     ZOO             the zoo's: the MLP's (here), then the layer lists' (torch_ref/zoo/mistakes_layers.py,
                     mistakes_embedding.py)
     mistake(id)     one by id
+    applicable(desc) the zoo's that apply to a description
 """
 import numpy as np
 
@@ -27,7 +28,7 @@ from .planted import PLANTED
 from .mistakes_layers import LAYER_ZOO
 from .mistakes_embedding import EMBEDDING_ZOO
 
-__all__ = ["REGISTRY", "ZOO", "mistake", "broken_adam"]
+__all__ = ["REGISTRY", "ZOO", "applicable", "mistake", "broken_adam"]
 
 # the runs that must catch a zoo mistake: float64, and float32 judged each step (resync) and free
 ZOO_CHECKS = (("float64", "free"), ("float32", "resync"), ("float32", "free"))
@@ -218,6 +219,12 @@ ZOO = [LossGradSign, ActivationDerivativeDropped, SigmoidDerivativeOnNet, Hidden
        WeightGradTransposed, BiasGradAveragedOverBatch, GradsNotZeroed, OutputActivationMissing, LossMissingHalf,
        FrozenBiasUpdated, LrAppliedTwice, MomentumRestarted, AdamWithoutBiasCorrection] + LAYER_ZOO + EMBEDDING_ZOO
 REGISTRY = ZOO + PLANTED
+
+
+def applicable(desc):
+    """The zoo's mistakes that apply to `desc` (Mistake.applies), in the zoo's order: those tried to
+    explain the worked example's errata (torch_ref/example.py) and a mismatch (zoo/attribution.py)."""
+    return [m for m in ZOO if m.applies(desc)]
 
 
 def mistake(mistake_id):
