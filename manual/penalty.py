@@ -4,11 +4,11 @@
     E ← E + (λ₂/2) · Σ θ²  +  λ₁ · Σ |θ|
     dE/dθ ← dE/dθ + λ₂ θ  +  λ₁ sign(θ)          sign(0) = 0, as torch's
 
-An L2 penalty is not torch.optim's weight_decay in general: with SGD they move the parameters
-alike (weight_decay adds λθ to the gradient the optimizer sees; the penalty adds it to the
-gradient itself, so the reported loss and gradients include it), with Adam they differ (the
-penalty's gradient goes through Adam's moments either way, but so does coupled weight decay;
-AdamW's decoupled decay never does).
+An L2 penalty is not torch.optim's weight_decay in general. The reported loss always differs (the
+penalty is in it). The parameters move alike with SGD and Adam, whose weight_decay adds λθ to the
+gradient the optimizer sees, as the penalty's gradient is; not with AdamW, whose decoupled decay
+θ ← θ(1 − γλ) never passes through the moments; nor under gradient clipping, which clips the
+penalty's gradient but not the decay.
 """
 import numpy as np
 
