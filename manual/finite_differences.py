@@ -31,6 +31,7 @@ from .embedding import TimeSteps
 from .layered import Layered, walk
 from .losses import make_loss
 from .modules import MLP
+from .penalty import make_penalty
 
 EPS = np.finfo(np.float64).eps
 
@@ -54,6 +55,7 @@ class NetworkLoss:
             self.model = MLP(net["sizes"], net["activation"], net["bias"], np.float64, net.get("activation_args"))
         self.loss_fn = TimeSteps(make_loss(net["loss"], net.get("loss_args")))  # (N, T, C): every time step
         self.params = {name: p.data for name, p in self.model.named_parameters()}  # views, perturbed in place
+        self.penalty = make_penalty(desc.get("penalty"), dict(self.model.named_parameters()))  # [penalty]
         self.buffers = dict(self.model.named_buffers())  # the live arrays (updated in place by a forward)
         self.saved = {}
 
@@ -74,7 +76,8 @@ class NetworkLoss:
 
     def __call__(self, x, y):
         try:
-            return float(self.loss_fn.forward(self.model.forward(x), y))
+            loss = float(self.loss_fn.forward(self.model.forward(x), y))
+            return loss + float(self.penalty.value()) if self.penalty else loss
         finally:
             for name, data in self.buffers.items():
                 data[...] = self.saved[name]

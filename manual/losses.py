@@ -2,7 +2,10 @@
 0-d array and caches what the gradient needs; `backward()` returns dE/dinput, the input's shape.
 
 `reduction` is torch's: "mean" averages the per-element (or, for cross_entropy and nll, the
-per-sample) losses, "sum" adds them; the seed's `half-sse` is Σ ½(t − o)², always summed.
+per-sample) losses, "sum" adds them; the seed's `half-sse` is Σ ½(t − o)², summed. "batch-mean"
+(this project's, not torch's: `make_loss` builds it) is the "sum" divided by the batch's N, the
+input's first axis: a sum over the outputs averaged over the samples, as much real code writes it,
+e.g. ½·Σ_ij (o − t)² / N for half-sse.
 Targets are (N, C) arrays, except the class indices of cross_entropy and nll: (N,) integers
 (cross_entropy and nll also take torch's (N, C, d1, ...) inputs with (N, d1, ...) targets, and
 ignore_index).
@@ -53,10 +56,13 @@ class HalfSSELoss(Loss):
 
         grad_input = out − target          (N, C)
 
-    Not torch's (there it is 0.5 · MSELoss(reduction="sum")); it takes no arguments.
+    Not torch's (there it is 0.5 · MSELoss(reduction="sum")); its one reduction is "sum"
+    (make_loss divides it by N for "batch-mean").
     """
 
-    def __init__(self):
+    def __init__(self, *, reduction="sum"):
+        if reduction != "sum":
+            raise ValueError(f"HalfSSELoss is a sum: reduction must be 'sum', got {reduction!r}")
         super().__init__("sum")
 
     def forward(self, input, target):
@@ -314,12 +320,34 @@ class BCEWithLogitsLoss(Loss):
         return (sigmoid(self.input) - self.target) * _norm(self.input.size, self.reduction)
 
 
+class BatchMean:
+    """reduction = "batch-mean": the loss made with "sum", divided by the batch's N (the input's
+    first axis). E = sum / N;  grad_input = grad_sum / N."""
+
+    def __init__(self, loss):
+        self.loss = loss
+
+    def __call__(self, input, target):
+        return self.forward(input, target)
+
+    def forward(self, input, target):
+        self.n = input.shape[0]
+        return self.loss.forward(input, target) / self.n
+
+    def backward(self):
+        return self.loss.backward() / self.n
+
+
 def make_loss(name, args=None, replace=None):
     """The loss module for the description's `network.loss` and `network.loss_args`. The
     description's `target` ("index" | "probability") is not an argument of torch's loss (torch, and
     CrossEntropyLoss here, tell them apart by the target's shape): the registry drops it.
-    `replace`: see manual.modules.substitute."""
-    return substitute(LOSSES[name], replace)(**(args or {}))
+    reduction = "batch-mean" is the loss with "sum" in a BatchMean. `replace`: see
+    manual.modules.substitute."""
+    args = dict(args or {})
+    if args.get("reduction") == "batch-mean":
+        return BatchMean(make_loss(name, {**args, "reduction": "sum"}, replace))
+    return substitute(LOSSES[name], replace)(**args)
 
 
 # name in the description -> its class here, by torch's class name (manual/names.py's registry)

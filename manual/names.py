@@ -85,7 +85,8 @@ ACTIVATION_REGISTRY = {
 # torch.nn's loss modules. `target` is this project's: "index" (class indices, (N,) integers) or
 # "probability" ((N, C) rows); torch tells them apart by the target itself.
 LOSS_REGISTRY = {
-    "half-sse": Entry("HalfSSELoss", torch=False),  # the seed's Σ ½(t − o)², always summed
+    # the seed's Σ ½(t − o)²: "sum", or "batch-mean" (the sum divided by the batch's N, as much real code has)
+    "half-sse": Entry("HalfSSELoss", {"reduction": "sum"}, torch=False),
     "mse": Entry("MSELoss", {"reduction": "mean"}),
     "l1": Entry("L1Loss", {"reduction": "mean"}),
     "smooth_l1": Entry("SmoothL1Loss", {"reduction": "mean", "beta": 1.0}),

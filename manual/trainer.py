@@ -30,6 +30,8 @@ from .lr_scheduler import SCHEDULERS
 from .layered import Layered
 from .modules import MLP, substitute
 from .optim import OPTIMIZERS
+from .param_groups import make_grouped
+from .penalty import make_penalty
 
 
 def over_time_steps(loss, network):
@@ -60,10 +62,15 @@ class Trainer:
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
         self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]
         self.state_arrays = dict(self.model.named_state()) if self.layered else None  # live, parameters and buffers
-        optimizer = substitute(OPTIMIZERS[opt.pop("name")], replace)
-        self.optimizer = optimizer([self.params[n] for n in self.trained], **opt)
+        optimizer, groups = substitute(OPTIMIZERS[opt.pop("name")], replace), opt.pop("param_groups", None)
         sched = dict(desc.get("scheduler") or {})
-        self.scheduler = substitute(SCHEDULERS[sched.pop("name")], replace)(self.optimizer, **sched) if sched else None
+        schedule = substitute(SCHEDULERS[sched.pop("name")], replace) if sched else None
+        if groups:  # [[optimizer.param_groups]]: one optimizer and schedule per group, in the groups' order
+            self.optimizer, self.scheduler, self.trained = make_grouped(optimizer, schedule, groups, self.params, sched)
+        else:
+            self.optimizer = optimizer([self.params[n] for n in self.trained], **opt)
+            self.scheduler = schedule(self.optimizer, **sched) if schedule else None
+        self.penalty = make_penalty(desc.get("penalty"), self.params)  # [penalty]: added to the loss
         self.clip = desc.get("clip")
 
     def clip_grads(self):
@@ -114,6 +121,9 @@ class Trainer:
         output = self.model.forward(x)
         loss = self.loss_fn.forward(output, y)
         self.model.backward(self.loss_fn.backward())
+        if self.penalty is not None:  # (λ₂/2)·Σθ² + λ₁·Σ|θ| in the loss, λ₂θ + λ₁·sign(θ) in the gradients
+            loss = loss + self.penalty.value()
+            self.penalty.backward()
         self.clip_grads()
         return output, loss
 

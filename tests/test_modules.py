@@ -271,7 +271,7 @@ def test_losses_from_logits_are_stable_at_plus_minus_1000(name, args, input_kind
 def test_every_loss_is_in_the_table():
     assert {c[0] for c in LOSS_TABLE} == set(names.LOSSES) == set(LOSSES)
     for name in names.LOSSES:  # every reduction of every loss that has one
-        if "reduction" in spec.LOSS_ARGS[name]:
+        if "reduction" in spec.LOSS_ARGS[name] and name != "half-sse":  # half-sse: "sum" (batch-mean: test_penalty.py)
             assert {c[5] for c in LOSS_TABLE if c[0] == name} == {"mean", "sum"}
 
 

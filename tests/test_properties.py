@@ -53,7 +53,8 @@ def maybe(strategy, zero=0.0):
 def argument(draw, name, key, default):
     """A value for an activation's or a loss's argument, in the range where it is well-posed."""
     if key in spec.ARG_CHOICES:
-        return draw(st.sampled_from([c for c in spec.ARG_CHOICES[key] if c != "none" or key != "reduction"]))
+        refused = {"none", "mean"} if name == "half-sse" else {"none"}  # half-sse: "sum" or "batch-mean"
+        return draw(st.sampled_from([c for c in spec.ARG_CHOICES[key] if c not in refused or key != "reduction"]))
     if key == "label_smoothing":
         return draw(st.floats(0.0, 0.5))
     if key == "ignore_index":  # an integer no drawn target takes (a batch of ignored targets only is NaN;

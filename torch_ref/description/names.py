@@ -17,7 +17,7 @@ ACTIVATIONS = tuple(ACTIVATION_ARGS)
 LOSS_ARGS = arguments(LOSS_REGISTRY)
 LOSSES = tuple(LOSS_ARGS)
 # values of the arguments that are names rather than numbers
-ARG_CHOICES = {"approximate": ("none", "tanh"), "reduction": ("mean", "sum"), "target": ("index", "probability")}
+ARG_CHOICES = {"approximate": ("none", "tanh"), "reduction": ("mean", "sum", "batch-mean"), "target": ("index", "probability")}
 # activations whose outputs lie in [0, 1], as bce's input must (torch refuses others at run time)
 PROBABILITY_OUTPUTS = ("sigmoid", "softmax")
 BIASES = ("per-neuron", "shared-frozen", "none")

@@ -71,6 +71,8 @@ def _argument(name, key, value, field):
     if key in ARG_CHOICES:
         if value == "none" and key == "reduction":
             raise SpecError(field, 'reduction "none" gives no scalar loss to backpropagate; use "mean" or "sum"')
+        if value == "mean" and name == "half-sse":
+            raise SpecError(field, 'half-sse is a sum: "sum" (the default) or "batch-mean" (the sum over the batch\'s N)')
         return choice(value, ARG_CHOICES[key], field)
     if key == "ignore_index":  # a class index that contributes nothing (torch's default -100)
         if not is_int(value) or abs(value) > 2 ** 63 - 1:

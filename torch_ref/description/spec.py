@@ -6,7 +6,8 @@ is what every implementation's factory receives. This module imports neither tor
 
 Here: reading the file, the sections and their fields, and [run] (with `override`, the command's
 --steps/--dtype/--device). Each section's checks are in spec_network.py ([network], [init]),
-spec_training.py ([optimizer], [scheduler], [clip]) and spec_data.py ([data]); the small checkers
+spec_training.py ([optimizer], [scheduler], [clip]), groups.py ([[optimizer.param_groups]],
+[penalty]) and spec_data.py ([data]); the small checkers
 they share in spec_checks.py. The tables of names are names.py's, re-exported here.
 """
 import json
@@ -23,18 +24,20 @@ from .data import check_data
 from .layers import RECURRENT_TYPES
 from .network import check_init, check_network
 from .training import check_clip, check_optimizer, check_scheduler
+from .groups import check_loss_scale, check_param_groups, check_penalty
 from .files import locate, read_bundled, read_file
 
 SECTIONS = {
     "network": {"sizes", "activation", "bias", "loss", "input_shape", "layers"},
     "init": {"weights", "biases", "values", "seed", "scheme", "bias"} | {a for args in INIT_SCHEMES.values() for a in args},
-    "optimizer": {"name"} | {a for args in OPTIMIZERS.values() for a in args},
+    "optimizer": {"name", "param_groups"} | {a for args in OPTIMIZERS.values() for a in args},
+    "penalty": {"l1", "l2", "params"},
     "scheduler": {"name"} | {a for args in SCHEDULERS.values() for a in args},
     "clip": {"max_norm", "norm_type", "clip_value"},
     "data": {"x", "y", "random", "toy", "images", "sequence", "batch_size", "shuffle", "shuffle_seed", "drop_last", "holdout"},
     "run": {"steps", "dtype", "device", "eval_every", "stateful"},
 }
-OPTIONAL_SECTIONS = ("run", "scheduler", "clip")
+OPTIONAL_SECTIONS = ("run", "scheduler", "clip", "penalty")
 RUN_DEFAULTS = {"steps": 100, "dtype": "float64", "device": "cpu"}
 
 
@@ -68,10 +71,13 @@ def parse(raw):
             if key not in keys:
                 raise SpecError(f"{section}.{field_key(key)}", f"unknown field; expected one of {sorted(keys)}")
     network = check_network(raw["network"])
+    check_loss_scale(network)
+    optimizer = check_optimizer({k: v for k, v in raw["optimizer"].items() if k != "param_groups"})
     desc = {
         "network": network,
         "init": check_init(raw["init"], network),
-        "optimizer": check_optimizer(raw["optimizer"]),
+        "optimizer": check_param_groups(raw["optimizer"], optimizer, network),
+        "penalty": check_penalty(raw["penalty"], network) if "penalty" in raw else None,
         "scheduler": check_scheduler(raw["scheduler"]) if "scheduler" in raw else None,
         "clip": check_clip(raw["clip"]) if "clip" in raw else None,
         "data": check_data(raw["data"], network),

@@ -91,6 +91,8 @@ def loss_label(desc):
     """The loss as the description names it, with a reduction when it has one: "mse (reduction=sum)"."""
     net = desc["network"]
     reduction = (net.get("loss_args") or {}).get("reduction")
+    if net["loss"] == "half-sse" and reduction == "sum":  # the seed's loss as it always was: a sum
+        reduction = None
     return f"{net['loss']} (reduction={reduction})" if reduction else str(net["loss"])
 
 

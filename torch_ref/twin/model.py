@@ -16,10 +16,15 @@ from manual.names import (ACTIVATION_REGISTRY, LOSS_REGISTRY, OPTIMIZER_REGISTRY
 
 from ..errors import SpecError
 from .layers import Layered
+from .penalty import BatchMean, Penalized, param_groups
 
 
 class HalfSSELoss(nn.Module):
     """The seed's error E = Σ ½(target − out)², summed over outputs and batch (not torch's)."""
+
+    def __init__(self, reduction="sum"):
+        super().__init__()
+        assert reduction == "sum", reduction  # "batch-mean" divides it (loss_function)
 
     def forward(self, input, target):
         return 0.5 * F.mse_loss(input, target, reduction="sum")
@@ -49,8 +54,12 @@ def activation(name, args=None):
 def loss_function(name, args=None):
     """torch.nn's loss module, called as loss(input, target), made with the description's
     arguments. `target` ("index" or "probability") is this project's, not torch's (torch tells
-    them apart by the target's dtype): the registry drops it."""
-    return LOSSES[name](**(args or {}))
+    them apart by the target's dtype): the registry drops it. reduction = "batch-mean" (this
+    project's) is the loss with "sum" divided by the batch's N (penalty.BatchMean)."""
+    args = dict(args or {})
+    if args.get("reduction") == "batch-mean":
+        return BatchMean(loss_function(name, {**args, "reduction": "sum"}))
+    return LOSSES[name](**args)
 
 
 def make_scheduler(optimizer, args):
@@ -156,8 +165,17 @@ class Twin:
         self.delta_names = (self.model.names if self.layered else
                             [f"layers.{k}" for k in range(len(self.model.layers))])
         self.buffers = tuple(name for name, _ in self.model.named_buffers())
-        self.param_list = list(self.params.values())  # the optimizer's order, made once
-        self.optimizer = make_optimizer(self.param_list, desc["optimizer"])
+        self.param_list = list(self.params.values())  # the state dict's order, made once
+        groups = desc["optimizer"].get("param_groups")
+        if groups:  # [[optimizer.param_groups]]: torch's list of groups, in the description's order
+            opt = {k: v for k, v in desc["optimizer"].items() if k != "param_groups"}
+            self.optimizer = make_optimizer(param_groups(groups, self.params), opt)
+        else:
+            self.optimizer = make_optimizer(self.param_list, desc["optimizer"])
+        penalty = desc.get("penalty")
+        if penalty:  # [penalty]: added to the loss, differentiated by autograd
+            self.loss_fn = Penalized(self.loss_fn, [self.params[n] for n in penalty["params"]],
+                                     penalty["l1"], penalty["l2"])
         self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"))
         self.clip = desc.get("clip")
 
