@@ -177,3 +177,14 @@ def test_bad_reduction_is_refused(loss, tmp_path, capsys):
     path.write_text(json.dumps(raw(None, loss, steps=2)))
     assert cli.main(["run", str(path), "--quiet"]) == 2
     assert capsys.readouterr().err.startswith("backprop-check: error: network.loss.reduction: ")
+
+
+@pytest.mark.parametrize("penalty,loss", [({"l2": 0.1}, "mse"), (None, {"name": "mse", "reduction": "batch-mean"})],
+                         ids=["penalty", "batch-mean"])
+def test_the_data_parallel_check_refuses_what_it_does_not_verify(penalty, loss, capsys):
+    """Each rank would add the penalty to its shard's loss (and a shard's batch is not the step's):
+    --ranks refuses both before any process starts, naming it, exit 2."""
+    from torch_ref import api
+    with pytest.raises(spec.SpecError) as info:
+        api.check(raw(penalty, loss), ranks=2)
+    assert info.value.field == "ranks" and ("penalty" in str(info.value) or "batch-mean" in str(info.value))

@@ -158,6 +158,12 @@ def _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, l
     if ranks is not None and "layers" in desc["network"]:
         raise spec.SpecError("ranks", "the data-parallel check covers networks given as sizes (the MLP form); "
                                       "this one is given as layers")
+    if ranks is not None and desc.get("penalty"):  # each rank would add it to its shard's loss: not verified
+        raise spec.SpecError("ranks", "the data-parallel check does not cover [penalty] (each rank's loss would "
+                                      "carry it, and DDP's averaging would scale it): check it without ranks")
+    if ranks is not None and desc["network"].get("loss_args", {}).get("reduction") == "batch-mean":
+        raise spec.SpecError("ranks", "the data-parallel check does not cover reduction = \"batch-mean\" "
+                                      "(a shard's batch is not the step's): check it without ranks")
     if ranks is None:
         raise spec.SpecError("ranks", "accumulate, ddp_as_written and timeout need ranks=R")
     for name, given in lockstep_only.items():
