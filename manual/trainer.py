@@ -26,10 +26,10 @@ import numpy as np
 from .clip_grad import clip_grad_norm_, clip_grad_value_
 from .embedding import TimeSteps
 from .losses import make_loss
-from .lr_scheduler import SCHEDULERS
 from .layered import Layered
 from .modules import MLP, substitute
-from .optim import OPTIMIZERS
+from .optim import optimizer_class
+from .schedules import make_scheduler
 
 
 def over_time_steps(loss, network):
@@ -60,10 +60,10 @@ class Trainer:
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
         self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]
         self.state_arrays = dict(self.model.named_state()) if self.layered else None  # live, parameters and buffers
-        optimizer = substitute(OPTIMIZERS[opt.pop("name")], replace)
+        optimizer = substitute(optimizer_class(opt), replace)
+        del opt["name"]
         self.optimizer = optimizer([self.params[n] for n in self.trained], **opt)
-        sched = dict(desc.get("scheduler") or {})
-        self.scheduler = substitute(SCHEDULERS[sched.pop("name")], replace)(self.optimizer, **sched) if sched else None
+        self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"), desc, replace)
         self.clip = desc.get("clip")
 
     def clip_grads(self):
@@ -75,7 +75,8 @@ class Trainer:
             clip_grad_value_(params, self.clip["clip_value"])
 
     def optimizer_step(self):
-        """The optimizer's update, then the learning-rate schedule's step (once per iteration)."""
+        """The optimizer's update, then the learning-rate schedule's step (once per iteration; a
+        schedule with interval = "epoch" counts them and steps at the end of each epoch)."""
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
