@@ -36,15 +36,16 @@ class ExpressionError(ValueError):
 
 
 def tokens(text):
-    """[(kind, value, position)] of `text`, ending in ("end", None, len + 1)."""
+    """[(kind, value, position)] of `text`, ending in ("end", None, len + 1), or at the first
+    character that starts no token in ("bad", that character, its position)."""
     out, at = [], 0
     while at < len(text):
         if text[at:].strip() == "":
             break
         m = TOKEN.match(text, at)
-        if not m:
+        if not m:  # a character of no token: the parser refuses it when it gets there (a fault before it first)
             skip = len(text[at:]) - len(text[at:].lstrip())
-            raise ExpressionError(f"unexpected {text[at + skip]!r}", at + skip + 1)
+            return out + [("bad", text[at + skip], at + skip + 1)]
         kind = m.lastgroup
         out.append((kind, m.group(kind), m.start(kind) + 1))
         at = m.end()
@@ -139,7 +140,7 @@ class Parser:
 
 
 def describe(kind, value):
-    return "the end" if kind == "end" else repr(value)
+    return "the end" if kind == "end" else f"character {value!r}" if kind == "bad" else repr(value)
 
 
 def evaluate(tree, step):
