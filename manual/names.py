@@ -106,18 +106,42 @@ OPTIMIZER_REGISTRY = {
     "adamw": Entry("AdamW", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 1e-2,
                              "amsgrad": False, "maximize": False}),
     "rmsprop": Entry("RMSprop", {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
-                                 "centered": False, "maximize": False}),
+                                 "centered": False, "maximize": False, "eps_inside_sqrt": False},
+                     own=("eps_inside_sqrt",)),
     "adagrad": Entry("Adagrad", {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0, "initial_accumulator_value": 0.0,
-                                 "eps": 1e-10, "maximize": False}),
+                                 "eps": 1e-10, "maximize": False, "eps_inside_sqrt": False}, own=("eps_inside_sqrt",)),
+    "adadelta": Entry("Adadelta", {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, "maximize": False}),
+    "nadam": Entry("NAdam", {"lr": 2e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                             "momentum_decay": 4e-3, "decoupled_weight_decay": False, "maximize": False}),
+    "radam": Entry("RAdam", {"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0,
+                             "decoupled_weight_decay": False, "maximize": False}),
 }
+# eps_inside_sqrt (rmsprop, adagrad) is this project's: the denominator √(v + ε) where torch has √v + ε
+# (manual.optim.EPS_INSIDE_SQRT, the twin's torch_ref/twin/optim.py)
 # torch.optim.lr_scheduler's schedules (None: a required argument). warmup is LinearLR rising to
 # lr₀ over warmup_steps iterations: LinearLR(start_factor, end_factor=1, total_iters=warmup_steps)
+# by torch's class names, and the earlier short names (step, exponential, cosine, warmup) as aliases.
+# LambdaLR's lr_lambda is a string, an expression of `step` (manual/expression.py); SequentialLR's
+# schedulers a list of schedule tables. OneCycleLR takes total_steps (not epochs, steps_per_epoch).
 SCHEDULER_REGISTRY = {
     "step": Entry("StepLR", {"step_size": None, "gamma": 0.1}),
     "exponential": Entry("ExponentialLR", {"gamma": None}),
     "cosine": Entry("CosineAnnealingLR", {"T_max": None, "eta_min": 0.0}),
     "warmup": Entry("LinearLR", {"warmup_steps": 5, "start_factor": 1.0 / 3}, rename={"warmup_steps": "total_iters"},
                     fixed={"end_factor": 1.0}),
+    "StepLR": Entry("StepLR", {"step_size": None, "gamma": 0.1}),
+    "MultiStepLR": Entry("MultiStepLR", {"milestones": None, "gamma": 0.1}),
+    "ExponentialLR": Entry("ExponentialLR", {"gamma": None}),
+    "CosineAnnealingLR": Entry("CosineAnnealingLR", {"T_max": None, "eta_min": 0.0}),
+    "CosineAnnealingWarmRestarts": Entry("CosineAnnealingWarmRestarts", {"T_0": None, "T_mult": 1, "eta_min": 0.0}),
+    "LinearLR": Entry("LinearLR", {"start_factor": 1.0 / 3, "end_factor": 1.0, "total_iters": 5}),
+    "PolynomialLR": Entry("PolynomialLR", {"total_iters": 5, "power": 1.0}),
+    "ConstantLR": Entry("ConstantLR", {"factor": 1.0 / 3, "total_iters": 5}),
+    "LambdaLR": Entry("LambdaLR", {"lr_lambda": None}),
+    "SequentialLR": Entry("SequentialLR", {"schedulers": None, "milestones": None}),
+    "OneCycleLR": Entry("OneCycleLR", {"max_lr": None, "total_steps": None, "pct_start": 0.3, "anneal_strategy": "cos",
+                                       "cycle_momentum": True, "base_momentum": 0.85, "max_momentum": 0.95,
+                                       "div_factor": 25.0, "final_div_factor": 1e4, "three_phase": False}),
 }
 # torch.nn.init's schemes (manual/init.py draws them; the twin copies the drawn values). xavier's
 # nonlinearity and param are this project's: gain = calculate_gain(nonlinearity, param).

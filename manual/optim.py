@@ -2,7 +2,8 @@
 
 An optimizer holds `Parameter`s and updates `p.data` in place from `p.grad`. Its per-parameter
 state is `state[i]`, a dict named as torch's state keys (`momentum_buffer`, `exp_avg`,
-`exp_avg_sq`, `max_exp_avg_sq`, `square_avg`, `grad_avg`, `sum`, and the integer `step`), created
+`exp_avg_sq`, `max_exp_avg_sq`, `square_avg`, `grad_avg`, `sum`, `acc_delta`, `mu_product` and the
+integer `step`), created
 lazily as torch creates it. `lr` is a plain attribute, so a learning-rate schedule can set it
 (torch keeps it in `param_groups[0]["lr"]`; there is one group here). The constructors take torch's
 arguments in torch's order with torch's defaults; `maximize` is keyword-only, as torch's (in
@@ -15,10 +16,11 @@ Notation for every rule below (t counts steps from 1; all element-wise):
     λ   weight_decay                                     μ  momentum
 """
 import sys
+from functools import partial
 
 import numpy as np
 
-from .names import OPTIMIZER_REGISTRY, resolve
+from .names import OPTIMIZER_REGISTRY, build, resolve
 
 
 BLOCK = 1 << 16  # elements per block of add_scaled_ (256 KiB in float32: stays in cache)
@@ -166,6 +168,8 @@ class RMSprop(Optimizer):
         self.alpha, self.eps, self.weight_decay = alpha, eps, weight_decay
         self.momentum, self.centered = momentum, centered
 
+    eps_inside_sqrt = False  # RMSpropEpsInside: √(v + ε)
+
     def step(self):
         a = self.alpha
         for _, p, state, g in self._grads(self.weight_decay):
@@ -182,9 +186,9 @@ class RMSprop(Optimizer):
             if self.centered:
                 g_avg = state["grad_avg"]
                 g_avg += (1 - a) * (g - g_avg)  # = α g_avg + (1 − α) g, as torch's lerp
-                d = np.sqrt(v - g_avg * g_avg) + self.eps
+                d = denominator(v - g_avg * g_avg, self.eps, self.eps_inside_sqrt)
             else:
-                d = np.sqrt(v) + self.eps
+                d = denominator(v, self.eps, self.eps_inside_sqrt)
             if self.momentum > 0:
                 b = state["momentum_buffer"]
                 b *= self.momentum
@@ -203,6 +207,8 @@ class Adagrad(Optimizer):
         θ ← θ − γ_t g / (√s + ε)
     """
 
+    eps_inside_sqrt = False  # AdagradEpsInside: √(s + ε)
+
     def __init__(self, params, lr=1e-2, lr_decay=0.0, weight_decay=0.0, initial_accumulator_value=0.0,
                  eps=1e-10, *, maximize=False):
         super().__init__(params, {"lr": lr, "maximize": maximize})
@@ -216,8 +222,149 @@ class Adagrad(Optimizer):
             clr = self.lr / (1 + (state["step"] - 1) * self.lr_decay)
             s = state["sum"]
             s += g * g
-            p.data -= clr * (g / (np.sqrt(s) + self.eps))
+            p.data -= clr * (g / denominator(s, self.eps, self.eps_inside_sqrt))
+
+
+def denominator(v, eps, inside):
+    """√v + ε, torch's, or with `inside` √(v + ε), the variant much real code writes."""
+    return np.sqrt(v + eps) if inside else np.sqrt(v) + eps
+
+
+class RMSpropEpsInside(RMSprop):
+    """RMSprop with ε inside the square root, d = √(v + ε) (√(v − ḡ² + ε) centered): the
+    description's `eps_inside_sqrt = true` (not torch's: the twin's reference is its own)."""
+
+    eps_inside_sqrt = True
+
+
+class AdagradEpsInside(Adagrad):
+    """Adagrad with ε inside the square root, θ ← θ − γ_t g / √(s + ε): `eps_inside_sqrt = true`."""
+
+    eps_inside_sqrt = True
+
+
+class Adadelta(Optimizer):
+    """torch.optim.Adadelta.
+
+        g ← g + λθ
+        v ← ρ v + (1 − ρ) g²                    square_avg
+        δ ← √(u + ε) / √(v + ε) · g             u: acc_delta
+        u ← ρ u + (1 − ρ) δ²
+        θ ← θ − γ δ
+    """
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, *, maximize=False):
+        super().__init__(params, {"lr": lr, "maximize": maximize})
+        self.rho, self.eps, self.weight_decay = rho, eps, weight_decay
+
+    def step(self):
+        rho = self.rho
+        for _, p, state, g in self._grads(self.weight_decay):
+            if not state:
+                state.update(step=0, square_avg=np.zeros_like(p.data), acc_delta=np.zeros_like(p.data))
+            state["step"] += 1
+            v, u = state["square_avg"], state["acc_delta"]
+            v *= rho
+            v += (1 - rho) * g * g
+            delta = np.sqrt(u + self.eps) / np.sqrt(v + self.eps) * g
+            u *= rho
+            u += (1 - rho) * delta * delta
+            p.data -= self.lr * delta
+
+
+def scalar32(x):
+    """x rounded to float32, as torch.optim keeps its scalar state (mu_product, step)."""
+    return float(np.float32(x))
+
+
+class NAdam(Optimizer):
+    """torch.optim.NAdam (decoupled_weight_decay: θ ← θ(1 − γλ) instead of g ← g + λθ).
+
+        μ_t = β1 (1 − ½ · 0.96^(t ψ))           ψ = momentum_decay
+        Π ← Π · μ_t                              mu_product (a float32 scalar, as torch's)
+        m ← β1 m + (1 − β1) g;   v ← β2 v + (1 − β2) g²
+        d = √(v / (1 − β2^t)) + ε
+        θ ← θ − γ (1 − μ_t) / (1 − Π) · g / d − γ μ_{t+1} / (1 − Π μ_{t+1}) · m / d
+    """
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
+                 decoupled_weight_decay=False, *, maximize=False):
+        super().__init__(params, {"lr": lr, "maximize": maximize})
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        self.momentum_decay, self.decoupled_weight_decay = momentum_decay, decoupled_weight_decay
+
+    def step(self):
+        beta1, beta2 = self.betas
+        coupled = 0.0 if self.decoupled_weight_decay else self.weight_decay
+        for _, p, state, g in self._grads(coupled):
+            if not state:
+                state.update(step=0, mu_product=1.0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+            state["step"] += 1
+            t = state["step"]
+            if self.decoupled_weight_decay and self.weight_decay != 0:
+                p.data *= 1 - self.lr * self.weight_decay
+            mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * self.momentum_decay))
+            mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * self.momentum_decay))
+            state["mu_product"] = scalar32(np.float32(state["mu_product"]) * np.float32(mu))
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m += (1 - beta1) * (g - m)
+            v *= beta2
+            v += (1 - beta2) * g * g
+            d = np.sqrt(v / (1 - beta2 ** t)) + self.eps
+            product = state["mu_product"]
+            p.data += (-self.lr * (1.0 - mu) / (1.0 - product)) * (g / d)
+            p.data += (-self.lr * mu_next / (1.0 - product * mu_next)) * (m / d)
+
+
+class RAdam(Optimizer):
+    """torch.optim.RAdam (decoupled_weight_decay: θ ← θ(1 − γλ) instead of g ← g + λθ).
+
+        m ← β1 m + (1 − β1) g;   v ← β2 v + (1 − β2) g²
+        ρ∞ = 2 / (1 − β2) − 1;   ρ_t = ρ∞ − 2 t β2^t / (1 − β2^t)
+        r = √((ρ_t − 4)(ρ_t − 2) ρ∞ / ((ρ∞ − 4)(ρ∞ − 2) ρ_t))
+        θ ← θ − γ m / (1 − β1^t) · r · √(1 − β2^t) / (√v + ε)     when ρ_t > 5
+        θ ← θ − γ m / (1 − β1^t)                                  otherwise
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 decoupled_weight_decay=False, *, maximize=False):
+        super().__init__(params, {"lr": lr, "maximize": maximize})
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+        self.decoupled_weight_decay = decoupled_weight_decay
+
+    def step(self):
+        beta1, beta2 = self.betas
+        coupled = 0.0 if self.decoupled_weight_decay else self.weight_decay
+        for _, p, state, g in self._grads(coupled):
+            if not state:
+                state.update(step=0, exp_avg=np.zeros_like(p.data), exp_avg_sq=np.zeros_like(p.data))
+            state["step"] += 1
+            t = state["step"]
+            if self.decoupled_weight_decay and self.weight_decay != 0:
+                p.data *= 1 - self.lr * self.weight_decay
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            m += (1 - beta1) * (g - m)
+            v *= beta2
+            v += (1 - beta2) * g * g
+            correction1, correction2 = 1 - beta1 ** t, 1 - beta2 ** t
+            rho_inf = 2 / (1 - beta2) - 1
+            rho_t = rho_inf - 2 * t * (beta2 ** t) / correction2
+            if rho_t > 5.0:
+                rect = ((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)) ** 0.5
+                p.data -= (m / correction1) * self.lr * (correction2 ** 0.5 / (np.sqrt(v) + self.eps)) * rect
+            else:
+                p.data -= (m / correction1) * self.lr
 
 
 # name in the description -> its class here, by torch's class name (manual/names.py's registry)
 OPTIMIZERS = resolve(OPTIMIZER_REGISTRY, sys.modules[__name__])
+# with eps_inside_sqrt = true: the variant, taking the same arguments (manual/names.py)
+EPS_INSIDE_SQRT = {name: partial(build, OPTIMIZER_REGISTRY[name], cls)
+                   for name, cls in (("rmsprop", RMSpropEpsInside), ("adagrad", AdagradEpsInside))}
+
+
+def optimizer_class(args):
+    """The callable that makes the optimizer of a description's section ({"name", argument...}),
+    taking its arguments: torch's class, or with eps_inside_sqrt = true its variant."""
+    name = args["name"]
+    return EPS_INSIDE_SQRT[name] if args.get("eps_inside_sqrt") else OPTIMIZERS[name]

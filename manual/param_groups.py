@@ -45,12 +45,13 @@ class Schedules:
         return [lr for s in self.schedules for lr in s.get_last_lr()]
 
 
-def make_grouped(optimizer, schedule, groups, params, sched_args):
+def make_grouped(optimizer, schedule, groups, params):
     """(ParamGroups, Schedules or None, the parameters' names in the optimizer's order): `optimizer`
     (a class taking torch's arguments) made for each group ({"params": names, argument...}) over
-    `params` ({name: Parameter}); `schedule` (a class, or None) made over each with `sched_args`."""
+    `params` ({name: Parameter}); `schedule(optimizer)` makes each group's schedule (or None)."""
     opts = [optimizer([params[n] for n in g["params"]], **{k: v for k, v in g.items() if k != "params"})
             for g in groups]
     grouped = ParamGroups(opts)
-    schedules = Schedules(schedule(opt, **sched_args) for opt in opts) if schedule else None
+    made = [schedule(opt) for opt in opts]
+    schedules = Schedules(made) if made and made[0] is not None else None
     return grouped, schedules, [n for g in groups for n in g["params"]]

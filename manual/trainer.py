@@ -26,12 +26,12 @@ import numpy as np
 from .clip_grad import clip_grad_norm_, clip_grad_value_
 from .embedding import TimeSteps
 from .losses import make_loss
-from .lr_scheduler import SCHEDULERS
 from .layered import Layered
 from .modules import MLP, substitute
-from .optim import OPTIMIZERS
+from .optim import optimizer_class
 from .param_groups import make_grouped
 from .penalty import make_penalty
+from .schedules import make_scheduler
 
 
 def over_time_steps(loss, network):
@@ -62,14 +62,16 @@ class Trainer:
         self.trained = [name for name, p in self.params.items() if p.requires_grad]  # the optimizer's order
         self.delta_names = [f"layers.{k}" for k in range(len(self.model.layers))]
         self.state_arrays = dict(self.model.named_state()) if self.layered else None  # live, parameters and buffers
-        optimizer, groups = substitute(OPTIMIZERS[opt.pop("name")], replace), opt.pop("param_groups", None)
-        sched = dict(desc.get("scheduler") or {})
-        schedule = substitute(SCHEDULERS[sched.pop("name")], replace) if sched else None
+        optimizer, groups = substitute(optimizer_class(opt), replace), opt.pop("param_groups", None)
+        del opt["name"]
+
+        def schedule(optimizer):
+            return make_scheduler(optimizer, desc.get("scheduler"), desc, replace)
         if groups:  # [[optimizer.param_groups]]: one optimizer and schedule per group, in the groups' order
-            self.optimizer, self.scheduler, self.trained = make_grouped(optimizer, schedule, groups, self.params, sched)
+            self.optimizer, self.scheduler, self.trained = make_grouped(optimizer, schedule, groups, self.params)
         else:
             self.optimizer = optimizer([self.params[n] for n in self.trained], **opt)
-            self.scheduler = schedule(self.optimizer, **sched) if schedule else None
+            self.scheduler = schedule(self.optimizer)
         self.penalty = make_penalty(desc.get("penalty"), self.params)  # [penalty]: added to the loss
         self.clip = desc.get("clip")
 
@@ -82,7 +84,8 @@ class Trainer:
             clip_grad_value_(params, self.clip["clip_value"])
 
     def optimizer_step(self):
-        """The optimizer's update, then the learning-rate schedule's step (once per iteration)."""
+        """The optimizer's update, then the learning-rate schedule's step (once per iteration; a
+        schedule with interval = "epoch" counts them and steps at the end of each epoch)."""
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()

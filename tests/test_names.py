@@ -49,8 +49,8 @@ def default_problems(entry, cls):
     for arg, default in entry.torch_defaults().items():
         if arg not in params:
             problems.append(f"{entry.cls} takes no {arg}")
-        elif default is None:
-            if params[arg].default is not inspect.Parameter.empty:
+        elif default is None:  # required here: torch's too, or None there (OneCycleLR's total_steps or epochs)
+            if params[arg].default not in (inspect.Parameter.empty, None):
                 problems.append(f"{entry.cls}.{arg} is not required in torch")
         elif not _same(default, params[arg].default):
             problems.append(f"{entry.cls}.{arg}: {default!r}, torch's {params[arg].default!r}")
@@ -58,9 +58,14 @@ def default_problems(entry, cls):
     return problems
 
 
+# a value for each argument a description must give, where 3 is not one
+# (SequentialLR's schedulers: one, made on the same optimizer in `made`; no milestone then)
+REQUIRED_VALUES = {"milestones": [2, 4], "lr_lambda": lambda t: 0.5 ** t, "schedulers": []}
+
+
 def required(entry):
     """Values for the arguments a description must give (None in the registry)."""
-    return {arg: 3 for arg, default in entry.args.items() if default is None}
+    return {arg: REQUIRED_VALUES.get(arg, 3) for arg, default in entry.args.items() if default is None}
 
 
 def made(kind, mapping, name, entry):
@@ -74,6 +79,8 @@ def made(kind, mapping, name, entry):
     if kind == "scheduler":
         optimizer = manual.optim.SGD([], lr=0.1) if mapping is manual.lr_scheduler.SCHEDULERS \
             else torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+        if name == "SequentialLR":
+            args.update(schedulers=[mapping["ConstantLR"](optimizer)], milestones=[])
         return mapping[name](optimizer, **args)
     return mapping[name](**args)
 

@@ -19,7 +19,8 @@ from torch_ref.testing import compare, tolerance
 from conftest import make_desc
 
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-         "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+         "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad, "adadelta": torch.optim.Adadelta,
+         "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam}
 
 # (optimizer section, the state buffers torch keeps for it)
 OPTIMIZERS = [
@@ -38,6 +39,20 @@ OPTIMIZERS = [
     ({"name": "adagrad", "lr": 0.1}, {"step", "sum"}),
     ({"name": "adagrad", "lr": 0.1, "lr_decay": 0.05, "weight_decay": 0.1, "initial_accumulator_value": 0.2,
       "eps": 1e-6}, {"step", "sum"}),
+    ({"name": "adadelta"}, {"step", "square_avg", "acc_delta"}),
+    ({"name": "adadelta", "lr": 0.5, "rho": 0.8, "eps": 1e-4, "weight_decay": 0.1, "maximize": True},
+     {"step", "square_avg", "acc_delta"}),
+    ({"name": "nadam", "lr": 0.01}, {"step", "mu_product", "exp_avg", "exp_avg_sq"}),
+    ({"name": "nadam", "lr": 0.01, "betas": [0.8, 0.99], "weight_decay": 0.1, "momentum_decay": 0.01,
+      "decoupled_weight_decay": True}, {"step", "mu_product", "exp_avg", "exp_avg_sq"}),
+    ({"name": "nadam", "lr": 0.01, "weight_decay": 0.2}, {"step", "mu_product", "exp_avg", "exp_avg_sq"}),
+    ({"name": "radam", "lr": 0.01}, {"step", "exp_avg", "exp_avg_sq"}),  # ρ_t > 5 from t = 6 on
+    ({"name": "radam", "lr": 0.01, "betas": [0.9, 0.9], "weight_decay": 0.1, "decoupled_weight_decay": True,
+      "maximize": True}, {"step", "exp_avg", "exp_avg_sq"}),  # β2 = 0.9: ρ∞ = 19, rectified from t = 3
+    ({"name": "rmsprop", "lr": 0.01, "eps": 1e-3, "eps_inside_sqrt": True}, {"step", "square_avg"}),
+    ({"name": "rmsprop", "lr": 0.005, "eps": 1e-3, "momentum": 0.5, "centered": True, "eps_inside_sqrt": True},
+     {"step", "square_avg", "momentum_buffer", "grad_avg"}),
+    ({"name": "adagrad", "lr": 0.1, "eps": 1e-3, "lr_decay": 0.05, "eps_inside_sqrt": True}, {"step", "sum"}),
 ]
 
 
@@ -101,12 +116,19 @@ VALIDITY = [
     ({"name": "adagrad", "initial_accumulator_value": -0.1}, "optimizer.initial_accumulator_value"),
     ({"name": "adagrad", "eps": -1e-10}, "optimizer.eps"),
     ({"name": "adagrad", "weight_decay": 0.5, "lr_decay": 0.5}, None),
+    ({"name": "adadelta", "rho": 1.5}, "optimizer.rho"),
+    ({"name": "adadelta", "rho": -0.1}, "optimizer.rho"),
+    ({"name": "adadelta", "rho": 1.0, "lr": 0.0}, None),
+    ({"name": "nadam", "momentum_decay": -0.1}, "optimizer.momentum_decay"),
+    ({"name": "nadam", "betas": [0.9, 1.0]}, "optimizer.betas[1]"),
+    ({"name": "radam", "eps": -1.0}, "optimizer.eps"),
+    ({"name": "radam", "weight_decay": -1.0}, "optimizer.weight_decay"),
 ]
 
 
 @pytest.mark.parametrize("opt,field", VALIDITY, ids=[f"{o}" for o, _ in VALIDITY])
 def test_refused_exactly_where_torch_refuses(opt, field):
-    args = {k: (tuple(v) if k == "betas" else v) for k, v in opt.items() if k != "name"}
+    args = {k: (tuple(v) if k == "betas" else v) for k, v in opt.items() if k not in ("name", "eps_inside_sqrt")}
     try:
         TORCH[opt["name"]]([torch.zeros(2, requires_grad=True)], **args)
         torch_refuses = False
@@ -129,6 +151,8 @@ def test_refused_exactly_where_torch_refuses(opt, field):
     ({"name": "sgd", "nesterov": 1}, "optimizer.nesterov"),
     ({"name": "rmsprop", "alpha": float("nan")}, "optimizer.alpha"),
     ({"name": "lbfgs"}, "optimizer.name"),
+    ({"name": "rmsprop", "eps_inside_sqrt": 1}, "optimizer.eps_inside_sqrt"),
+    ({"name": "adam", "eps_inside_sqrt": True}, "optimizer.eps_inside_sqrt"),  # rmsprop and adagrad only
 ])
 def test_malformed_optimizer_fields(opt, field):
     with pytest.raises(spec.SpecError) as e:

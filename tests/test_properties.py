@@ -95,10 +95,18 @@ def optimizers(draw, dtype):
         return {"name": name, "lr": draw(log_uniform(1e-4, 1e-2)) * small, "alpha": draw(st.floats(0.5, 0.999)),
                 "eps": draw(eps), "weight_decay": wd,
                 "momentum": draw(maybe(st.floats(0.0, 0.9))),
-                "centered": draw(st.booleans()), "maximize": maximize}
+                "centered": draw(st.booleans()), "maximize": maximize, "eps_inside_sqrt": draw(st.booleans())}
+    if name == "adadelta":
+        return {"name": name, "lr": draw(log_uniform(1e-2, 1.0)) * small, "rho": draw(st.floats(0.5, 0.99)),
+                "eps": draw(log_uniform(1e-6, 0.1)), "weight_decay": wd, "maximize": maximize}
+    if name in ("nadam", "radam"):
+        extra = {"momentum_decay": draw(log_uniform(1e-3, 1e-2))} if name == "nadam" else {}
+        return {"name": name, "lr": draw(log_uniform(1e-4, 1e-2)) * small,
+                "betas": [draw(st.floats(0.0, 0.99)), draw(st.floats(0.5, 0.999))], "eps": draw(eps),
+                "weight_decay": wd, "decoupled_weight_decay": draw(st.booleans()), "maximize": maximize, **extra}
     return {"name": name, "lr": draw(log_uniform(1e-3, 0.1)) * small, "lr_decay": draw(maybe(st.floats(0.0, 0.1))),
             "weight_decay": wd, "initial_accumulator_value": draw(maybe(st.floats(0.0, 0.5))),
-            "eps": draw(eps), "maximize": maximize}
+            "eps": draw(eps), "maximize": maximize, "eps_inside_sqrt": draw(st.booleans())}
 
 
 SCHEDULES = st.one_of(

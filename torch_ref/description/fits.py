@@ -6,6 +6,7 @@ import os
 import sys
 
 from ..errors import SpecError, show
+from .training import check_schedule_run
 
 DTYPE_MAX = {"float64": sys.float_info.max, "float32": 3.4028234663852886e38}  # largest finite value
 # Memory, estimated before anything is allocated (measured on CPU: a lower bound, so that no run
@@ -27,6 +28,7 @@ def check_fits(desc, record=False):
     _check_init_scale(desc["init"], desc["network"]["sizes"], dtype)
     if desc.get("scheduler"):
         _check_schedule(desc["scheduler"], desc["optimizer"]["lr"], desc["run"]["steps"], dtype)
+        check_schedule_run(desc["scheduler"], desc["optimizer"], desc["run"]["steps"])
     check_memory(desc, record)
     return desc
 
@@ -98,9 +100,9 @@ def _check_schedule(sched, lr, steps, dtype):
     """Refuse a schedule whose learning rate grows beyond the dtype within run.steps (step and
     exponential with gamma > 1): torch's float32 optimizers refuse such a rate, and in float64 it
     becomes inf."""
-    if sched["name"] not in ("step", "exponential") or sched["gamma"] <= 1 or lr == 0:
+    if sched["name"] not in ("step", "exponential", "StepLR", "ExponentialLR") or sched["gamma"] <= 1 or lr == 0:
         return
-    k = steps - 1 if sched["name"] == "exponential" else (steps - 1) // sched["step_size"]
+    k = steps - 1 if sched["name"] in ("exponential", "ExponentialLR") else (steps - 1) // sched["step_size"]
     log_lr = math.log(lr) + k * math.log(sched["gamma"])
     if log_lr > math.log(DTYPE_MAX[dtype]):
         raise SpecError("scheduler.gamma", f"{show(sched['gamma'], 40)}: the learning rate reaches"

@@ -25,10 +25,11 @@ DTYPES = ("float64", "float32")
 DEVICES = ("cpu", "cuda")
 OPTIMIZERS = arguments(OPTIMIZER_REGISTRY)  # name -> {argument: default}, torch.optim's
 # arguments torch.optim refuses below 0 ("Invalid learning rate", "Invalid epsilon value", ...)
-NON_NEGATIVE = ("lr", "momentum", "weight_decay", "eps", "alpha", "lr_decay", "initial_accumulator_value")
+NON_NEGATIVE = ("lr", "momentum", "weight_decay", "eps", "alpha", "lr_decay", "initial_accumulator_value", "rho",
+                "momentum_decay")
 
 SCHEDULERS = arguments(SCHEDULER_REGISTRY)  # name -> {argument: default, None when required}
-INTEGER_ARGS = ("step_size", "T_max", "warmup_steps")  # positive integers
+INTEGER_ARGS = ("step_size", "T_max", "warmup_steps", "T_0", "T_mult", "total_iters", "total_steps")  # positive integers
 INIT_SCHEMES = arguments(INIT_REGISTRY)  # torch.nn.init's names; glorot/he accepted as aliases
 INIT_ALIASES = {"glorot_uniform": "xavier_uniform", "glorot_normal": "xavier_normal",
                 "he_uniform": "kaiming_uniform", "he_normal": "kaiming_normal"}

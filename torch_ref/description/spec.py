@@ -32,7 +32,7 @@ SECTIONS = {
     "init": {"weights", "biases", "values", "seed", "scheme", "bias"} | {a for args in INIT_SCHEMES.values() for a in args},
     "optimizer": {"name", "param_groups"} | {a for args in OPTIMIZERS.values() for a in args},
     "penalty": {"l1", "l2", "params"},
-    "scheduler": {"name"} | {a for args in SCHEDULERS.values() for a in args},
+    "scheduler": {"name", "interval"} | {a for args in SCHEDULERS.values() for a in args},
     "clip": {"max_norm", "norm_type", "clip_value"},
     "data": {"x", "y", "random", "toy", "images", "sequence", "batch_size", "shuffle", "shuffle_seed", "drop_last", "holdout"},
     "run": {"steps", "dtype", "device", "eval_every", "stateful"},

@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from manual.names import (ACTIVATION_REGISTRY, LOSS_REGISTRY, OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY,
-                          resolve)
+from manual.names import ACTIVATION_REGISTRY, LOSS_REGISTRY, resolve
 
 from ..errors import SpecError
 from .layers import Layered
 from .penalty import BatchMean, Penalized, param_groups
+from .optim import OPTIMIZERS, SCHEDULERS, make_optimizer, make_scheduler  # noqa: F401  (importable here)
 
 
 class HalfSSELoss(nn.Module):
@@ -42,8 +42,7 @@ def from_torch(registry, namespace):
 # name in the description -> torch's class, by the class name in manual/names.py's registry
 ACTIVATIONS = from_torch(ACTIVATION_REGISTRY, nn)
 LOSSES = from_torch(LOSS_REGISTRY, nn)
-OPTIMIZERS = from_torch(OPTIMIZER_REGISTRY, torch.optim)
-SCHEDULERS = from_torch(SCHEDULER_REGISTRY, torch.optim.lr_scheduler)
+# the optimizers and schedules (torch.optim's, and the eps_inside_sqrt variants): ./optim.py
 
 
 def activation(name, args=None):
@@ -60,22 +59,6 @@ def loss_function(name, args=None):
     if args.get("reduction") == "batch-mean":
         return BatchMean(loss_function(name, {**args, "reduction": "sum"}))
     return LOSSES[name](**args)
-
-
-def make_scheduler(optimizer, args):
-    """torch.optim.lr_scheduler's schedule for the description's scheduler section, or None."""
-    if not args:
-        return None
-    args = dict(args)
-    return SCHEDULERS[args.pop("name")](optimizer, **args)
-
-
-def make_optimizer(params, args):
-    """torch.optim's optimizer from the description's optimizer section ({"name", argument...})."""
-    args = dict(args)
-    if "betas" in args:
-        args["betas"] = tuple(args["betas"])
-    return OPTIMIZERS[args.pop("name")](params, **args)
 
 
 class TimeSteps(nn.Module):
@@ -176,7 +159,7 @@ class Twin:
         if penalty:  # [penalty]: added to the loss, differentiated by autograd
             self.loss_fn = Penalized(self.loss_fn, [self.params[n] for n in penalty["params"]],
                                      penalty["l1"], penalty["l2"])
-        self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"))
+        self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"), desc)
         self.clip = desc.get("clip")
 
     def clip_grads(self):
@@ -211,7 +194,7 @@ class Twin:
             self.optimizer.state.pop(p, None)
             if name in by_param:
                 self.optimizer.state[p] = {
-                    key: (torch.tensor(float(np.asarray(v)), dtype=_step_dtype()) if key == "step"
+                    key: (torch.tensor(float(np.asarray(v)), dtype=_step_dtype()) if key in ("step", "mu_product")
                           else torch.tensor(np.array(v), dtype=self.dtype, device=self.device))
                     for key, v in by_param[name].items()}
         if schedule is not None:
