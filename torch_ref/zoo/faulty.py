@@ -256,19 +256,24 @@ def conv_stack(steps=3):
 
 # --- the sequence modules' descriptions (torch_ref/zoo/mistakes_rnn.py) ---------------------------
 
+def recurrent_raw(kind, steps=2, stateful=False, **args):
+    """The description (as written, unparsed) of recurrent_net."""
+    return {
+        "network": {"input_shape": [5, 3], "loss": "mse", "layers": [
+            {"type": kind, "hidden_size": 4, "batch_first": True, **args},
+            {"type": "Flatten"}, {"type": "Linear", "out_features": 2}]},
+        "init": {"seed": 0}, "optimizer": {"name": "sgd", "lr": 0.1},
+        "data": {"random": {"n": 8, "seed": 1}, "batch_size": 4},
+        "run": {"steps": steps, "dtype": "float64", "stateful": stateful},
+    }
+
+
 def recurrent_net(kind, steps=2, stateful=False, **args):
     """() -> 5 steps × 3 features → `kind` (RNN, LSTM or GRU; hidden 4, batch first, `args`) →
     Flatten → Linear(2), MSE on random data, batches of 4, SGD, `steps` iterations: every time
     step's output feeds the loss, so every state's gradient has a share of its own."""
     def described():
-        return spec.parse({
-            "network": {"input_shape": [5, 3], "loss": "mse", "layers": [
-                {"type": kind, "hidden_size": 4, "batch_first": True, **args},
-                {"type": "Flatten"}, {"type": "Linear", "out_features": 2}]},
-            "init": {"seed": 0}, "optimizer": {"name": "sgd", "lr": 0.1},
-            "data": {"random": {"n": 8, "seed": 1}, "batch_size": 4},
-            "run": {"steps": steps, "dtype": "float64", "stateful": stateful},
-        })
+        return spec.parse(recurrent_raw(kind, steps, stateful, **args))
     extra = "".join(f", {k} {v}" for k, v in args.items())
     described.__doc__ = (f"5 steps × 3 features → {kind}(hidden 4{extra}) → Flatten → Linear(2), MSE, batches "
                          f"of 4{', stateful' if stateful else ''}, {steps} iterations")
