@@ -193,4 +193,3 @@ GRUResetBeforeProduct = in_zoo(
 
 RNN_ZOO = [LSTMGateOrder, LSTMNoCellGradient, LSTMForgetDerivative, LSTMTruncatedBPTT, LSTMStateNotDetached,
            GRUResetBeforeProduct]
-MISTAKES = tuple(RNN_ZOO)  # (the name the plug-in classes had)
