@@ -1,16 +1,18 @@
 """Every registered mistake (torch_ref/zoo/mistakes.py: the zoo's and the tests' planted bugs) is caught
-by the lockstep at the iteration, stage and tensor the registry says, in every dtype and mode it
-lists; the same runs pass with the engine unbroken (the control of the control); and a mistake is
+by the lockstep at the iteration, stage and tensor the registry says (and, in a recurrent module's
+state, the time step, and the module), in every dtype and mode it lists; the same runs pass with the engine unbroken (the control of the control); and a mistake is
 planted by building, never by patching: the engine's own classes are left as they were."""
 import numpy as np
 import pytest
 
 import manual.activations
+import manual.attention
 import manual.batchnorm
 import manual.container
 import manual.conv
 import manual.data
 import manual.dropout
+import manual.embedding
 import manual.flatten
 import manual.init
 import manual.layered
@@ -20,9 +22,12 @@ import manual.modules
 import manual.normalization
 import manual.optim
 import manual.pooling
+import manual.rnn
+import manual.rnn_cells
 import manual.trainer
 from torch_ref.cli import main as cli
-from torch_ref.zoo import faulty, mistakes, mistakes_layers, planted
+from torch_ref.zoo import (faulty, mistakes, mistakes_attention, mistakes_embedding, mistakes_layers, mistakes_rnn,
+                           planted)
 from torch_ref.lockstep.run import lockstep
 from torch_ref.lockstep.verdict import STAGES
 
@@ -40,11 +45,15 @@ def test_every_mistake_is_caught_where_the_registry_says(m, dtype, mode):
     assert (mm.iteration, mm.stage, mm.name) == (m.iteration, m.stage, m.tensor), str(mm)
     text = str(mm)
     assert f"iteration {m.iteration}, stage {m.stage!r}, tensor {m.tensor!r}" in text
+    assert mm.at.startswith(m.at) and bool(mm.at) == bool(m.at), f"{m.id}: at {mm.at!r}, expected {m.at!r}"
+    assert m.caught_as_expected(mm)
+    if m.at or (m.stage == "forward" and "module" in m.needs):  # caught in the module it is in
+        assert mm.module.partition(" (")[2].rstrip(")") in m.needs["module"], text
     if mode == "shadow":  # judged by both distances to the float64 shadow
         for word in ("float32 twin", "float64 shadow", "manual", "factor"):
             assert word in text, text
-    else:  # a real difference, not a shape or an exception
-        assert mm.abs_err > mm.atol + mm.rtol * abs(mm.reference), text
+    else:  # a real difference (a NaN is one: causal-mask-excludes-self), not a shape or an exception
+        assert not mm.abs_err <= mm.atol + mm.rtol * abs(mm.reference), text
 
 
 def _controls():
@@ -73,6 +82,10 @@ def test_the_registry_says_what_each_mistake_is_and_where():
     ids = [m.id for m in mistakes.REGISTRY]
     assert len(ids) == len(set(ids))
     assert mistakes.ZOO == [m for m in mistakes.REGISTRY if m.zoo] and len(mistakes.ZOO) >= 26
+    # the sequence modules' (issue 13: at least eight), each where its module is
+    sequence = mistakes_embedding.EMBEDDING_ZOO + mistakes_rnn.RNN_ZOO + mistakes_attention.ATTENTION_ZOO
+    assert len(sequence) >= 10 and all(m in mistakes.ZOO for m in sequence)
+    assert {t for m in sequence for t in m.needs["module"]} == {"Embedding", "LSTM", "GRU", "MultiheadAttention"}
     # forward and buffer: the layer lists' mistakes'; eval's (eval mode's, run with [run] eval_every)
     # are tests/test_evaluation.py's so far
     assert {m.stage for m in mistakes.ZOO} == set(STAGES) - {"eval"}
@@ -80,6 +93,9 @@ def test_the_registry_says_what_each_mistake_is_and_where():
     for m in mistakes.REGISTRY:
         assert m.what and m.replaces and m.stage in STAGES and m.checks, m.id
         assert mistakes.mistake(m.id) is m
+        key = m.tensor.rpartition(".")[2]  # a recurrent state's mistake names its time step, and only one
+        assert bool(m.at) == (key in ("h", "c") and m.stage in ("forward", "delta")), m.id
+        assert not m.at or m.at.startswith(f"{key} at t = "), m.id
     assert all(not m.zoo for m in planted.PLANTED)
 
 
@@ -88,7 +104,9 @@ ENGINE = [manual.activations.Sigmoid, manual.activations.Tanh, manual.modules.Li
           manual.optim.SGD, manual.optim.Adam, manual.trainer.Trainer, manual.conv.Conv2d,
           manual.pooling.MaxPool2d, manual.pooling.AvgPool2d, manual.batchnorm.BatchNorm,
           manual.batchnorm.BatchNorm1d, manual.dropout.Dropout, manual.normalization.LayerNorm,
-          manual.container.Residual, manual.flatten.Flatten]
+          manual.container.Residual, manual.flatten.Flatten, manual.rnn.RNNBase, manual.rnn.LSTM, manual.rnn.GRU,
+          manual.rnn_cells.LSTMTimeLoop, manual.rnn_cells.GRUTimeLoop, manual.attention.MultiheadAttention,
+          manual.embedding.Embedding]
 
 
 def test_building_a_mistake_changes_no_class_of_the_engine():

@@ -1,6 +1,6 @@
-"""torch_ref/zoo/mistakes_rnn.py: each planted recurrent mistake first differs from torch in the
-tensor its docstring names (stage, state, time step), and the correct module does not differ at
-all. The reference is torch's autograd on the unrolled module (tests/test_rnn.py's `unroll`),
+"""torch_ref/zoo/mistakes_rnn.py: each planted recurrent mistake (a registry entry; its faulty module
+class is mistakes_rnn.planted_module(entry)) first differs from torch in the tensor its docstring
+names (stage, state, time step) on a lone module, and the correct module does not differ at all. The reference is torch's autograd on the unrolled module (tests/test_rnn.py's `unroll`),
 compared state by state in the order a lockstep meets them: forward t = 0 … T − 1, then
 backward t = T − 1 … 0, then the parameters' gradients."""
 import numpy as np
@@ -11,6 +11,7 @@ from manual import rnn
 from test_rnn import as_list, build, unroll
 from torch_ref.testing import compare, tolerance
 from torch_ref.zoo import mistakes_rnn as zoo
+from torch_ref.zoo.mistakes_rnn import planted_module
 
 torch.set_num_threads(1)
 T = 5
@@ -59,8 +60,10 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("cls,kind,where", CASES, ids=[c.__name__ for c, *_ in CASES])
-def test_a_mistake_differs_first_where_it_acts(cls, kind, where):
+@pytest.mark.parametrize("m,kind,where", CASES, ids=[m.id for m, *_ in CASES])
+def test_a_mistake_differs_first_where_it_acts(m, kind, where):
+    cls = planted_module(m)
+    assert issubclass(cls, getattr(rnn, kind)) and cls is not getattr(rnn, kind)
     assert first_difference(cls, kind) == where
 
 
@@ -71,16 +74,16 @@ def test_the_correct_module_differs_nowhere(kind):
 
 def test_the_gru_reset_mistake_is_invisible_at_t_0_without_bias():
     """From h_0 = 0 without b_hn both forms give n = tanh(W_in x): the first difference is at t = 1."""
-    assert first_difference(zoo.GRUResetBeforeProduct, "GRU", bias=False) == ("forward", "h", 1)
+    assert first_difference(planted_module(zoo.GRUResetBeforeProduct), "GRU", bias=False) == ("forward", "h", 1)
 
 
-@pytest.mark.parametrize("cls", [rnn.LSTM, zoo.LSTMStateNotDetached])
-def test_a_state_carried_without_cutting_the_graph_leaks_into_batch_2s_gradients(cls):
+@pytest.mark.parametrize("faulty", [False, True], ids=["engine", "lstm-state-not-detached"])
+def test_a_state_carried_without_cutting_the_graph_leaks_into_batch_2s_gradients(faulty):
     """Two batches, carry on: outputs, grad_input and batch 1's gradients are torch's either way;
     batch 2's parameter gradients differ only where the graph is not cut."""
     torch.manual_seed(0)
     theirs, correct = build("LSTM", {"input_size": 3, "hidden_size": 4, "batch_first": True}, "float64")
-    mine = cls(3, 4, batch_first=True)
+    mine = (planted_module(zoo.LSTMStateNotDetached) if faulty else rnn.LSTM)(3, 4, batch_first=True)
     for (_, p), (_, q) in zip(mine.named_parameters(), correct.named_parameters()):
         p.data[...] = q.data
     mine.carry, hx, rng, differs = True, None, np.random.default_rng(1), []
@@ -98,4 +101,4 @@ def test_a_state_carried_without_cutting_the_graph_leaks_into_batch_2s_gradients
         differs.append(any(not compare(p.grad, params[n].grad.numpy(), *tolerance("float64")).ok
                            for n, p in mine.named_parameters()))
         hx = tuple(f.detach() for f in as_list(finals))
-    assert differs == [False, cls is zoo.LSTMStateNotDetached]
+    assert differs == [False, faulty]

@@ -344,47 +344,37 @@ def test_the_shapes_are_inferred_and_stateful_refuses_finite_differences():
 
 
 # -- planted mistakes: caught at their stage, module and time step -----------------------------------
-# (inline through the cell hooks of manual/rnn_cells.py and the replace= hook of manual.trainer;
-# the rnn helper's zoo, torch_ref/zoo/mistakes_rnn.py, plants the same kinds)
-
-def _planted(base, cell_base, **methods):
-    """A subclass of manual's `base` (LSTM, GRU, RNN) whose cell is `cell_base` with `methods`."""
-    cell = type(f"Wrong{cell_base.__name__}", (cell_base,), methods)
-    return type(f"Wrong{base.__name__}", (base,), {"make_cell": lambda self, *a: cell(*a)})
-
-
-def _swap_input_and_forget(self, a, hid):
-    """LSTM gates in another order: i and f exchanged after activation."""
-    from manual.rnn_cells import LSTMTimeLoop as LSTMCell
-    LSTMCell.activate(self, a, hid)
-    a[:, :2 * hid] = np.concatenate([a[:, hid:2 * hid], a[:, :hid]], axis=1)
-
+# the registry's recurrent mistakes (torch_ref/zoo/mistakes_rnn.py, each caught on its own small
+# network: tests/test_mistakes.py) planted in the two-layer bidirectional network above, with a
+# module before the recurrent one or without: the time step, layer and direction the lockstep names
 
 def _mistakes():
-    from manual import rnn
-    from manual.rnn_cells import LSTMTimeLoop as LSTMCell, RNNTimeLoop as RNNCell
-    return [  # (id, kind, planted class, stage, tensor, where: the start of `at`)
-        ("gate-order", "LSTM", _planted(rnn.LSTM, LSTMCell, activate=_swap_input_and_forget),
-         "forward", "layers.0.h", "h at t = 0, layer 0, direction 0,"),
-        ("forget-derivative-dropped", "LSTM", _planted(rnn.LSTM, LSTMCell, forget_derivative=lambda s, f: 1 + 0 * f),
-         "delta", "layers.0.h", "h at t = 4, layer 1, direction 0,"),
-        ("truncated-bptt", "RNN", _planted(rnn.RNN, RNNCell, carry_h=lambda s, d, k, n: d if k else 0 * d),
-         "delta", "layers.0.h", "h at t = 4, layer 1, direction 0,"),
-        ("no-cell-state-gradient", "LSTM", _planted(rnn.LSTM, LSTMCell, carry_c=lambda s, dc, f: 0 * dc),
-         "delta", "layers.0.h", "h at t = 3, layer 1, direction 0,"),
+    from torch_ref.zoo import mistakes_rnn as zoo
+    T = 6
+    return [  # (entry, iteration, stage, tensor in the module, where: the start of `at`)
+        (zoo.LSTMGateOrder, 0, "forward", "h", "h at t = 0, layer 0, direction 0,"),
+        (zoo.LSTMForgetDerivative, 0, "delta", "h", f"h at t = {T - 2}, layer 1, direction 0,"),
+        (zoo.LSTMTruncatedBPTT, 0, "delta", "h", "h at t = 0, layer 1, direction 0,"),
+        (zoo.LSTMNoCellGradient, 0, "delta", "h", f"h at t = {T - 3}, layer 1, direction 0,"),
+        (zoo.GRUResetBeforeProduct, 0, "forward", "h", "h at t = 0, layer 0, direction 0,"),
+        # stateful: the first carried batch; the gradients compared last parameter first
+        (zoo.LSTMStateNotDetached, 1, "grad", "bias_hh_l1_reverse", ""),
     ]
 
 
-@pytest.mark.parametrize("index", range(4), ids=["gate-order", "forget-derivative-dropped", "truncated-bptt",
-                                                 "no-cell-state-gradient"])
-def test_a_planted_recurrent_mistake_is_caught_at_its_stage_module_and_time_step(index):
-    import manual.trainer
-    from manual import rnn
+@pytest.mark.parametrize("first_linear", [False, True], ids=["first", "after-linear"])
+@pytest.mark.parametrize("index", range(6), ids=["lstm-gate-order", "lstm-forget-derivative-dropped",
+                                                 "lstm-truncated-bptt", "lstm-no-cell-gradient",
+                                                 "gru-reset-before-product", "lstm-state-not-detached"])
+def test_a_planted_recurrent_mistake_is_caught_at_its_stage_module_and_time_step(index, first_linear):
     from torch_ref.lockstep.run import lockstep
-    _, kind, planted, stage, tensor, where = _mistakes()[index]
-    desc = spec.parse(sequence_raw(kind, False, 3, first_linear=False))
-    result = lockstep(desc, impl=manual.trainer.Trainer(desc, replace={getattr(rnn, kind): planted}))
-    first = result.first_mismatch
-    assert (first.iteration, first.stage, first.name) == (0, stage, tensor), str(first)
-    assert first.module == f"layers.0 ({kind})" and first.at.startswith(where), first.at
-    assert lockstep(desc, impl=manual.trainer.Trainer(desc)).ok  # the correct module passes
+    from torch_ref.zoo import faulty
+    m, iteration, stage, key, where = _mistakes()[index]
+    (kind,) = m.needs["module"]
+    stateful = m.description()["run"]["stateful"]  # as on its own network
+    desc = spec.parse(sequence_raw(kind, stateful, 3, first_linear=first_linear))
+    first = lockstep(desc, impl=faulty.build(desc, m.replaces)).first_mismatch
+    i = 1 if first_linear else 0
+    assert (first.iteration, first.stage, first.name) == (iteration, stage, f"layers.{i}.{key}"), str(first)
+    assert first.module == f"layers.{i} ({kind})" and first.at.startswith(where) and bool(first.at) == bool(where)
+    assert lockstep(desc, impl=faulty.build(desc)).ok  # the correct module passes

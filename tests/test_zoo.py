@@ -9,7 +9,7 @@ import pytest
 import manual.conv
 import manual.pooling
 from torch_ref.cli import main as cli
-from torch_ref.zoo import faulty, mistakes_layers
+from torch_ref.zoo import faulty, mistakes_attention, mistakes_embedding, mistakes_layers, mistakes_rnn
 from torch_ref.zoo import runner as zoo
 from torch_ref.lockstep.run import lockstep
 from torch_ref.lockstep.verdict import STAGES
@@ -39,7 +39,9 @@ def test_zoo_command_json_and_exit_code(capsys):
     assert [e["id"] for e in out["entries"]] == IDS
     for e in out["entries"]:
         assert e["caught"] and e["as_expected"]
-        assert e["caught_at"] == e["expected"]
+        at = e["caught_at"].pop("at")  # the full wording; the expected time step is its start
+        assert e["caught_at"] == {k: v for k, v in e["expected"].items() if k != "at"}
+        assert at.startswith(e["expected"]["at"]) and bool(at) == bool(e["expected"]["at"])
         assert e["mismatch"]["stage"] == e["expected"]["stage"]
     assert set(out["stages_covered"]) == set(STAGES) - {"eval"}  # (eval mode's mistakes: tests/test_evaluation.py)
 
@@ -50,6 +52,18 @@ def test_zoo_command_exits_1_when_a_mistake_is_not_caught_where_expected(monkeyp
     assert cli.main(["zoo"]) == 1
     out = capsys.readouterr().out
     assert "CAUGHT; expected iteration 0, grad, layers.1.weight" in out
+    assert "1 / 2 mistakes caught where expected" in out
+
+
+def test_zoo_command_exits_1_when_a_state_mistake_is_caught_at_another_time_step(monkeypatch, capsys):
+    """The right stage and tensor are not enough for a recurrent module's mistake: the time step too."""
+    right = zoo.entry("lstm-forget-derivative-dropped")
+    wrong = dataclasses.replace(right, at="h at t = 1, layer 0, direction 0")
+    monkeypatch.setattr(zoo, "ENTRIES", [wrong, right])
+    assert cli.main(["zoo"]) == 1
+    out = capsys.readouterr().out
+    assert "CAUGHT; expected iteration 0, delta, layers.0.h, h at t = 1, layer 0, direction 0" in out
+    assert out.count("layers.0 (LSTM): h at t = 3, layer 0, direction 0, sample ") == 2  # where it was
     assert "1 / 2 mistakes caught where expected" in out
 
 
@@ -77,6 +91,41 @@ def test_a_layer_mistake_applies_only_where_its_module_is(e):
     for name, described in LAYER_DESCRIPTIONS.items():
         desc = described()
         assert e.applies(desc) == (module in faulty.module_types(desc["network"]["layers"])), name
+
+
+SEQUENCE_ZOO = mistakes_embedding.EMBEDDING_ZOO + mistakes_rnn.RNN_ZOO + mistakes_attention.ATTENTION_ZOO
+SEQUENCE_DESCRIPTIONS = {"lstm": faulty.recurrent_net("LSTM"), "gru": faulty.recurrent_net("GRU"),
+                         "rnn": faulty.recurrent_net("RNN"), "attention": mistakes_attention.causal_attention,
+                         "copy": mistakes_embedding.copy_padded, "lenet": faulty.shipped("lenet")}
+
+
+@pytest.mark.parametrize("e", SEQUENCE_ZOO, ids=[e.id for e in SEQUENCE_ZOO])
+def test_a_sequence_mistake_applies_only_where_its_module_is(e):
+    """An LSTM's mistake applies to a network with an LSTM, not to one with a GRU or an RNN, nor to an
+    MLP or a convolutional net; likewise the GRU's, the attention's and the Embedding's."""
+    (module,) = e.needs["module"]
+    assert e in zoo.ENTRIES and e.applies(e.description()) and not e.applies(faulty.worked())
+    for name, described in SEQUENCE_DESCRIPTIONS.items():
+        desc = described()
+        assert e.applies(desc) == (module in faulty.module_types(desc["network"]["layers"])), name
+
+
+PLUGINS = [("LSTMForgetDerivative", "LSTM", "iteration 0, stage 'delta', tensor 'layers.0.h', module layers.0 (LSTM): "
+            "h at t = 3, layer 0, direction 0, sample "),
+           ("GRUResetBeforeProduct", "GRU", "iteration 0, stage 'forward', tensor 'layers.0.h', module layers.0 "
+            "(GRU): h at t = 0, layer 0, direction 0, sample ")]
+
+
+@pytest.mark.parametrize("name,kind,words", PLUGINS, ids=[p[0] for p in PLUGINS])
+def test_a_recurrent_mistake_runs_by_name_through_the_command(name, kind, words, tmp_path, capsys):
+    """A registry entry is a plug-in target by its name in mistakes_rnn: the command fails naming the
+    stage, module and time step; the same description passes with the engine."""
+    path = tmp_path / "net.json"
+    path.write_text(json.dumps(faulty.recurrent_raw(kind)))
+    assert cli.main(["run", str(path), "--impl", f"torch_ref.zoo.mistakes_rnn:{name}"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and words in out, out
+    assert cli.main(["run", str(path)]) == 0
 
 
 CONV_GEOMETRIES = [  # (in, out, kernel, stride, padding, dilation, groups, input H×W)

@@ -11,6 +11,9 @@ A state tensor that fails is located at the time step where it first goes wrong 
 computation visits it (forward: layer by layer, direction 0 with t rising, then direction 1 with t
 falling; backward: the reverse), each time step compared with the one comparison helper
 (torch_ref/testing.py's compare), and worded "h at t = 7, layer 0, direction 0, sample 3, unit 5".
+Attention weights, "attn" (N, num_heads, T, S) after softmax (forward only), are located at the
+first query position that goes wrong (all queries are made at once: the lowest), worded
+"attn at query 2, key 3, head 1, sample 0" (locate_attention).
 """
 import numpy as np
 
@@ -42,8 +45,11 @@ def visit_order(shape, stage):
 
 def locate(stage, name, mv, rv, rtol, atol):
     """(Comparison of the first failing time step, the full index, its wording) of a state tensor
-    that fails, or None when it cannot be placed (a shape other than (L, D, T, N, H))."""
+    that fails, or None when it cannot be placed (a shape other than (L, D, T, N, H), or attention
+    weights' (N, heads, T, S): locate_attention)."""
     a, e = np.asarray(mv), np.asarray(rv)
+    if a.shape == e.shape and e.ndim == 4:
+        return locate_attention(name, a, e, rtol, atol)
     if a.shape != e.shape or e.ndim != 5:
         return None
     key = name.rpartition(".")[2]
@@ -52,4 +58,16 @@ def locate(stage, name, mv, rv, rtol, atol):
         if not c.ok:
             n, h = c.index
             return c, (l, d, t, n, h), f"{key} at t = {t}, layer {l}, direction {d}, sample {n}, unit {h}"
+    return None
+
+
+def locate_attention(name, a, e, rtol, atol):
+    """(Comparison, index, wording) of attention weights (N, heads, T, S) that fail, at the first
+    query position t whose row goes wrong (lowest t; its worst element there), or None."""
+    key = name.rpartition(".")[2]
+    for t in range(e.shape[2]):
+        c = compare(a[:, :, t], e[:, :, t], rtol, atol)
+        if not c.ok:
+            n, h, s = c.index
+            return c, (n, h, t, s), f"{key} at query {t}, key {s}, head {h}, sample {n}"
     return None

@@ -36,9 +36,11 @@ class Mistake:
     what: str                 # one sentence: the mistake
     replaces: dict            # {(owner, method) or (owner, method, layer k): the faulty function}
     description: object       # () -> the parsed description it is run on
-    stage: str                # where it must be caught: (iteration, stage, tensor)
+    stage: str                # where it must be caught: (iteration, stage, tensor[, at])
     tensor: str
     iteration: int = 0
+    at: str = ""              # a state tensor's time step: the start of Mismatch.at, e.g.
+                              # "h at t = 4, layer 0, direction 0" ("": not a state tensor)
     needs: dict = field(default_factory=dict)  # {"loss": (...), "module": (...), ...}: where it applies
     zoo: bool = False         # shown by `backprop-check zoo` (else a test-only planted bug)
     checks: tuple = (("float64", "free"),)     # the (dtype, mode) runs that must catch it there
@@ -50,6 +52,15 @@ class Mistake:
         """The description it runs on, in `dtype`."""
         desc = self.description()
         return desc if desc["run"]["dtype"] == dtype else {**desc, "run": {**desc["run"], "dtype": dtype}}
+
+    def caught_as_expected(self, mismatch):
+        """Whether `mismatch` (a lockstep Mismatch, or None) is where this mistake must be caught:
+        its iteration, stage and tensor, and for a state tensor the time step (`at`, a prefix of
+        the mismatch's own; none where `at` is empty)."""
+        if mismatch is None or (mismatch.iteration, mismatch.stage, mismatch.name) != (
+                self.iteration, self.stage, self.tensor):
+            return False
+        return mismatch.at.startswith(self.at) if self.at else not mismatch.at
 
     def applies(self, desc):
         """True when the mistake has a meaning on `desc`'s network (loss, bias, optimizer, activation;
@@ -241,3 +252,29 @@ def conv_stack(steps=3):
         "data": {"images": {"name": "bars", "n": 16, "size": 10, "seed": 4}, "batch_size": 8},
         "run": {"steps": steps, "dtype": "float64"},
     })
+
+
+# --- the sequence modules' descriptions (torch_ref/zoo/mistakes_rnn.py) ---------------------------
+
+def recurrent_raw(kind, steps=2, stateful=False, **args):
+    """The description (as written, unparsed) of recurrent_net."""
+    return {
+        "network": {"input_shape": [5, 3], "loss": "mse", "layers": [
+            {"type": kind, "hidden_size": 4, "batch_first": True, **args},
+            {"type": "Flatten"}, {"type": "Linear", "out_features": 2}]},
+        "init": {"seed": 0}, "optimizer": {"name": "sgd", "lr": 0.1},
+        "data": {"random": {"n": 8, "seed": 1}, "batch_size": 4},
+        "run": {"steps": steps, "dtype": "float64", "stateful": stateful},
+    }
+
+
+def recurrent_net(kind, steps=2, stateful=False, **args):
+    """() -> 5 steps × 3 features → `kind` (RNN, LSTM or GRU; hidden 4, batch first, `args`) →
+    Flatten → Linear(2), MSE on random data, batches of 4, SGD, `steps` iterations: every time
+    step's output feeds the loss, so every state's gradient has a share of its own."""
+    def described():
+        return spec.parse(recurrent_raw(kind, steps, stateful, **args))
+    extra = "".join(f", {k} {v}" for k, v in args.items())
+    described.__doc__ = (f"5 steps × 3 features → {kind}(hidden 4{extra}) → Flatten → Linear(2), MSE, batches "
+                         f"of 4{', stateful' if stateful else ''}, {steps} iterations")
+    return described

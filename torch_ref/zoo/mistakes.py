@@ -10,8 +10,9 @@ itself is never touched), and each is a plug-in factory under its name here, e.g
 the mistake, manual.trainer.build, is every mistake's control.
 
     REGISTRY        every mistake, zoo first (in the zoo's order), then the tests' planted bugs
-    ZOO             the zoo's: the MLP's (here), then the layer lists' (torch_ref/zoo/mistakes_layers.py,
-                    mistakes_embedding.py)
+    ZOO             the zoo's: the MLP's (here), then the layer lists' (torch_ref/zoo/mistakes_layers.py),
+                    then the sequence modules' (mistakes_embedding.py, mistakes_rnn.py,
+                    mistakes_attention.py)
     mistake(id)     one by id
     applicable(desc) the zoo's that apply to a description
 """
@@ -27,6 +28,8 @@ from .faulty import (Mistake, adam, broken_adam, classifier, correct, minibatch,
 from .planted import PLANTED
 from .mistakes_layers import LAYER_ZOO
 from .mistakes_embedding import EMBEDDING_ZOO
+from .mistakes_rnn import RNN_ZOO
+from .mistakes_attention import ATTENTION_ZOO
 
 __all__ = ["REGISTRY", "ZOO", "applicable", "mistake", "broken_adam"]
 
@@ -218,6 +221,7 @@ ZOO = [LossGradSign, ActivationDerivativeDropped, SigmoidDerivativeOnNet, Hidden
        HiddenErrorThroughUpdatedWeights, MeanLossGradNotDividedByBatch, CrossEntropyWithoutTarget,
        WeightGradTransposed, BiasGradAveragedOverBatch, GradsNotZeroed, OutputActivationMissing, LossMissingHalf,
        FrozenBiasUpdated, LrAppliedTwice, MomentumRestarted, AdamWithoutBiasCorrection] + LAYER_ZOO + EMBEDDING_ZOO
+ZOO += RNN_ZOO + ATTENTION_ZOO  # the sequence modules'
 REGISTRY = ZOO + PLANTED
 
 

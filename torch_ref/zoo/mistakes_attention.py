@@ -7,11 +7,14 @@
     CausalMaskHidesItself      the causal mask shifted left: position i does not see itself (row 0
                                sees nothing: NaN, as torch gives for a fully masked row)
 
-Each shows first in the attention weights after softmax, the module's states["attn"] (and so in its
-output): the lockstep's forward stage, at the MultiheadAttention module. `ATTENTION_ZOO` holds them
-as registry entries (torch_ref/zoo/faulty.py's Mistake, the layer zoo's form) on a small causal
-self-attention network; they are not in torch_ref/zoo/mistakes.py's ZOO (the zoo command's list)
-until the lead adds them there. Each is a plug-in factory too, e.g.
+Each changes the attention weights after softmax, the module's states["attn"], and so its output:
+the lockstep catches it at the forward stage, at the MultiheadAttention module (layers.0). The
+weights themselves are not compared yet (the twin's probe reports the recurrent modules' states
+only, so a missing key is not compared): when they are, each shows first as `layers.0.attn`,
+worded "attn at query 2, key 3, head 1, sample 0" (lockstep/states.py's locate_attention), and
+its entry here must say so. `ATTENTION_ZOO` holds them as registry entries (torch_ref/zoo/faulty.py's
+Mistake) on a small causal self-attention network, in torch_ref/zoo/mistakes.py's ZOO (the zoo
+command's list). Each is a plug-in factory too, e.g.
 `--impl torch_ref.zoo.mistakes_attention:CausalMaskOffByOne`.
 """
 import numpy as np

@@ -25,8 +25,9 @@ COPY_PADDED = {
 
 
 def copy_padded(steps=3):
-    """The copy task (blank = padding_idx 0) through Embedding(10, 6, padding_idx=0) → Linear(6, 10),
-    cross-entropy over every time step; `steps` iterations."""
+    """the copy task (blank = padding_idx 0) → Embedding(10, 6, padding_idx=0) → Linear(6, 10), cross-entropy over every time step
+
+    `steps` iterations (3 by default)."""
     return spec.parse({**COPY_PADDED, "run": {"steps": steps}})
 
 

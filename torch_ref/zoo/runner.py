@@ -5,8 +5,9 @@ each run in lockstep against the torch twin on a description chosen for it, each
 
 Every entry is a mistake of the registry (torch_ref/zoo/mistakes.py, `ZOO`): the manual engine built
 with one component replaced by a faulty one, nothing else changed; the real engine is never
-touched. An entry names where the oracle must catch it (iteration, stage, tensor); `run_zoo`
-checks that it does.
+touched. An entry names where the oracle must catch it (iteration, stage, tensor, and for a
+recurrent module's state the time step: "h at t = 3, layer 0, direction 0"); `run_zoo` checks
+that it does.
 
 The worked example's errata (torch_ref/example.py) are explained with this zoo: every entry that
 applies to the worked example's network is tried on it, figure by figure.
@@ -35,15 +36,16 @@ class Outcome:
 
     @property
     def as_expected(self):
-        return self.where == (self.entry.iteration, self.entry.stage, self.entry.tensor)
+        return self.entry.caught_as_expected(self.mismatch)
 
     def to_json(self):
         e = self.entry
         return {
             "id": e.id, "mistake": e.what, "run_on": _first_line(e.description.__doc__),
-            "expected": {"iteration": e.iteration, "stage": e.stage, "tensor": e.tensor},
+            "expected": {"iteration": e.iteration, "stage": e.stage, "tensor": e.tensor, "at": e.at},
             "caught": self.caught,
-            "caught_at": (dict(zip(("iteration", "stage", "tensor"), self.where)) if self.where else None),
+            "caught_at": ({**dict(zip(("iteration", "stage", "tensor"), self.where)), "at": self.mismatch.at}
+                          if self.where else None),
             "as_expected": self.as_expected,
             "mismatch": self.mismatch.to_json() if self.mismatch else None,
         }
@@ -68,7 +70,8 @@ def run_zoo(entries=None):
 
 
 def table(outcomes):
-    """Two lines per mistake: where it was caught (and whether that is where it must be), then what it is."""
+    """Two lines per mistake: where it was caught (and whether that is where it must be), then what it
+    is; a third where it was caught in a state tensor: the time step."""
     lines = [f"{'id':<38} {'iteration':>9}  {'stage':<7} {'tensor':<32} verdict", "-" * 100]
     for o in outcomes:
         e = o.entry
@@ -76,8 +79,11 @@ def table(outcomes):
         if o.as_expected:
             verdict = "caught where expected"
         else:
-            verdict = f"{'CAUGHT' if o.caught else 'MISSED'}; expected iteration {e.iteration}, {e.stage}, {e.tensor}"
+            verdict = (f"{'CAUGHT' if o.caught else 'MISSED'}; expected iteration {e.iteration}, {e.stage}, "
+                       f"{e.tensor}" + (f", {e.at}" if e.at else ""))
         lines.append(f"{e.id:<38} {it:>9}  {stage:<7} {tensor:<32} {verdict}")
+        if o.mismatch is not None and o.mismatch.at:
+            lines.append(f"    {o.mismatch.module}: {o.mismatch.at}")
         lines.append(f"    {e.what}  [on: {_first_line(e.description.__doc__)}]")
     n_ok = sum(o.as_expected for o in outcomes)
     lines += ["", f"{n_ok} / {len(outcomes)} mistakes caught where expected"]
