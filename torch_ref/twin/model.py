@@ -180,10 +180,14 @@ class Twin:
             return None
         return {k: list(v) if isinstance(v, list) else v for k, v in self.scheduler.state_dict().items()}
 
-    def restore(self, state, optimizer_state, schedule):
+    def restore(self, state, optimizer_state, schedule, carried=False):
         """Set parameters, optimizer state ({"{param}.{key}": array}; a parameter without entries
         starts afresh) and the schedule's position (schedule_state()): the twin then takes the
-        iteration that starts there (torch_ref/lockstep/rounding.py re-runs steps from such starts)."""
+        iteration that starts there (torch_ref/lockstep/rounding.py re-runs steps from such starts).
+        `carried` (a stateful run): the per-time-step states of the batch before, whose final
+        states the recurrent modules carry into this one (None: zeros; False: leave them)."""
+        if carried is not False and self.layered:
+            self.model.carry_from(carried)
         self.load_state_dict(state)
         by_param = {}
         for flat, value in (optimizer_state or {}).items():
