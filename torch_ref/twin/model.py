@@ -156,6 +156,10 @@ class Twin:
         self.delta_names = (self.model.names if self.layered else
                             [f"layers.{k}" for k in range(len(self.model.layers))])
         self.buffers = tuple(name for name, _ in self.model.named_buffers())
+        # A first module without parameters (Flatten, LastStep, an activation): its output would not
+        # require grad, and autograd would give it no delta; a float input that requires grad gives
+        # the real dE/dy0 there, as the implementation's backward does (nothing else changes).
+        self.grad_input = self.layered and next(self.model.layers[0].parameters(), None) is None
         self.param_list = list(self.params.values())  # the optimizer's order, made once
         self.optimizer = make_optimizer(self.param_list, desc["optimizer"])
         self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"))
@@ -279,7 +283,10 @@ class Twin:
     def layered_step(self, x, y, masks):
         """train_step of a layer list: every module's output (forward hooks) and dE/d(output)."""
         self.model.set_masks(masks, self.device)
-        output = self.model(self.tensor(x))
+        x = self.tensor(x)
+        if self.grad_input and x.is_floating_point():
+            x.requires_grad_(True)  # (the tracked outputs are the modules', never the input itself)
+        output = self.model(x)
         loss = self.loss_fn(output, self.tensor(y))
         nets, params = self.model.nets, self.param_list
         tracked = [t for t in nets if t.requires_grad]  # (an Identity first passes the data through)
