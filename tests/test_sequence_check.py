@@ -332,13 +332,12 @@ def test_proj_size_and_a_recurrent_module_on_flat_samples_are_refused_naming_the
     assert e.value.field == "network.layers[1].input_size" and "[4]" in str(e.value) and "(T, input_size)" in str(e.value)
 
 
-def test_the_shapes_are_inferred_and_stateful_refuses_finite_differences():
+def test_the_shapes_are_inferred_and_stateful_takes_finite_differences():
     desc = spec.parse(sequence_raw("GRU", True, 2))
     assert desc["network"]["layers"][1]["input_size"] == 4 and desc["network"]["output_shape"] == [2]
     from torch_ref.lockstep.run import lockstep
-    with pytest.raises(spec.SpecError) as e:
-        lockstep(desc, fd_steps=1)
-    assert e.value.field == "--fd"
+    result = lockstep(desc, fd_steps=2)  # the second iteration's differences start from the carried state
+    assert result.ok and result.fd.ok and result.fd.to_json()["iterations_checked"] == 2, result.summary()
 
 
 # -- planted mistakes: caught at their stage, module and time step -----------------------------------

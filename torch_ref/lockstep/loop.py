@@ -146,7 +146,9 @@ class Loop:
             if self.progress is not None:
                 self.progress(it, steps)
             x, y = next(batches)
-            before = self.reference.state_dict() if it < fd_steps else None
+            before = None
+            if it < fd_steps:  # (a stateful run's carried state too: the iteration's forward starts from it)
+                before = {**self.reference.state_dict(), **self.reference.carried_state()}
             ahead.append((it, x, y, before, self.reference_step(it, x, y)))
             if not math.isfinite(ahead[-1][-1]["loss"]):
                 break

@@ -84,9 +84,6 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
         raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
                                 " (--report, --markdown, --plot, --fd): use free or resync for those")
     run = desc["run"]
-    if fd_steps and run.get("stateful"):
-        raise SpecError("--fd", "finite differences run each iteration's forward pass from a zero recurrent state;"
-                                " run.stateful carries it across batches: leave out one of the two")
     prepare_device(run["device"])
     dtype = np.dtype(run["dtype"])
     rtol, atol = tolerance(dtype)

@@ -218,6 +218,17 @@ class Twin:
         """Copies (not views) of every parameter and buffer, as numpy, under state_dict names."""
         return {name: _numpy(t) for name, t in self.state.items()}
 
+    def carried_state(self):
+        """The state each recurrent module carries into the next batch ([run] stateful), as numpy
+        copies: {"layers.1.h_n": (L·D, N, H), "layers.1.c_n": ... (LSTM)}; {} where none is carried
+        (finite differences start a stateful iteration's forward pass from it)."""
+        out = {}
+        for name, m in (self.model.recurrent.items() if self.layered else ()):
+            if m.carry and m.hx is not None:
+                parts = m.hx if isinstance(m.hx, tuple) else (m.hx,)
+                out.update({f"{name}.{key}": _numpy(t) for key, t in zip(("h_n", "c_n"), parts)})
+        return out
+
     def optimizer_tensors(self):
         """torch.optim's per-parameter state tensors as {"{param}.{key}": tensor}, e.g.
         "layers.0.weight.exp_avg" (the live tensors, not copies)."""
