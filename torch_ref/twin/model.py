@@ -156,14 +156,14 @@ class Twin:
         self.delta_names = (self.model.names if self.layered else
                             [f"layers.{k}" for k in range(len(self.model.layers))])
         self.buffers = tuple(name for name, _ in self.model.named_buffers())
-        # A first module without parameters (Flatten, LastStep, an activation): its output would not
-        # require grad, and autograd would give it no delta; a float input that requires grad gives
-        # the real dE/dy0 there, as the implementation's backward does (nothing else changes).
-        self.grad_input = self.layered and next(self.model.layers[0].parameters(), None) is None
         self.param_list = list(self.params.values())  # the optimizer's order, made once
         self.optimizer = make_optimizer(self.param_list, desc["optimizer"])
         self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"))
         self.clip = desc.get("clip")
+        # A first module without parameters (Flatten, LastStep, an activation): its output would not
+        # require grad, and autograd would give it no delta; a float input that requires grad gives
+        # the real dE/dy0 there, as the implementation's backward does (nothing else changes).
+        self.grad_input = self.layered and next(self.model.layers[0].parameters(), None) is None
 
     def clip_grads(self):
         """torch.nn.utils.clip_grad_norm_ / clip_grad_value_, between backward and the step."""
