@@ -21,6 +21,14 @@ step that balances the truncation error of the central difference, h²·|E'''|/6
 rounding error of the two evaluations, eps·|E|/h; both are then about eps^(2/3) ≈ 4e-11 times the
 scale of E and its third derivative. The step actually taken is (p + h) − p, exactly representable.
 
+`elements` ({name: flat indices}) restricts a tensor to some of its elements (the lockstep's --fd
+samples a large tensor's: torch_ref/lockstep/finite_differences.py); its differences are then
+returned for those elements only, in that order (a 1-D array).
+
+A [run] stateful layer list starts every evaluation from the state its recurrent modules carried
+into the iteration (`state`'s "{module}.h_n" and "{module}.c_n", the twin's; zeros where absent),
+a constant as the detached state of the run is: the graph is cut there on both sides.
+
 Only parameters are perturbed: integer token ids (an Embedding's input) have no neighbours. An
 Embedding's padding row is looked up like any other, so the loss depends on it, but torch defines
 its gradient as zero: its differences are set to zero, the gradient the padding row is given.
@@ -58,6 +66,11 @@ class NetworkLoss:
         self.penalty = make_penalty(desc.get("penalty"), dict(self.model.named_parameters()))  # [penalty]
         self.buffers = dict(self.model.named_buffers())  # the live arrays (updated in place by a forward)
         self.saved = {}
+        self.recurrent = {}  # [run] stateful: {name: module}, each started from its carried state
+        if "layers" in net and desc["run"].get("stateful"):
+            self.model.set_carry(True)
+            self.recurrent = {name: m for name, m, _, _ in walk(self.model.layers) if hasattr(m, "reset_state")}
+        self.carried = {}
 
     def load_state_dict(self, state):
         for name, data in self.params.items():
@@ -65,6 +78,10 @@ class NetworkLoss:
         for name, data in self.buffers.items():
             data[...] = state[name]
         self.saved = {name: data.copy() for name, data in self.buffers.items()}
+        self.carried = {}
+        for name in self.recurrent:
+            parts = [np.asarray(state[f"{name}.{k}"], np.float64) for k in ("h_n", "c_n") if f"{name}.{k}" in state]
+            self.carried[name] = None if not parts else tuple(parts) if len(parts) == 2 else parts[0]
 
     def padding_rows(self):
         """(weight name, padding_idx) of every Embedding with a padding row: its row is looked up, so
@@ -75,6 +92,8 @@ class NetworkLoss:
                 if getattr(m, "padding_idx", None) is not None and type(m).__name__ == "Embedding"]
 
     def __call__(self, x, y):
+        for name, m in self.recurrent.items():  # (a forward replaces the carried state with its own final one)
+            m.hx = self.carried[name]
         try:
             loss = float(self.loss_fn.forward(self.model.forward(x), y))
             return loss + float(self.penalty.value()) if self.penalty else loss
@@ -83,13 +102,19 @@ class NetworkLoss:
                 data[...] = self.saved[name]
 
 
-def central_differences(desc, state, x, y, names, masks=None):
+def central_differences(desc, state, x, y, names, masks=None, elements=None):
     """{name: dE/d(name)} by central differences at `state` on the batch (x, y), for the parameters
     `names`, in float64. Also returns the number of forward passes it took. A layer list: `state`
     holds its buffers too, `masks` the iteration's dropout keep-masks (None: no dropout).
+    `elements` ({name: flat indices}, None: every element): the tensors differentiated at those
+    elements only, returned as 1-D arrays of their differences in that order.
 
     With the description's gradient clipping ([clip]), the differences are clipped the same way,
-    since the gradients they are compared with are the clipped ones."""
+    since the gradients they are compared with are the clipped ones (which needs every element:
+    no `elements` then)."""
+    elements = elements or {}
+    if elements and desc.get("clip"):
+        raise ValueError("clipped differences need every element of every tensor: no elements with [clip]")
     loss = NetworkLoss(desc, masks)
     loss.load_state_dict(state)
     x, y = np.asarray(x), np.asarray(y)
@@ -100,9 +125,12 @@ def central_differences(desc, state, x, y, names, masks=None):
     grads, passes = {}, 0
     for name in names:
         p = loss.params[name]
-        g = np.empty_like(p)
-        flat, gflat = p.reshape(-1), g.reshape(-1)  # views (p is contiguous)
-        for i in range(flat.size):
+        flat = p.reshape(-1)  # a view (p is contiguous)
+        which = elements.get(name)
+        which = range(flat.size) if which is None else np.asarray(which, np.int64)
+        g = np.empty_like(p) if name not in elements else np.empty(len(which), p.dtype)
+        gflat = g.reshape(-1)
+        for k, i in enumerate(which):
             p0 = flat[i]
             h = step_size(p0)
             flat[i] = p0 + h
@@ -112,11 +140,13 @@ def central_differences(desc, state, x, y, names, masks=None):
             h_minus = p0 - flat[i]
             e_minus = loss(x, y)
             flat[i] = p0
-            gflat[i] = (e_plus - e_minus) / (h_plus + h_minus)
+            gflat[k] = (e_plus - e_minus) / (h_plus + h_minus)
             passes += 2
         grads[name] = g
     for name, row in loss.padding_rows():  # torch's definition: no gradient, though the loss reads the row
-        if name in grads:
+        if name in elements:
+            grads[name][np.unravel_index(elements[name], loss.params[name].shape)[0] == row] = 0.0
+        elif name in grads:
             grads[name][row] = 0.0
     if desc.get("clip"):
         clip_grads(grads, desc["clip"])

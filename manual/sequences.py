@@ -12,7 +12,8 @@ returns (x, y), the same arrays handed to both sides of the lockstep.
     chars   next-character prediction on the text shipped in the package (manual/texts/seed.txt,
             the seed's own post): vocabulary the text's distinct characters, sorted (ids index
             that list); x (n, T) int64 windows of character ids, y (n, T) the next character at
-            each position (x shifted by one).
+            each position (x shifted by one); with target = "last", y (n,) int64, the character
+            after the window only (one class per sequence: a sequence classifier's targets).
 
 The chars layout is the usual "batchify": the text is cut into `streams` (the batch size)
 consecutive streams of equal length L = ⌊(len − 1) / streams⌋, and sample i is window i // streams
@@ -27,6 +28,7 @@ import importlib.resources
 import numpy as np
 
 SEQUENCE_SETS = ("adding", "copy", "chars")
+CHARS_TARGETS = ("every", "last")  # chars' targets: the next character at every position, or after the window
 COPY_BLANK, COPY_DELIMITER = 0, 1  # the copy task's tokens; symbols are 2 ... symbols + 1
 TEXT = "seed.txt"  # manual/texts/: the seed's post, as it was published
 
@@ -84,10 +86,13 @@ def max_chars_samples(length, streams):
     return streams * (stream_length(streams) // length)
 
 
-def chars(n, length, streams=1, seed=0):
+def chars(n, length, streams=1, seed=0, target="every"):
     """(x (n, length) int64, y (n, length) int64): windows of the text's character ids and their
-    next characters, in the batchify layout of the module docstring. ValueError where the text is
-    too short for n windows (max_chars_samples)."""
+    next characters, in the batchify layout of the module docstring; target "last": y (n,), the
+    character after each window. ValueError where the text is too short for n windows
+    (max_chars_samples) or the target is not one of CHARS_TARGETS."""
+    if target not in CHARS_TARGETS:
+        raise ValueError(f"target must be one of {CHARS_TARGETS}, not {target!r}")
     if n > max_chars_samples(length, streams):
         raise ValueError(f"the text ({len(text())} characters) holds at most {max_chars_samples(length, streams)}"
                          f" windows of {length} in {streams} streams, not {n}")
@@ -97,7 +102,8 @@ def chars(n, length, streams=1, seed=0):
     i = np.arange(n)
     start = (i % streams) * big + offset + (i // streams) * length
     positions = start[:, None] + np.arange(length)
-    return ids[positions], ids[positions + 1]
+    y = ids[positions + 1]
+    return ids[positions], (y[:, -1].copy() if target == "last" else y)
 
 
 def vocabulary_size(name, args):
@@ -112,9 +118,9 @@ def vocabulary_size(name, args):
 
 def sequence(name, n, length, seed=0, streams=1, **args):
     """The set `name` (SEQUENCE_SETS) as (x, y); `streams` is chars' number of streams (the batch
-    size), `args` copy's symbols and string."""
+    size), `args` copy's symbols and string, chars' target."""
     if name == "adding":
         return adding(n, length, seed)
     if name == "copy":
         return copy(n, length, args.get("symbols", 8), args.get("string", 4), seed)
-    return chars(n, length, streams, seed)
+    return chars(n, length, streams, seed, args.get("target", "every"))

@@ -14,7 +14,8 @@ from torch_ref.lockstep.run import lockstep
 from torch_ref.twin.layers import MaskedDropout, make_module
 from torch_ref.zoo.mistakes_layers import LAYER_ZOO
 
-LAYER_SPECS = ["lenet", "batchnorm_mlp", "residual", "dropout", "char_embedding"]
+LAYER_SPECS = ["lenet", "batchnorm_mlp", "residual", "dropout", "char_embedding", "char_lstm", "gru_adding",
+               "birnn_classifier", "char_transformer"]
 
 
 def described(name, steps, dtype="float64"):

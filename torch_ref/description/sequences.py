@@ -5,14 +5,17 @@ checked and its fit to the network:
             (a regression: not a class-index loss)
     copy    {n, length, symbols, string, seed}: tokens (length,), targets per time step, vocabulary
             symbols + 2 (blank, delimiter, the symbols); length ≥ 2·string + 1
-    chars   {n, length, seed}: windows (length,) of the shipped text's character ids, targets the
-            next characters; the text cut into data.batch_size streams (manual/sequences.py)
+    chars   {n, length, seed, target}: windows (length,) of the shipped text's character ids,
+            targets the next characters (target "every", the default: (length,) per sample) or
+            the character after the window ("last": one class per sequence, a classifier's);
+            the text cut into data.batch_size streams (manual/sequences.py)
 
 A token set (copy, chars) needs an Embedding first (integer inputs: input_shape = [length]) with
 num_embeddings at least the vocabulary, a class-index loss (cross_entropy, nll), and an output of
-(length, C) per sample with C at least the vocabulary: the loss over every time step.
+(length, C) per sample with C at least the vocabulary: the loss over every time step (chars with
+target "last": (C,) per sample).
 """
-from manual.sequences import SEQUENCE_SETS, max_chars_samples, vocabulary_size
+from manual.sequences import CHARS_TARGETS, SEQUENCE_SETS, max_chars_samples, vocabulary_size
 
 from ..errors import SpecError, field_key, show
 from .checks import choice, get, integer
@@ -20,7 +23,7 @@ from .fits import class_index_targets
 
 DEFAULTS = {"adding": {"n": 200, "length": 20, "seed": 0},
             "copy": {"n": 200, "length": 12, "symbols": 8, "string": 4, "seed": 0},
-            "chars": {"n": 64, "length": 32, "seed": 0}}
+            "chars": {"n": 64, "length": 32, "seed": 0, "target": "every"}}
 
 
 def check_sequence(t, network, batch_size):
@@ -36,7 +39,10 @@ def check_sequence(t, network, batch_size):
                                                                f"{', '.join(defaults)}")
     s = {"name": name, **defaults, **{k: v for k, v in t.items() if k != "name"}}
     for key in defaults:
-        integer(s[key], f"data.sequence.{key}", 0 if key == "seed" else 1)
+        if key == "target":
+            choice(s[key], CHARS_TARGETS, "data.sequence.target")
+        else:
+            integer(s[key], f"data.sequence.{key}", 0 if key == "seed" else 1)
     if name == "adding" and s["length"] < 2:
         raise SpecError("data.sequence.length", f"the adding problem marks one position in each half: length >= 2,"
                                                 f" got {s['length']}")
@@ -77,6 +83,12 @@ def sequence_fits(s, network):
                                                             f"num_embeddings = {first['num_embeddings']} does not cover it")
     if not class_index_targets(network):
         raise SpecError("network.loss", f"{name}'s targets are class indices per time step: use cross_entropy or nll")
+    if s.get("target") == "last":
+        if len(out) != 1 or out[0] < vocab:
+            raise SpecError("data.sequence.target", f"target = \"last\" gives one class per sequence over {vocab}"
+                                                    f" tokens: the last module's output per sample must be (C,),"
+                                                    f" C >= {vocab} (a LastStep, say), got {out}")
+        return
     if len(out) != 2 or out[0] != length or out[1] < vocab:
         raise SpecError("data.sequence.name", f"{name} has targets per time step over {vocab} tokens: the last"
                                               f" module's output per sample must be (length, C) = ({length}, C >= {vocab}),"

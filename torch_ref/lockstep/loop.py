@@ -154,7 +154,9 @@ class Loop:
             if self.progress is not None:
                 self.progress(it, steps)
             x, y = next(batches)
-            before = self.reference.state_dict() if it < fd_steps else None
+            before = None
+            if it < fd_steps:  # (a stateful run's carried state too: the iteration's forward starts from it)
+                before = {**self.reference.state_dict(), **self.reference.carried_state()}
             ahead.append((it, x, y, before, self.reference_step(it, x, y)))
             if not math.isfinite(ahead[-1][-1]["loss"]):
                 break
@@ -191,10 +193,12 @@ class Loop:
                 return first
             j = next(k for k in range(i, len(pending)) if pending[k][0] == first.iteration)
             it, x, y, m, r = pending[j]
-            start = start_of(self.mode, self.start0, pending[j - 1] if j > 0 else prev, self.impl)
+            keys = self.opinion.carried_keys
+            start = start_of(self.mode, self.start0, pending[j - 1] if j > 0 else prev, self.impl, keys)
             if start is None:
-                first.note = ("(a free run's difference can be told from rounding only from the implementation's"
-                              " optimizer state: report optimizer_state, or use --mode resync)")
+                first.note = ("(a difference can be told from rounding only from where the implementation started the"
+                              " iteration: report optimizer_state" + (" and the recurrent modules' states" if keys else "")
+                              + ", or use --mode resync)")
                 return first
             second = self.opinion.judge(it, start, x, y, m, r)
             if second is not None:
@@ -202,7 +206,8 @@ class Loop:
             rule.absorb(it, m, r)
             self.rounding.excused(it, self.opinion.used)
             if self.mode != "resync" and ("optimizer_state" in m or not r.get("optimizer_state")):
-                self.reference.restore(m["state_dict"], m.get("optimizer_state", {}), r.get("schedule"))
+                carried = {k: m["states"][k] for k in keys} if keys else False  # a stateful run's carried state too
+                self.reference.restore(m["state_dict"], m.get("optimizer_state", {}), r.get("schedule"), carried)
                 self.rounding.reanchored()
                 for k in range(j + 1, len(pending)):
                     itk, xk, yk, mk, _ = pending[k]

@@ -9,7 +9,9 @@ a bug, and none is a fixed multiple of |reference|. So when the fixed tolerance 
 the step that produced it is measured:
 
     start   the state the implementation started this iteration from (parameters, optimizer
-            state, the schedule's position), and the iteration's batch (data: never perturbed)
+            state, the schedule's position; in a [run] stateful run the state each recurrent
+            module carried in, from the implementation's per-time-step states of the batch
+            before), and the iteration's batch (data: never perturbed)
     truth   torch's step from that start, in float64 (float32 runs), or in the run's dtype
     spread  per element, the largest |r_k − truth| over 2·PAIRS steps of torch in the run's dtype
             from the start perturbed element-wise, v·(1 ± MAGNITUDE·u·ξ), ξ ~ U(−1, 1), and with
@@ -29,6 +31,8 @@ the same run gives the same verdict and the same report.
 import numpy as np
 import torch
 
+import manual.init
+
 from ..twin.model import Twin
 from ..testing import rounding_tolerance, tolerance, within
 from .verdict import Mismatch, pairs
@@ -36,19 +40,31 @@ from .verdict import Mismatch, pairs
 
 class Start:
     """Where an iteration starts: parameters, optimizer state ({} before the first step, None when
-    unknown), and the schedule's state (torch's scheduler.state_dict(), None without a schedule)."""
+    unknown), the schedule's state (torch's scheduler.state_dict(), None without a schedule), and,
+    in a stateful run, `carried`: the per-time-step states ({"layers.1.h": (L, D, T, N, H), ...})
+    of the batch before, whose final states the recurrent modules carry in (None: zeros)."""
 
-    def __init__(self, state, optimizer_state, schedule):
+    def __init__(self, state, optimizer_state, schedule, carried=None):
         self.state, self.optimizer_state, self.schedule = state, optimizer_state, schedule
+        self.carried = carried
 
 
-def start_of(mode, start0, prev, impl):
+def start_of(mode, start0, prev, impl, carried_keys=None):
     """Where the implementation started the iteration after `prev` ((it, x, y, m, r), None for
-    iteration 0): the twin's state in resync mode, the implementation's own in free mode. None
-    when that cannot be known (a stateful optimizer whose state the implementation does not report)."""
+    iteration 0): the twin's state in resync mode, the implementation's own in free mode; in a
+    stateful run (`carried_keys`: the state keys its recurrent modules carry) the state the
+    implementation carried in, its own in either mode (a resync loads parameters only). None
+    when that cannot be known (a stateful optimizer whose state the implementation does not
+    report, or a carried state whose per-time-step states it does not report)."""
     if prev is None:
         return start0
     _, _, _, m, r = prev
+    carried = None
+    if carried_keys:
+        states = m.get("states") or {}
+        if any(k not in states for k in carried_keys):
+            return None
+        carried = {k: states[k] for k in carried_keys}
     twin_opt = r.get("optimizer_state", {})
     if mode == "resync":
         state = r["state_dict"]
@@ -57,7 +73,7 @@ def start_of(mode, start0, prev, impl):
         state, opt = m["state_dict"], m.get("optimizer_state")
     if opt is None:
         opt = {} if not twin_opt else None
-    return None if opt is None else Start(state, opt, r.get("schedule"))
+    return None if opt is None else Start(state, opt, r.get("schedule"), carried)
 
 
 class SecondOpinion:
@@ -81,13 +97,19 @@ class SecondOpinion:
         self.factor, self.magnitude, self.pairs = rounding_tolerance()
         self.u = float(np.finfo(self.dtype).eps) / 2
         self._twins = {}
+        # [run] stateful: the state keys the recurrent modules carry into each batch (part of a Start)
+        self.carried_keys = None
+        if desc["run"].get("stateful"):
+            model = self._twin("float64", Start(manual.init.initial_state(desc), {}, None)).model
+            self.carried_keys = [f"{name}.{key}" for name, mod in model.recurrent.items()
+                                 for key in (("h", "c") if mod.mode == "LSTM" else ("h",))]
 
     def _twin(self, dtype, start):
         """A twin of `dtype` restored to `start` (one per dtype, reused)."""
         twin = self._twins.get(dtype)
         if twin is None:
             twin = self._twins[dtype] = Twin(self.desc, start.state, dtype=dtype)
-        twin.restore(start.state, start.optimizer_state, start.schedule)
+        twin.restore(start.state, start.optimizer_state, start.schedule, start.carried)
         return twin
 
     def steps(self, start, x, y, it=0):
@@ -169,7 +191,8 @@ def _cast(start, dtype):
     return Start({k: np.asarray(v, dtype=dtype) for k, v in start.state.items()},
                  None if start.optimizer_state is None else
                  {k: np.asarray(v, dtype=dtype) for k, v in start.optimizer_state.items()},
-                 start.schedule)
+                 start.schedule,
+                 None if start.carried is None else {k: np.asarray(v, dtype=dtype) for k, v in start.carried.items()})
 
 
 def _perturb(a, eps, rng, noise, key):
@@ -251,4 +274,7 @@ def _perturbed(start, eps, rng, noise, dtype):
     if opt is not None:
         opt = {k: (np.asarray(v) if k.endswith(".step") else _perturb(v, eps, rng, noise, "o:" + k).astype(dtype))
                for k, v in opt.items()}
-    return Start(state, opt, start.schedule)
+    carried = start.carried  # the carried state is perturbed as the parameters are
+    if carried is not None:
+        carried = {k: _perturb(v, eps, rng, noise, "s:" + k).astype(dtype) for k, v in carried.items()}
+    return Start(state, opt, start.schedule, carried)

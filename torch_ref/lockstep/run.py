@@ -88,9 +88,6 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
         raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
                                 " (--report, --markdown, --plot, --fd): use free or resync for those")
     run = desc["run"]
-    if fd_steps and run.get("stateful"):
-        raise SpecError("--fd", "finite differences run each iteration's forward pass from a zero recurrent state;"
-                                " run.stateful carries it across batches: leave out one of the two")
     prepare_device(run["device"])
     dtype = np.dtype(run["dtype"])
     rtol, atol = tolerance(dtype)
@@ -106,8 +103,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
                  else (lambda m, r: Checker(m, r, rtol, atol, history, skip)))
     rounding = Rounding()
     masks = (lambda it, x: manual.data.dropout_masks(desc, it, len(x))) if desc["network"].get("dropout") else None
-    stateful = bool(run.get("stateful"))  # the carried state is no part of a Start: no second opinion
-    opinion = None if stateful else SecondOpinion(desc, skip, masks)
+    opinion = SecondOpinion(desc, skip, masks)  # (a stateful run's carried state is part of its Start)
     evaluation = evaluation_pass(desc, impl, dtype, rtol, atol, skip, history)
     loop = Loop(twin, impl, make_rule, rtol, atol, conform=conform, opinion=opinion,
                 rounding=rounding, mode=mode, start0=Start(state, twin.optimizer_state(), twin.schedule_state()),
@@ -124,9 +120,6 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
         first.module = module_label(desc["network"]["layers"], first.name)
     if first is not None and not np.isnan(first.abs_err) and m is not None:  # (NaN: raised, or diverged)
         diagnose(desc, first, out, state, skip, mode, attribution)
-    if first is not None and stateful and not first.detail and not first.note:
-        first.note = ("(a stateful run takes no rounding second opinion: the state each side carried into the"
-                      " iteration is not part of its start)")
     nan = float("nan")
     losses = {"manual": float(m.get("loss", nan)) if m is not None else nan, "reference": r["loss"] if r else nan}
     if shadow:

@@ -47,9 +47,9 @@ class ShadowTwins:
         r["shadow"] = self.shadow.train_step(*wide, **masks)
         return r
 
-    def restore(self, state, optimizer_state, schedule):
-        self.twin.restore(state, optimizer_state, schedule)
-        self.shadow.restore(state, optimizer_state, schedule)
+    def restore(self, state, optimizer_state, schedule, carried=False):
+        self.twin.restore(state, optimizer_state, schedule, carried)
+        self.shadow.restore(state, optimizer_state, schedule, carried)
 
     def state_dict(self):
         return self.twin.state_dict()

@@ -108,6 +108,16 @@ class Layered(nn.Module):
             m.carry = carry
             m.reset_state()
 
+    def carry_from(self, states):
+        """Set the state every recurrent module carries into the next batch from a result's
+        per-time-step states ({"layers.1.h": (L, D, T, N, H), ...}, Recurrent.carry_from); None:
+        zeros. KeyError where a recurrent module's states are missing."""
+        for name, m in self.recurrent.items():
+            if states is None:
+                m.reset_state()
+            else:
+                m.carry_from(states[f"{name}.h"], states[f"{name}.c"] if m.mode == "LSTM" else None)
+
     def probe_states(self, deltas):
         """The per-time-step states of every recurrent module of the last forward and their
         gradients, from the deltas ({name: dE/d output}): ({"layers.1.h": tensor, ...}, {...})."""

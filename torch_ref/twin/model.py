@@ -161,6 +161,10 @@ class Twin:
                                      penalty["l1"], penalty["l2"])
         self.scheduler = make_scheduler(self.optimizer, desc.get("scheduler"), desc)
         self.clip = desc.get("clip")
+        # A first module without parameters (Flatten, LastStep, an activation): its output would not
+        # require grad, and autograd would give it no delta; a float input that requires grad gives
+        # the real dE/dy0 there, as the implementation's backward does (nothing else changes).
+        self.grad_input = self.layered and next(self.model.layers[0].parameters(), None) is None
 
     def clip_grads(self):
         """torch.nn.utils.clip_grad_norm_ / clip_grad_value_, between backward and the step."""
@@ -181,10 +185,14 @@ class Twin:
             return None
         return {k: list(v) if isinstance(v, list) else v for k, v in self.scheduler.state_dict().items()}
 
-    def restore(self, state, optimizer_state, schedule):
+    def restore(self, state, optimizer_state, schedule, carried=False):
         """Set parameters, optimizer state ({"{param}.{key}": array}; a parameter without entries
         starts afresh) and the schedule's position (schedule_state()): the twin then takes the
-        iteration that starts there (torch_ref/lockstep/rounding.py re-runs steps from such starts)."""
+        iteration that starts there (torch_ref/lockstep/rounding.py re-runs steps from such starts).
+        `carried` (a stateful run): the per-time-step states of the batch before, whose final
+        states the recurrent modules carry into this one (None: zeros; False: leave them)."""
+        if carried is not False and self.layered:
+            self.model.carry_from(carried)
         self.load_state_dict(state)
         by_param = {}
         for flat, value in (optimizer_state or {}).items():
@@ -210,6 +218,17 @@ class Twin:
     def state_dict(self):
         """Copies (not views) of every parameter and buffer, as numpy, under state_dict names."""
         return {name: _numpy(t) for name, t in self.state.items()}
+
+    def carried_state(self):
+        """The state each recurrent module carries into the next batch ([run] stateful), as numpy
+        copies: {"layers.1.h_n": (L·D, N, H), "layers.1.c_n": ... (LSTM)}; {} where none is carried
+        (finite differences start a stateful iteration's forward pass from it)."""
+        out = {}
+        for name, m in (self.model.recurrent.items() if self.layered else ()):
+            if m.carry and m.hx is not None:
+                parts = m.hx if isinstance(m.hx, tuple) else (m.hx,)
+                out.update({f"{name}.{key}": _numpy(t) for key, t in zip(("h_n", "c_n"), parts)})
+        return out
 
     def optimizer_tensors(self):
         """torch.optim's per-parameter state tensors as {"{param}.{key}": tensor}, e.g.
@@ -276,7 +295,10 @@ class Twin:
     def layered_step(self, x, y, masks):
         """train_step of a layer list: every module's output (forward hooks) and dE/d(output)."""
         self.model.set_masks(masks, self.device)
-        output = self.model(self.tensor(x))
+        x = self.tensor(x)
+        if self.grad_input and x.is_floating_point():
+            x.requires_grad_(True)  # (the tracked outputs are the modules', never the input itself)
+        output = self.model(x)
         loss = self.loss_fn(output, self.tensor(y))
         nets, params = self.model.nets, self.param_list
         tracked = [t for t in nets if t.requires_grad]  # (an Identity first passes the data through)

@@ -30,6 +30,20 @@ class Recurrent:
         """Forget the carried state: the next batch starts from zeros."""
         self.hx = None
 
+    def carry_from(self, h, c=None):
+        """Carry the final state of a batch whose per-time-step states were h (and c for LSTM),
+        each (num_layers, num_directions, T, N, hidden_size) as a result's "states" hold them
+        (numpy or torch): h_n[l·D + d] is layer l, direction d's state after its last step, t = T−1
+        forward, t = 0 in the reverse direction (torch_ref/lockstep/rounding.py's Start)."""
+        finals = [self._final(h)] + ([self._final(c)] if self.mode == "LSTM" else [])
+        self.hx = tuple(finals) if self.mode == "LSTM" else finals[0]
+
+    def _final(self, states):
+        w = self.weight_hh_l0
+        s = torch.as_tensor(states).to(dtype=w.dtype, device=w.device)
+        last = [s[:, 0, -1]] + ([s[:, 1, 0]] if self.bidirectional else [])
+        return torch.stack(last, 1).reshape(-1, *s.shape[3:])
+
     def initial_state(self, x):
         """hx for a batch x: the carried state (detached) when carrying and the batch size fits, else None."""
         hx = self.hx
