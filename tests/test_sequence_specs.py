@@ -10,7 +10,6 @@ import torch
 import manual.data
 import manual.init
 import manual.trainer
-from manual import rnn
 from manual.sequences import chars
 from torch_ref.description import spec
 from torch_ref.description.files import bundled_path
@@ -124,10 +123,10 @@ MISTAKES = [  # (the planted LSTM, the iteration, stage and tensor where a state
 ]
 
 
-@pytest.mark.parametrize("cls,iteration,stage,name", MISTAKES, ids=[m[0].__name__ for m in MISTAKES])
+@pytest.mark.parametrize("cls,iteration,stage,name", MISTAKES, ids=[m[0].id for m in MISTAKES])
 def test_a_planted_recurrent_mistake_is_caught_at_its_iteration_in_a_stateful_run(cls, iteration, stage, name):
     desc = described("char_lstm", 4)
-    first = lockstep(desc, impl=manual.trainer.Trainer(desc, {rnn.LSTM: cls})).first_mismatch
+    first = lockstep(desc, impl=cls(desc)).first_mismatch
     assert first is not None
     assert (first.iteration, first.stage) == (iteration, stage) and first.name.startswith(name), str(first)
 
