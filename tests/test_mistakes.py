@@ -93,9 +93,10 @@ def test_the_registry_says_what_each_mistake_is_and_where():
     for m in mistakes.REGISTRY:
         assert m.what and m.replaces and m.stage in STAGES and m.checks, m.id
         assert mistakes.mistake(m.id) is m
-        key = m.tensor.rpartition(".")[2]  # a recurrent state's mistake names its time step, and only one
-        assert bool(m.at) == (key in ("h", "c") and m.stage in ("forward", "delta")), m.id
-        assert not m.at or m.at.startswith(f"{key} at t = "), m.id
+        # a recurrent state's mistake names its time step, attention weights' their query, and only those
+        key = m.tensor.rpartition(".")[2]
+        assert bool(m.at) == (key in ("h", "c", "attn") and m.stage in ("forward", "delta")), m.id
+        assert not m.at or m.at.startswith(f"{key} at t = " if key != "attn" else "attn at query "), m.id
     assert all(not m.zoo for m in planted.PLANTED)
 
 

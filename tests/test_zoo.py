@@ -187,3 +187,20 @@ def test_the_pooling_mistakes_send_the_gradient_to_the_whole_window(kernel, stri
         faulty_pool = faulty.stand_ins(planted.replaces)[owner](kernel, stride)
         faulty_pool.forward(x)
         assert np.allclose(faulty_pool.backward(g), window * pool.backward(g))
+
+
+def test_the_docs_zoo_table_is_the_registrys():
+    """docs/zoo.md's table lists the zoo's mistakes in its order, each caught where the registry
+    says (iteration, stage, tensor, and a state's place): a typed table would drift from the code."""
+    import re
+    from pathlib import Path
+    from torch_ref.zoo import mistakes
+    rows = [line.split(" | ") for line in (Path(__file__).parent.parent / "docs" / "zoo.md").read_text().splitlines()
+            if re.match(r"\| `[a-z0-9-]+` \|", line)]
+    assert [r[0][3:-1] for r in rows] == [m.id for m in mistakes.ZOO]
+    for row, m in zip(rows, mistakes.ZOO):
+        shown = f"{'**%d**' % m.iteration if m.iteration else m.iteration}, {m.stage}, `{m.tensor}`"
+        assert row[-1] == shown + (f": {m.at.rstrip(', ')}" if m.at else "") + " |", m.id
+    count = re.search(r"(\d+) mistakes: (\d+) in a multilayer perceptron.*?(\d+) in the\s+modules of a layer list.*?"
+                      r"then (\d+) in the sequence modules", (Path(__file__).parent.parent / "docs" / "zoo.md").read_text(), re.S)
+    assert count and int(count[1]) == len(mistakes.ZOO) == int(count[2]) + int(count[3]) + int(count[4])

@@ -82,3 +82,6 @@ class TransformerEncoderLayer(nn.TransformerEncoderLayer):
                                       need_weights=True, average_attn_weights=False, is_causal=is_causal)
         self.states = {"attn": weights if weights.dim() == 4 else weights.unsqueeze(0)}
         return self.dropout1(out)
+
+
+SELF_ATTENTION_CLASSES = (MultiheadAttention, TransformerEncoderLayer)  # (they keep states["attn"])

@@ -84,6 +84,7 @@ class Layered(nn.Module):
         self.names = [name for name, _ in found]
         self.dropouts = {name: m for name, m in found if isinstance(m, MaskedDropout)}
         self.recurrent = {name: m for name, m in found if isinstance(m, Recurrent)}
+        self.attention = {name: m for name, m in found if isinstance(m, attention.SELF_ATTENTION_CLASSES)}
         self.nets, self.keep = [], False
         self.perturb = None  # (the rounding second opinion's hook: not used for a layer list)
         for _, m in found:
@@ -120,12 +121,16 @@ class Layered(nn.Module):
 
     def probe_states(self, deltas):
         """The per-time-step states of every recurrent module of the last forward and their
-        gradients, from the deltas ({name: dE/d output}): ({"layers.1.h": tensor, ...}, {...})."""
+        gradients, from the deltas ({name: dE/d output}): ({"layers.1.h": tensor, ...}, {...}); and
+        every attention module's weights ("layers.0.attn", forward only: no gradient), in module order."""
         states, grad_states = {}, {}
-        for name, m in self.recurrent.items():
-            s, g = m.probe(deltas[name])
-            states.update({f"{name}.{k}": v for k, v in s.items()})
-            grad_states.update({f"{name}.{k}": v for k, v in g.items()})
+        for name in self.names:
+            if name in self.recurrent:
+                s, g = self.recurrent[name].probe(deltas[name])
+                states.update({f"{name}.{k}": v for k, v in s.items()})
+                grad_states.update({f"{name}.{k}": v for k, v in g.items()})
+            elif name in self.attention:
+                states[f"{name}.attn"] = self.attention[name].states["attn"].detach()
         return states, grad_states
 
     def forward(self, x, keep_deltas=True):

@@ -316,7 +316,7 @@ class Twin:
         self.optimizer_step()
         optim = self.optimizer_tensors()
         after = self._copy_state(list(optim.values()))
-        probed = before[len(before) - 2 * len(states):]
+        probed = before[len(before) - len(states) - len(grad_states):]
         return {
             **({"states": dict(zip(states, probed[:len(states)])),
                 "grad_states": dict(zip(grad_states, probed[len(states):]))} if states else {}),

@@ -7,12 +7,12 @@
     CausalMaskHidesItself      the causal mask shifted left: position i does not see itself (row 0
                                sees nothing: NaN, as torch gives for a fully masked row)
 
-Each changes the attention weights after softmax, the module's states["attn"], and so its output:
-the lockstep catches it at the forward stage, at the MultiheadAttention module (layers.0). The
-weights themselves are not compared yet (the twin's probe reports the recurrent modules' states
-only, so a missing key is not compared): when they are, each shows first as `layers.0.attn`,
-worded "attn at query 2, key 3, head 1, sample 0" (lockstep/states.py's locate_attention), and
-its entry here must say so. `ATTENTION_ZOO` holds them as registry entries (torch_ref/zoo/faulty.py's
+Each changes the attention weights after softmax, the module's states["attn"], which the lockstep
+compares (stage forward, just before the module's output) as `layers.0.attn`, placed at the first
+query that goes wrong, worded "attn at query 1, key 0, head 0, sample 2" (lockstep/states.py's
+locate_attention): the scale missing shows first at query 1 (query 0 sees only itself, weight 1
+either way), the mask that sees the next position at query 0, key 1, the one hiding each
+position from itself at query 0, key 0 (NaN), softmax over the queries at query 0. `ATTENTION_ZOO` holds them as registry entries (torch_ref/zoo/faulty.py's
 Mistake) on a small causal self-attention network, in torch_ref/zoo/mistakes.py's ZOO (the zoo
 command's list). Each is a plug-in factory too, e.g.
 `--impl torch_ref.zoo.mistakes_attention:CausalMaskOffByOne`.
@@ -73,26 +73,28 @@ def causal_attention(steps=2):
     })
 
 
-def in_zoo(id, what, cls, methods):
+def in_zoo(id, what, cls, methods, at):
     """A layer-zoo entry planting `cls`'s `methods` into the network's MultiheadAttention, caught at
-    the forward stage, at the module itself (layers.0)."""
+    the forward stage, in its attention weights (layers.0.attn), at `at` (the start of the wording)."""
     replaces = {(MultiheadAttention, name): getattr(cls, name) for name in methods}
-    return Mistake(id, what, replaces, causal_attention, "forward", "layers.0",
-                   needs={"module": ("MultiheadAttention",)}, zoo=True, checks=CHECKS)
+    return Mistake(id, what, replaces, causal_attention, "forward", "layers.0.attn",
+                   needs={"module": ("MultiheadAttention",)}, zoo=True, checks=CHECKS, at=at)
 
 
 AttentionScaleMissing = in_zoo(
     "attention-scale-missing", "The attention scores q·kᵀ not divided by √d (d the head's size): softmax of "
-    "scores √d times too large.", AttentionUnscaled, ("scaling",))
+    "scores √d times too large.", AttentionUnscaled, ("scaling",), "attn at query 1, key 0,")
 AttentionSoftmaxOverQueries = in_zoo(
     "attention-softmax-over-queries", "The attention's softmax over the queries (axis −2) instead of the keys: "
-    "each key's column sums to 1, not each query's row.", SoftmaxOverQueries, ("softmax", "softmax_backward"))
+    "each key's column sums to 1, not each query's row.", SoftmaxOverQueries, ("softmax", "softmax_backward"),
+    "attn at query 0, key 0,")
 CausalMaskOffByOne = in_zoo(
     "causal-mask-off-by-one", "The causal mask one position off: np.triu(ones, k=2) where k=1 is due, so each "
-    "position also sees the next one.", CausalMaskSeesNext, ("list_mask",))
+    "position also sees the next one.", CausalMaskSeesNext, ("list_mask",), "attn at query 0, key 1,")
 CausalMaskExcludesSelf = in_zoo(
     "causal-mask-excludes-self", "The causal mask one position off the other way: np.triu(ones, k=0), so a "
-    "position does not see itself (and the first sees nothing: NaN).", CausalMaskHidesItself, ("list_mask",))
+    "position does not see itself (and the first sees nothing: NaN).", CausalMaskHidesItself, ("list_mask",),
+    "attn at query 0, key 0,")
 
 ATTENTION_ZOO = [AttentionScaleMissing, AttentionSoftmaxOverQueries, CausalMaskOffByOne, CausalMaskExcludesSelf]
 MISTAKE_CLASSES = (AttentionUnscaled, SoftmaxOverQueries, CausalMaskSeesNext, CausalMaskHidesItself)
