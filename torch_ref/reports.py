@@ -77,15 +77,15 @@ def write_atomic(path, write):
         raise
 
 
-def prepare(report=None, markdown=None, plot=None):
+def prepare(report=None, markdown=None, plot=None, html=None):
     """{flag: path} of the reports asked for, each checked writable now (SpecError otherwise):
-    call before the run; pass the result to `write_all` after it."""
+    call before the run; pass the result to `write_all` after it (--html: torch_ref/html/'s write)."""
     outputs = {flag: path for flag, path in (("--report", report), ("--markdown", markdown),
-                                             ("--plot", plot)) if path is not None}
+                                             ("--plot", plot), ("--html", html)) if path is not None}
     if plot is not None:
         require_matplotlib()
     if len({os.path.abspath(p) for p in outputs.values()}) < len(outputs):
-        raise SpecError(next(iter(outputs)), "--report, --markdown and --plot must name different files")
+        raise SpecError(list(outputs)[-1], f"{', '.join(outputs)} must name different files")
     for flag, path in outputs.items():
         check_writable(path, flag)
     return outputs
@@ -107,6 +107,8 @@ def write_all(outputs, result, desc, spec_path=None):
     directory gone) raises SpecError naming the flag; the file already at that path is untouched."""
     writers = {"--report": write_json, "--markdown": write_markdown, "--plot": write_plot}
     for flag, path in outputs.items():
+        if flag not in writers:
+            continue  # --html: the caller's (torch_ref/html/ writes it with the tensors it recorded)
         try:
             writers[flag](path, result, desc, spec_path=spec_path)
         except OSError as e:
