@@ -70,7 +70,7 @@ def test_a_long_run_keeps_a_window_before_the_stop_and_checkpoints():
     window = [it for it in kept if it % rec.every]
     assert len(window) == rec.window > 0  # the last iterations before the stop (checkpoints aside)
     assert window == [it for it in range(300) if it % rec.every][-rec.window:]
-    assert all(it % rec.every == 0 for it in kept if it < 300 - rec.window)
+    assert all(it % rec.every == 0 for it in kept if it < window[0])  # before it: checkpoints only
     assert "every" in rec.policy() and "the last" in rec.policy()
 
 
@@ -91,3 +91,21 @@ def test_a_100000_iteration_page_stays_under_the_limit(tmp_path):
     assert main(["run", "worked_example", "--steps", "100000", "--quiet", "--html", str(tmp_path / "p.html")]) == 0
     size = (tmp_path / "p.html").stat().st_size
     assert 1_000_000 < size <= page.LIMIT
+
+
+@pytest.mark.parametrize("impl, infinite", [("torch_ref.zoo.mistakes:HiddenErrorOneOutput", False), (None, True)])
+def test_the_plot_takes_a_failure_at_iteration_0_and_infinite_errors_without_warnings(tmp_path, impl, infinite):
+    """--plot: errors over the allowance; a run stopped at iteration 0, an infinite error: no warning."""
+    import warnings
+    pytest.importorskip("matplotlib")
+    from torch_ref import api, reports
+    result = api.check("worked_example", impl, steps=3, report=str(tmp_path / "r.json"))
+    assert result.ok is infinite
+    if infinite:
+        result.history.over[1, 2] = result.history.rel[1, 2] = result.history.abs[1, 2] = float("inf")
+    else:
+        assert result.first_mismatch.iteration == 0 and result.not_reached
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reports.write_plot(tmp_path / "p.png", result, spec.load("worked_example"))
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
