@@ -277,6 +277,7 @@ def test_build_makes_a_wheel_and_an_sdist_without_warnings(dists):
         f"torch_ref/specs/{p.name}" for p in SPECS.glob("*.toml")}
     assert {n for n in in_wheel if n.startswith("manual/texts/")} == {  # the "chars" set's text
         f"manual/texts/{p.name}" for p in (ROOT / "manual" / "texts").glob("*.txt")} != set()
+    assert "torch_ref/html/template.html" in in_wheel  # the --html page's template (package data)
     points = zipfile.ZipFile(wheel).read(f"backprop_check-{PYPROJECT_VERSION}.dist-info/entry_points.txt").decode()
     assert "[pytest11]" in points and "backprop_check = torch_ref.pytest_plugin" in points
     top = f"backprop_check-{PYPROJECT_VERSION}/"

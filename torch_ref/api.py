@@ -21,7 +21,7 @@ from .lockstep.verdict import skipped_stages
 
 
 def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0,
-          report=None, markdown=None, plot=None, skip_stages=(), step_timeout=None, progress=None,
+          report=None, markdown=None, plot=None, html=None, skip_stages=(), step_timeout=None, progress=None,
           spec_path=None, ranks=None, accumulate=None, ddp_as_written=False, timeout=None, attribution=True):
     """Run the lockstep of `impl` against the torch twin and return the Result.
 
@@ -33,6 +33,8 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     fd_steps: iterations that also get central finite differences (2 forward passes per parameter).
     report, markdown, plot: paths of a JSON report, a Markdown summary, a PNG plot (torch_ref/reports.py),
           checked writable before the run, written atomically after it.
+    html: the path of a self-contained HTML page stepping through the run (torch_ref/html/), the
+          same way.
     skip_stages: stages not compared (e.g. ["loss"] for an implementation that reports a loss other
           than the one it descends), listed in Result.skipped.
     step_timeout: seconds each call of the implementation may take (default 300; 0: no limit); a
@@ -57,22 +59,29 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     if ranks is not None or accumulate is not None or ddp_as_written or timeout is not None:
         lockstep_only = {"impl": impl is not None, "mode": mode != "free", "fd_steps": bool(fd_steps),
                          "report": report is not None, "markdown": markdown is not None, "plot": plot is not None,
+                         "html": html is not None,
                          "skip_stages": bool(skip_stages), "step_timeout": step_timeout is not None}
         return _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, lockstep_only)
     from . import reports
     skipped_stages(skip_stages)  # bad arguments are refused before the factory runs
     step_timeout = plugin.step_timeout(step_timeout, "step_timeout")
-    outputs = reports.prepare(report, markdown, plot)
+    outputs = reports.prepare(report, markdown, plot, html)
     name = impl if isinstance(impl, str) else getattr(impl, "__qualname__", None)
     if isinstance(impl, (str, type)) or (impl is not None and not hasattr(impl, "train_step")):
         impl = plugin.build(impl, desc, step_timeout)  # a TARGET, a class, a factory
     if name is None and impl is not None:
         name = impl.name if isinstance(impl, plugin.Guard) else type(impl).__qualname__
     from .lockstep.run import lockstep  # torch: imported once the arguments are known to be good
-    result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=bool(outputs),
+    recorder = None
+    if html is not None:
+        from . import html as page
+        recorder = page.recorder_for(desc, skip_stages)
+    result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=recorder or bool(outputs),
                       progress=progress, skip_stages=skip_stages,
                       step_timeout=step_timeout, attribution=attribution)
     reports.write_all(outputs, result, desc, spec_path=spec_path)
+    if recorder is not None:
+        page.write(html, result, desc, recorder, spec_path=spec_path)
     return result
 
 
@@ -93,11 +102,18 @@ def train_alone(desc, side, *, steps=None, dtype=None, device=None):
     return alone(_described(desc, steps, dtype, device), side)
 
 
-def worked_example():
+def worked_example(html=None):
     """The seed's worked example, every figure recomputed by the manual engine and confirmed by
-    autograd, its errata explained with the zoo (`backprop-check example`)."""
+    autograd, its errata explained with the zoo (`backprop-check example`); with `html`, a page
+    of its chain rule and its lockstep run written there (torch_ref/html/example.py)."""
     from . import example
-    return Shown(example.report(), lambda rep: rep["confirmed_by_autograd"], example.table,
+    if html is not None:
+        from .html import example as page
+        page.prepare(html)
+    rep = example.report()
+    if html is not None:
+        page.write(html, rep)
+    return Shown(rep, lambda rep: rep["confirmed_by_autograd"], example.table,
                  lambda rep: {k: v for k, v in rep.items() if k not in ("rows", "lockstep")})
 
 

@@ -77,15 +77,15 @@ def write_atomic(path, write):
         raise
 
 
-def prepare(report=None, markdown=None, plot=None):
+def prepare(report=None, markdown=None, plot=None, html=None):
     """{flag: path} of the reports asked for, each checked writable now (SpecError otherwise):
-    call before the run; pass the result to `write_all` after it."""
+    call before the run; pass the result to `write_all` after it (--html: torch_ref/html/'s write)."""
     outputs = {flag: path for flag, path in (("--report", report), ("--markdown", markdown),
-                                             ("--plot", plot)) if path is not None}
+                                             ("--plot", plot), ("--html", html)) if path is not None}
     if plot is not None:
         require_matplotlib()
     if len({os.path.abspath(p) for p in outputs.values()}) < len(outputs):
-        raise SpecError(next(iter(outputs)), "--report, --markdown and --plot must name different files")
+        raise SpecError(list(outputs)[-1], f"{', '.join(outputs)} must name different files")
     for flag, path in outputs.items():
         check_writable(path, flag)
     return outputs
@@ -107,6 +107,8 @@ def write_all(outputs, result, desc, spec_path=None):
     directory gone) raises SpecError naming the flag; the file already at that path is untouched."""
     writers = {"--report": write_json, "--markdown": write_markdown, "--plot": write_plot}
     for flag, path in outputs.items():
+        if flag not in writers:
+            continue  # --html: the caller's (torch_ref/html/ writes it with the tensors it recorded)
         try:
             writers[flag](path, result, desc, spec_path=spec_path)
         except OSError as e:
@@ -153,15 +155,16 @@ def per_stage(history):
         cols = [k for k, (s, _) in enumerate(history.keys) if s == stage]
         if not cols:
             continue
-        a, r = history.abs[:, cols], history.rel[:, cols]
+        a, r, o = history.abs[:, cols], history.rel[:, cols], history.over[:, cols]
         seen = ~np.all(np.isnan(r), axis=1)
         worst = np.zeros(n, dtype=int)
         worst[seen] = np.nanargmax(r[seen], axis=1)
         with np.errstate(invalid="ignore"):
             max_abs = np.where(seen, np.nanmax(np.where(np.isnan(a), -np.inf, a), axis=1), np.nan)
             max_rel = np.where(seen, np.nanmax(np.where(np.isnan(r), -np.inf, r), axis=1), np.nan)
+            over = np.where(seen, np.nanmax(np.where(np.isnan(o), -np.inf, o), axis=1), np.nan)
         out[stage] = {"tensors": [history.keys[k][1] for k in cols], "max_abs_err": max_abs,
-                      "max_rel_err": max_rel, "worst": np.where(seen, worst, -1)}
+                      "max_rel_err": max_rel, "worst": np.where(seen, worst, -1), "over": over}
     return out
 
 
@@ -306,8 +309,9 @@ def write_markdown(path, result, desc, spec_path=None):
 
 
 def write_plot(path, result, desc, spec_path=None):
-    """Top: the loss of both sides per iteration. Below, one panel per stage: the largest relative
-    difference per iteration (log scale), the tolerance rtol as a line, the first mismatch marked."""
+    """Top: the loss of both sides per iteration. Below, one panel per stage: its largest error over
+    the allowance per iteration (log scale; the pass rule is a line at 1), the first mismatch marked,
+    "not reached" where the run stopped before the stage (a failure at iteration 0 included)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -316,16 +320,13 @@ def write_plot(path, result, desc, spec_path=None):
     if h is None:
         raise ValueError("the plot needs the per-iteration history: run lockstep(..., record=True)")
     n = min(len(h.loss), result.steps_checked + (result.first_mismatch is not None))
-    its = np.arange(n)
-    stages = per_stage(h)
-    rtol, _ = tolerance(result.dtype)
-    first = result.first_mismatch
+    its, stages, first = np.arange(n), per_stage(h), result.first_mismatch
     fig, axes = plt.subplots(1 + len(stages), 1, figsize=(7, 1.6 + 1.25 * len(stages)), sharex=True,
                              gridspec_kw={"height_ratios": [1.6] + [1] * len(stages)}, squeeze=False)
     axes = axes[:, 0]
     ax = axes[0]
-    ax.plot(its, h.loss[:n, 1], color="tab:blue", lw=2.5, alpha=0.5, label="reference (torch)")
-    ax.plot(its, h.loss[:n, 0], color="tab:red", lw=1, ls="--", label=f"implementation ({result.impl})")
+    ax.plot(its, h.loss[:n, 1], "o-" if n == 1 else "-", color="tab:blue", lw=2.5, alpha=0.5, label="reference (torch)")
+    ax.plot(its, h.loss[:n, 0], "x--" if n == 1 else "--", color="tab:red", lw=1, label=f"implementation ({result.impl})")
     losses = h.loss[:n][np.isfinite(h.loss[:n])]
     if losses.size and losses.min() > 0 and losses.max() > 10 * losses.min():
         ax.set_yscale("log")
@@ -334,32 +335,31 @@ def write_plot(path, result, desc, spec_path=None):
     ax.set_title(f"{Path(str(spec_path)).name if spec_path else 'lockstep'}: {verdict} "
                  f"({result.dtype}, {result.mode})", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
-    tiny = 1e-18  # exact agreement (0) drawn at the floor of the log scale
+    tiny, huge = 1e-18, 1e18  # exact agreement drawn at the floor, an infinite error at the ceiling
     for ax, (stage, s) in zip(axes[1:], stages.items()):
-        rel = s["max_rel_err"][:n]
-        ax.semilogy(its, np.where(np.isnan(rel), np.nan, np.maximum(rel, tiny)), ".", ms=1.5,
-                    color="tab:green")  # NaN: not compared, not drawn
-        ax.axhline(rtol, color="k", ls=":", lw=1)
-        ax.text(0.995, rtol, f" rtol {rtol:g}", transform=ax.get_yaxis_transform(), fontsize=6,
-                ha="right", va="bottom")
+        over = np.clip(s["over"][:n], tiny, huge)  # NaN (not compared) stays NaN: not drawn
+        ax.set_yscale("log")
+        ax.set_ylim(tiny / 10, huge * 10)
+        ax.axhline(1.0, color="k", ls=":", lw=1)
+        ax.text(0.995, 1.0, " allowance", transform=ax.get_yaxis_transform(), fontsize=6, ha="right", va="bottom")
         ax.set_ylabel(stage, fontsize=8)
         ax.tick_params(labelsize=7)
-        if first and first.stage == stage:
-            ax.plot([first.iteration], [max(first.rel_err, tiny)], "rx", ms=8, mew=2,
-                    label=f"first mismatch: {first.name}")
+        if stage in result.not_reached or not np.isfinite(over).any():
+            ax.text(0.5, 0.5, "not reached", transform=ax.transAxes, ha="center", va="center", color="gray")
+        else:
+            ax.plot(its, over, ".", ms=1.5 if n > 1 else 6, color="tab:green")
+        if first and first.stage == stage and first.iteration < n:
+            ax.plot([first.iteration], [over[first.iteration]], "rx", ms=8, mew=2, label=f"first mismatch: {first.name}")
             ax.legend(fontsize=7, loc="upper left")
         if first:
             ax.axvline(first.iteration, color="r", lw=0.6, alpha=0.5)
     axes[-1].set_xlabel("iteration")
-    fig.text(0.01, 0.005, f"largest relative difference per iteration, log scale; exact agreement drawn at {tiny:g}",
-             fontsize=6)
+    axes[-1].set_xlim(-0.5, max(n - 0.5, 0.5))
+    fig.text(0.01, 0.005, f"largest error over the allowance (atol + rtol |reference|) per iteration, log scale;"
+             f" a pass is at or below 1; exact agreement drawn at {tiny:g}", fontsize=6)
     fig.tight_layout()
-
-    def save(f):
-        fig.savefig(f, format="png", dpi=80)
-
     try:
-        write_atomic(path, save)
+        write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=80))
     finally:
         plt.close(fig)
 

@@ -1,11 +1,12 @@
 """The `backprop-check` command.
 
-    backprop-check example [--json]                 the seed's worked example, checked
+    backprop-check example [--json] [--html FILE]   the seed's worked example, checked
     backprop-check zoo [--json]                     classic backprop mistakes, each caught
     backprop-check run SPEC [--json] [--steps N] [--dtype D] [--device D] [--mode free|resync|shadow]
                             [--impl TARGET] [--step-timeout SECONDS] [--skip-stage STAGE ...]
                             [--fd] [--fd-steps K]
-                            [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--quiet] [--no-attribution]
+                            [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--html FILE.html]
+                            [--quiet] [--no-attribution]
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
                                                     data-parallel: DDP on R processes (torch_ref/distributed/)
     backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
@@ -53,6 +54,9 @@ def _parser():
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     ex = sub.add_parser("example", help="the seed's worked example, figure by figure", epilog=EXIT_CODES)
     ex.add_argument("--json", action="store_true", help="print one JSON object")
+    ex.add_argument("--html", metavar="FILE.html",
+                    help="write a self-contained HTML page: the seed's chain rule for w5 and w1 figure by figure, and "
+                         "a step-through of the worked example's lockstep run")
     zoo = sub.add_parser("zoo", help="run the zoo of classic backprop mistakes; show where each is caught", epilog=EXIT_CODES)
     zoo.add_argument("--json", action="store_true", help="print one JSON object")
     specs = sub.add_parser("specs", epilog=EXIT_CODES,
@@ -95,6 +99,9 @@ def _parser():
     run.add_argument("--markdown", metavar="FILE.md", help="write a Markdown summary (for a pull-request comment)")
     run.add_argument("--plot", metavar="FILE.png",
                      help="write a PNG: the loss of both sides, and per stage the largest relative difference per iteration")
+    run.add_argument("--html", metavar="FILE.html",
+                     help="write a self-contained HTML page (no network, opens from file://): step through the "
+                          "iterations, both sides' tensors side by side, the first mismatch opened, at most 5 MB")
     run.add_argument("--quiet", action="store_true", help="no progress line on the terminal")
     run.add_argument("--no-attribution", action="store_true",
                      help="on a mismatch, do not replay the zoo's mistakes to name one that reproduces it "
@@ -116,7 +123,7 @@ def _parser():
 
 def cmd_example(args):
     from .. import api
-    return _show(args, api.worked_example)
+    return _show(args, api.worked_example, html=args.html)
 
 
 def cmd_zoo(args):
@@ -144,7 +151,7 @@ def cmd_run(args):
                         ("--step-timeout", args.step_timeout is not None),
                         ("--no-attribution", args.no_attribution),
                         ("--report", args.report is not None), ("--markdown", args.markdown is not None),
-                        ("--plot", args.plot is not None)):
+                        ("--plot", args.plot is not None), ("--html", args.html is not None)):
         if given and (args.ranks is not None or args.only is not None):
             raise SpecError(flag, "checks the lockstep run (not with --ranks or --only)")
     over = {"steps": args.steps, "dtype": args.dtype, "device": args.device}
@@ -157,7 +164,7 @@ def cmd_run(args):
     try:
         with _json_stdout(args.json) as emit, _flags():
             result = api.check(args.spec, args.impl, mode=args.mode, fd_steps=fd_steps, report=args.report,
-                               markdown=args.markdown, plot=args.plot, skip_stages=args.skip_stage or (),
+                               markdown=args.markdown, plot=args.plot, html=args.html, skip_stages=args.skip_stage or (),
                                step_timeout=args.step_timeout, progress=progress,
                                attribution=not args.no_attribution, **over)
             emit(_dumps(result.to_json()) if args.json else result.summary())

@@ -13,16 +13,22 @@ _TINY = np.finfo(np.float64).tiny  # the relative difference's divisor when the 
 class History:
     """What a report keeps of every iteration, in arrays allocated once (only when asked for):
     both losses, and per compared tensor its largest absolute and relative difference (NaN where
-    not compared: after the first mismatch, or a stage the implementation does not report)."""
+    not compared: after the first mismatch, or a stage the implementation does not report), and
+    its largest error over the allowance (|manual - reference| / (atol + rtol * |reference|): the
+    pass rule is <= 1). `keep(it, m, r)`, when set (the HTML page's recorder, torch_ref/html/),
+    is called with both sides' results of every iteration compared, in order."""
 
-    def __init__(self, steps):
+    def __init__(self, steps, keep=None):
         self.loss = np.full((steps, 2), np.nan)  # (steps, [manual, reference])
         self.keys, self.abs, self.rel = [], np.full((steps, 0), np.nan), np.full((steps, 0), np.nan)
+        self.over = np.full((steps, 0), np.nan)
+        self.keep = keep
 
     def layout(self, keys):
         self.keys = list(keys)  # (stage, tensor name) per column
         self.abs = np.full((len(self.loss), len(keys)), np.nan)
         self.rel = np.full((len(self.loss), len(keys)), np.nan)
+        self.over = np.full((len(self.loss), len(keys)), np.nan)
 
     def add_column(self, key):
         """The column of `key` ((stage, tensor name)), appended after the layout's (NaN until
@@ -31,6 +37,7 @@ class History:
             self.keys.append(key)
             self.abs = np.hstack([self.abs, np.full((len(self.loss), 1), np.nan)])
             self.rel = np.hstack([self.rel, np.full((len(self.loss), 1), np.nan)])
+            self.over = np.hstack([self.over, np.full((len(self.loss), 1), np.nan)])
         return self.keys.index(key)
 
 
@@ -91,6 +98,7 @@ class Checker:
             scale = np.abs(e, out=e)                        # |reference|, in e's buffer
             if not within(diff, scale, self.rtol, self.atol).all():  # False for NaN and infinities
                 return False
+            over = diff / (self.atol + self.rtol * scale) if self.history is not None else None
             rel = np.divide(diff, np.maximum(scale, _TINY, out=scale), out=scale)
         diff, rel = diff.reshape(n, -1), rel.reshape(n, -1)  # (iterations, elements)
         np.maximum(lay.abs, diff.max(axis=0), out=lay.abs)
@@ -102,6 +110,7 @@ class Checker:
             cols = slice(0, len(self.keys))  # (a column after them: the evaluation pass's, evaluation.py)
             self.history.abs[its, cols] = np.maximum.reduceat(diff, lay.starts, axis=1)
             self.history.rel[its, cols] = np.maximum.reduceat(rel, lay.starts, axis=1)
+            self.history.over[its, cols] = np.maximum.reduceat(over.reshape(n, -1), lay.starts, axis=1)
         return True
 
     def check(self, it, m, r):
@@ -151,6 +160,7 @@ class Checker:
         self.max_rel[k] = max(self.max_rel[k], c.max_rel_err)
         if self.history is not None and k < self.history.abs.shape[1]:
             self.history.abs[it, k], self.history.rel[it, k] = c.max_abs_err, c.max_rel_err
+            self.history.over[it, k] = over_allowance(c, self.rtol, self.atol)
         return c
 
     def _layout(self, size, items):
@@ -184,6 +194,14 @@ class Checker:
         return [stage for stage in STAGES
                 if any(s == stage for s, _ in self.keys)
                 and not any(self.compared[k] for k, (s, _) in enumerate(self.keys) if s == stage)]
+
+
+def over_allowance(c, rtol, atol):
+    """A Comparison's largest error over its allowance: its worst element's (the one it picks)."""
+    if c.abs_err == 0:
+        return 0.0
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return float(c.abs_err / (atol + rtol * abs(c.reference)))
 
 
 class _Layout:

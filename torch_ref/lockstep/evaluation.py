@@ -16,6 +16,7 @@ it), so the outputs compared are always those of the states the iteration ended 
 """
 from ..implementation.contract import eval_output
 from ..testing import compare
+from .checker import over_allowance
 from .verdict import STAGES, Mismatch
 
 NAME = "output"  # the tensor compared at stage eval
@@ -61,6 +62,7 @@ class Evaluation:
             if self.history is not None:
                 k = self.history.add_column(("eval", NAME))
                 self.history.abs[it, k], self.history.rel[it, k] = c.max_abs_err, c.max_rel_err
+                self.history.over[it, k] = over_allowance(c, self.rtol, self.atol)
             if not c.ok:
                 return Mismatch(it, "eval", NAME, c.index, c.manual, c.reference, c.abs_err, c.rel_err, self.atol,
                                 self.rtol, c.n_bad, c.numel, c.shape_error, list(passed))

@@ -141,6 +141,8 @@ class Loop:
             if self.history is not None:
                 for it, _, _, mp, rp in pending[:first.iteration - done + 1 if first else None]:
                     self.history.loss[it] = float(mp["loss"]), float(rp["loss"])
+                    if self.history.keep is not None:
+                        self.history.keep(it, mp, rp)
             done += len(pending)
             prev = pending[-1] if pending else prev
             self.drawn.clear()

@@ -69,10 +69,12 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     Result lists them under `skipped`. `fd_steps` > 0 adds central finite differences as a third opinion on the
     gradients of the first `fd_steps` iterations (2 forward passes per parameter element).
     `record=True` keeps, per iteration, both losses and every tensor's largest differences
-    (`Result.history`, for reports and plots); `progress(it, steps)` is called before each iteration.
-    A failed run's first mismatch gets a one-line diagnosis (lockstep/diagnosis.py: a factor, the
-    transpose, another iteration's value...) and, with `attribution=True` (api.check's default; off with
-    --no-attribution), the zoo's mistakes that reproduce it exactly (zoo/attribution.py, bounded in cost)."""
+    (`Result.history`, for reports and plots); `record` may also be a callable keep(it, m, r), which
+    is then handed both sides' results of every iteration compared (the HTML page's recorder);
+    `progress(it, steps)` is called before each iteration. A failed run's first mismatch gets a
+    one-line diagnosis (lockstep/diagnosis.py: a factor, the transpose, another iteration's value...)
+    and, with `attribution=True` (api.check's default; off with --no-attribution), the zoo's mistakes
+    that reproduce it exactly (zoo/attribution.py, bounded in cost)."""
     if mode not in MODES:
         raise SpecError("mode", f"unknown lockstep mode {mode!r}; expected one of {list(MODES)}")
     skip = skipped_stages(skip_stages)
@@ -98,7 +100,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     twin = ShadowTwins(desc, state) if shadow else Twin(desc, state)
     fd = FDCheck(desc, fd_steps) if fd_steps > 0 else None
 
-    history = History(run["steps"]) if record else None
+    history = History(run["steps"], record if callable(record) else None) if record else None
     make_rule = ((lambda m, r: ShadowRule(m, r, skip)) if shadow
                  else (lambda m, r: Checker(m, r, rtol, atol, history, skip)))
     rounding = Rounding()
