@@ -18,24 +18,7 @@ from torch_ref.implementation import wire
 from conftest import SPECS
 
 ROOT = Path(__file__).resolve().parent.parent
-MOMENTUM = """
-[network]
-sizes = [3, 5, 4, 2]
-activation = ["tanh", "sigmoid", "identity"]
-loss = "mse"
-[init]
-seed = 0
-[optimizer]
-name = "sgd"
-lr = 0.1
-momentum = MOMENTUM
-[data]
-random = { n = 12, seed = 1 }
-batch_size = 5
-[run]
-steps = 12
-dtype = "DTYPE"
-"""
+MOMENTUM = ROOT / "clients" / "momentum.toml"  # the C client's description (docs/protocol.md)
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +37,8 @@ def c_client(tmp_path_factory):
 
 def spec(tmp_path, momentum=0.9, dtype="float64"):
     f = tmp_path / "momentum.toml"
-    f.write_text(MOMENTUM.replace("MOMENTUM", str(momentum)).replace("DTYPE", dtype))
+    f.write_text(MOMENTUM.read_text().replace("momentum = 0.9", f"momentum = {momentum}")
+                 .replace('dtype = "float64"', f'dtype = "{dtype}"'))
     return str(f)
 
 
@@ -134,3 +118,34 @@ def test_the_wire_format_round_trips_every_dtype_and_shape():
     assert header["message"] == "step" and header["iteration"] == 3
     for name, a in arrays:
         assert got[name].dtype == a.dtype and got[name].shape == a.shape and np.array_equal(got[name], a)
+
+
+def test_the_docs_c_example_runs_as_shown(c_client, tmp_path, monkeypatch, capsys):
+    """docs/protocol.md's `backprop-check run clients/momentum.toml --impl "exec:./mlp"`."""
+    shutil.copy(c_client["mlp"], tmp_path / "mlp")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["run", str(MOMENTUM), "--impl", "exec:./mlp"]) == 0
+    assert capsys.readouterr().out.startswith("PASS: 12 iteration(s)")
+
+
+def protocol_blocks():
+    import re
+    return re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8"), re.S)
+
+
+def test_the_protocol_pages_hand_built_message_is_the_harnesss():
+    exec(compile(protocol_blocks()[0], "docs/protocol.md", "exec"), {})
+
+
+def test_the_protocol_pages_client_by_hand_passes(tmp_path):
+    """The page's numpy-only client, saved as client.py, run as its own program (and the in-process
+    equivalent: a command shown as `exec:python3 ...` runs with this interpreter)."""
+    (tmp_path / "client.py").write_text(protocol_blocks()[1])
+    result = check("worked_example", f"exec:{shlex.quote(sys.executable)} {tmp_path / 'client.py'}", steps=50)
+    assert result.ok and result.steps_checked == 50
+
+
+def test_the_python_client_command_of_the_docs_passes():
+    """docs/protocol.md's `--impl "exec:python3 -m torch_ref.implementation.client manual.trainer:build"`."""
+    result = check("worked_example", f"{PYTHON_CLIENT} manual.trainer:build", steps=30)
+    assert result.ok and result.steps_checked == 30

@@ -37,7 +37,8 @@ def header_length(prefix):
     """H from the 4 bytes that start a message; WireError for a length over MAX_HEADER."""
     (length,) = struct.unpack("<I", prefix)
     if length > MAX_HEADER:
-        raise WireError(f"a header of {length} bytes (over {MAX_HEADER}): not a message of this protocol")
+        raise WireError(f"a length prefix {bytes(prefix)!r} ({length} bytes, over {MAX_HEADER}): "
+                        "not a message of this protocol")
     return length
 
 
