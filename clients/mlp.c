@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAXL 16     /* layers */
 #define MAXA 64     /* arrays in one message */
@@ -108,11 +109,19 @@ static void add(const char *name, const double *v, long rows, long cols, int ndi
     body_len += n * item;
 }
 
+static double seconds;  /* the last step's own computing time, answered in its header (scripts/bench.py) */
+
+static double now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + 1e-9 * t.tv_nsec;
+}
+
 static void send(const char *message, const char *text) {
     static char header[1 << 17];
     uint32_t h = text ? (uint32_t)snprintf(header, sizeof header, "{\"message\":\"%s\",\"text\":\"%s\",\"arrays\":[]}", message, text)
-                      : (uint32_t)snprintf(header, sizeof header, "{\"message\":\"%s\",\"arrays\":[%.*s]}", message,
-                                           (int)ahead_len, ahead);
+                      : (uint32_t)snprintf(header, sizeof header, "{\"message\":\"%s\",\"seconds\":%.9f,\"arrays\":[%.*s]}",
+                                           message, seconds, (int)ahead_len, ahead);
     fwrite(&h, 4, 1, stdout);
     fwrite(header, 1, h, stdout);
     fwrite(body, 1, body_len, stdout);
@@ -190,6 +199,7 @@ static void step(Message *m) {
     Array *xa = find(m, "x"), *ya = find(m, "y");
     if (!xa || !ya) fail("step without x or y");
     long N = xa->shape[0];
+    double start = now();
     double *a[MAXL + 1], *z[MAXL + 1], *d[MAXL + 1], *gW[MAXL], *gB[MAXL];
     a[0] = malloc(N * sizes[0] * 8);
     for (long i = 0; i < N * sizes[0]; i++) a[0][i] = get(xa, i);
@@ -254,6 +264,7 @@ static void step(Message *m) {
             }
     }
     have_buf = 1;
+    seconds = now() - start;  /* forward, backward, update: what the program would do without the harness */
     for (int k = 0; k < L; k++) {
         snprintf(name, sizeof name, "state_dict/layers.%d.weight", k); add(name, W[k], sizes[k + 1], sizes[k], 2);
         snprintf(name, sizeof name, "state_dict/layers.%d.bias", k); add(name, B[k], 1, sizes[k + 1], 1);

@@ -81,7 +81,7 @@ class Program:
             raise ImplError("exec: expected a command after 'exec:', e.g. exec:./my_mlp or exec:python3 client.py")
         self.name, self.desc = f"exec:{command}", desc
         self.dtype = np.dtype(desc["run"]["dtype"])
-        self.timeout, self.it, self.started = 0, -1, False
+        self.timeout, self.it, self.started, self.header = 0, -1, False, None
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          bufsize=0, preexec_fn=die_with_parent)
@@ -145,6 +145,7 @@ class Program:
             raise Failed(message, f"{self.name} answered {where} with an error: {_text(header.get('text'))}")
         if header["message"] != answer:
             raise ProtocolError(f"{self.name}: the answer to {where} is {_text(header['message'])}; expected {answer!r}")
+        self.header = header  # the last answer's header (scripts/bench.py reads the C client's "seconds")
         return wire.arrays_from(specs, payload), where
 
     def send(self, data, deadline, where):
