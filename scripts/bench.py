@@ -22,6 +22,10 @@ Cases:
   7. a recurrent net: LSTM(32 → 128), sequence 32, batch 32, batch first, float32, mse on every
      output, sgd: manual's LSTM against torch.nn.LSTM with the same parameters, time per step of
      each side (forward, backward through the whole sequence, update).
+  8. the process protocol's cost (--impl "exec:..."): the C reference client (clients/mlp.c, compiled
+     with cc -O2) on case 2's network, time per step through the protocol (the batch sent, the
+     answer read and checked) against the C program's own step time (forward, backward, update),
+     which it measures around its computation and puts in its answer's header: their ratio.
 
     python scripts/bench.py --case 6   # only the cases named (repeatable)
 """
@@ -444,6 +448,13 @@ def table(r):
                   " float32, mse on every output, sgd",
                   f"   manual {ms(c['per_step_s']['manual'])}   twin {ms(c['per_step_s']['twin'])}"
                   f"   manual/twin = {c['manual/twin']:.3f} (target <= 2)", ""]
+    if "case8" in r and "skipped" in r["case8"]:
+        lines += [f"8. the process protocol: skipped ({r['case8']['skipped']})", ""]
+    elif "case8" in r:
+        c = r["case8"]
+        lines += ["8. the process protocol, the C client on case 2's network (784-256-256-10, batch 128, float32)",
+                  f"   through exec: {ms(c['per_step_s']['exec'])}   the program's own step {ms(c['per_step_s']['program'])}"
+                  f"   exec/program = {c['exec/program']:.3f} (target <= 1.1)", ""]
     if "case4" in r:
         lines.append("4. lockstep cost per step (float64, tanh, batch 16)")
         lines.append(f"   {'params':>8} {'twin only':>13} {'lockstep':>13} {'overhead':>13} {'lockstep/twin':>14}")
@@ -464,6 +475,42 @@ def table(r):
     return "\n".join(lines).rstrip("\n")
 
 
+def case8(repeats, steps=10):
+    """The process protocol's cost per step: the C client's step through exec: against its own."""
+    import shutil
+    import tempfile
+    from torch_ref.implementation import process
+    import manual.init
+    cc = shutil.which("cc")
+    if cc is None:
+        return {"skipped": "no C compiler (cc)"}
+    desc = spec.parse({"network": {"sizes": [784, 256, 256, 10], "activation": ["relu", "relu", "identity"],
+                                   "loss": "mse"}, "init": {"seed": 0}, "optimizer": {"name": "sgd", "lr": 0.01},
+                       "data": {"random": {"n": 1280, "seed": 1}, "batch_size": 128},
+                       "run": {"steps": 10, "dtype": "float32"}})
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = Path(tmp) / "mlp"
+        subprocess.run([cc, "-O2", "-o", str(exe), str(ROOT / "clients" / "mlp.c"), "-lm"], check=True)
+        program = process.Program(str(exe), desc)
+        try:
+            program.load_state_dict({k: v.astype(np.float32) for k, v in manual.init.initial_state(desc).items()})
+            batches = manual.data.batches(desc, np.float32)
+            program.train_step(*next(batches))  # warm-up
+            walls, owns = [], []
+            for _ in range(repeats * steps):
+                x, y = next(batches)
+                time.sleep(REST / 10)
+                start = time.perf_counter()
+                program.train_step(x, y)
+                walls.append(time.perf_counter() - start)
+                owns.append(program.header["seconds"])
+        finally:
+            program.close()
+    ratios = [w / o for w, o in zip(walls, owns)]
+    return {"per_step_s": {"exec": statistics.median(walls), "program": statistics.median(owns)},
+            "exec/program": statistics.median(ratios)}
+
+
 CASES = {
     "1": lambda: case1(REPEATS),
     "2": lambda: matmul_case([784, 256, 256, 10], ["relu", "relu", "identity"], 128, REPEATS),
@@ -472,6 +519,7 @@ CASES = {
     "5": lambda: case5(),
     "6": lambda: case6(REPEATS),
     "7": lambda: case7(REPEATS),
+    "8": lambda: case8(REPEATS),
 }
 
 

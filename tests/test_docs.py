@@ -109,6 +109,9 @@ COMMANDS = {
     "python scripts/bench.py --json": "by hand; tests/test_bench.py",
     "python scripts/bench.py --quick": "by hand; tests/test_bench.py",
     "python scripts/bench.py --case 6": "by hand; tests/test_bench.py (the choice of cases, case 6's count)",
+    'backprop-check run clients/momentum.toml --impl "exec:./mlp"': "tests/test_exec.py (the C client)",
+    'backprop-check run worked_example --impl "exec:python3 -m torch_ref.implementation.client manual.trainer:build"':
+        "tests/test_exec.py (the Python client, with the suite's interpreter)",
     "HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py":
         "by hand (the long profile); the suite runs the default profile",
     "torchrun --nnodes M --nproc-per-node R --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\":

@@ -19,6 +19,8 @@ from .implementation import Conventions, NOT_EXPOSED, from_batch_method, from_la
 from .description import spec
 from .lockstep.verdict import skipped_stages
 
+EXEC = "exec:"  # --impl "exec:COMMAND ARGS": a program in any language (implementation/process.py)
+
 
 def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", fd_steps=0,
           report=None, markdown=None, plot=None, html=None, skip_stages=(), step_timeout=None, progress=None,
@@ -28,7 +30,8 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     desc: a path to a description file (.toml / .json), the name of a bundled description
           ("worked_example": `backprop-check specs` lists them), or a description as a dict (parsed or not).
     impl: an object with load_state_dict/train_step; a factory (a class, say) called with the parsed
-          description; a TARGET string "package.module:factory" or "path/to/file.py:factory"; None for manual.
+          description; a TARGET string "package.module:factory" or "path/to/file.py:factory"; None for manual;
+          "exec:COMMAND ARGS": a program in any language, through the process protocol (docs/protocol.md).
     steps, dtype, device: override the description's [run] values.
     fd_steps: iterations that also get central finite differences (2 forward passes per parameter).
     report, markdown, plot: paths of a JSON report, a Markdown summary, a PNG plot (torch_ref/reports.py),
@@ -67,7 +70,10 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     step_timeout = plugin.step_timeout(step_timeout, "step_timeout")
     outputs = reports.prepare(report, markdown, plot, html)
     name = impl if isinstance(impl, str) else getattr(impl, "__qualname__", None)
-    if isinstance(impl, (str, type)) or (impl is not None and not hasattr(impl, "train_step")):
+    if isinstance(impl, str) and impl.startswith(EXEC):  # a program, through the process protocol
+        from .implementation import process
+        impl = process.build(impl[len(EXEC):], desc, step_timeout)
+    elif isinstance(impl, (str, type)) or (impl is not None and not hasattr(impl, "train_step")):
         impl = plugin.build(impl, desc, step_timeout)  # a TARGET, a class, a factory
     if name is None and impl is not None:
         name = impl.name if isinstance(impl, plugin.Guard) else type(impl).__qualname__
@@ -76,9 +82,13 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     if html is not None:
         from . import html as page
         recorder = page.recorder_for(desc, skip_stages)
-    result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name, record=recorder or bool(outputs),
-                      progress=progress, skip_stages=skip_stages,
-                      step_timeout=step_timeout, attribution=attribution)
+    try:
+        result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name,
+                          record=recorder or bool(outputs), progress=progress, skip_stages=skip_stages,
+                          step_timeout=step_timeout, attribution=attribution)
+    finally:
+        if callable(getattr(impl, "close", None)) and isinstance(impl, plugin.Guard):  # a program: ended
+            impl.close()
     reports.write_all(outputs, result, desc, spec_path=spec_path)
     if recorder is not None:
         page.write(html, result, desc, recorder, spec_path=spec_path)

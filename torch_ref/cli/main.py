@@ -78,7 +78,9 @@ def _parser():
                           "shadow (float32 free-running, judged against a float64 shadow twin)")
     run.add_argument("--impl", metavar="TARGET",
                      help="check this implementation instead of manual: package.module:factory or "
-                          "path/to/file.py:factory (the factory gets the parsed description)")
+                          "path/to/file.py:factory (the factory gets the parsed description), or "
+                          "\"exec:COMMAND ARGS\": a program in any language, on its stdin and stdout "
+                          "(docs/protocol.md)")
     run.add_argument("--step-timeout", type=float, metavar="SECONDS",
                      help="how long one call of the implementation (its factory, load_state_dict, train_step, "
                           "load_optimizer_state, eval) may take before the run fails naming it (default 300; 0: no limit)")
