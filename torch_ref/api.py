@@ -77,22 +77,58 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
         impl = plugin.build(impl, desc, step_timeout)  # a TARGET, a class, a factory
     if name is None and impl is not None:
         name = impl.name if isinstance(impl, plugin.Guard) else type(impl).__qualname__
+    return _lockstep_and_reports(desc, impl, name, outputs, html, spec_path, mode=mode, fd_steps=fd_steps,
+                                 progress=progress, skip_stages=skip_stages, step_timeout=step_timeout,
+                                 attribution=attribution)
+
+
+def _lockstep_and_reports(desc, impl, name, outputs, html, spec_path, annotate=None, **kwargs):
+    """The lockstep run of `impl` (kwargs: lockstep's), `annotate(result)` (a trace's record of what
+    was checked), then the reports `outputs` (reports.prepare's) and the HTML page."""
+    from . import reports
     from .lockstep.run import lockstep  # torch: imported once the arguments are known to be good
     recorder = None
     if html is not None:
         from . import html as page
-        recorder = page.recorder_for(desc, skip_stages)
+        recorder = page.recorder_for(desc, kwargs.get("skip_stages", ()))
     try:
-        result = lockstep(desc, impl=impl, mode=mode, fd_steps=fd_steps, impl_name=name,
-                          record=recorder or bool(outputs), progress=progress, skip_stages=skip_stages,
-                          step_timeout=step_timeout, attribution=attribution)
+        result = lockstep(desc, impl=impl, impl_name=name, record=recorder or bool(outputs), **kwargs)
     finally:
         if callable(getattr(impl, "close", None)) and isinstance(impl, plugin.Guard):  # a program: ended
             impl.close()
+    if annotate is not None:
+        annotate(result)
     reports.write_all(outputs, result, desc, spec_path=spec_path)
     if recorder is not None:
         page.write(html, result, desc, recorder, spec_path=spec_path)
     return result
+
+
+def export(desc, folder, *, steps=None, dtype=None, device=None):
+    """`backprop-check export SPEC DIR`: the description (a path, a bundled name or a dict), its
+    initial state and every batch for run.steps iterations, as files in `folder`, with a manifest
+    (torch_ref/traces/, docs/traces.md). Returns the manifest (a dict)."""
+    from .traces.export import export as write
+    return write(_described(desc, steps, dtype, device), folder)
+
+
+def verify(desc, folder, *, device=None, report=None, markdown=None, plot=None, html=None, skip_stages=(),
+           progress=None, spec_path=None, attribution=True):
+    """`backprop-check verify SPEC DIR`: the results an implementation wrote into the export `folder`
+    replayed against the twin (free mode, the export's steps and dtype), with `check`'s verdict
+    and reports; Result.checked says which iterations and stages the trace held. A trace that is
+    not the description's, or a results file with a wrong key, dtype or shape: TraceError (exit 2)."""
+    from . import reports
+    from .traces.replay import open_trace
+    if spec_path is None and isinstance(desc, (str, Path)):
+        spec_path = desc
+    skip = skipped_stages(skip_stages)
+    outputs = reports.prepare(report, markdown, plot, html)
+    desc, trace = open_trace(_described(desc, device=device), folder)
+    name = f"trace {folder}"
+    return _lockstep_and_reports(desc, plugin.guard(trace, name, timeout=0), name, outputs, html, spec_path,
+                                 annotate=lambda r: setattr(r, "checked", trace.checked(r, skip)),
+                                 progress=progress, skip_stages=skip_stages, attribution=attribution)
 
 
 def assert_lockstep(desc, impl=None, **kwargs):

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .lockstep.verdict import STAGES
+from .lockstep.verdict import STAGES, checked_line
 from .errors import SpecError
 from .testing import tolerance
 
@@ -208,6 +208,7 @@ def build(result, desc, spec_path=None):
         "not_reported": result.not_reported,
         "not_reached": result.not_reached,
         "skipped": result.skipped,
+        **({"checked": result.checked} if result.checked is not None else {}),  # a trace's (verify)
         "fd": result.fd.to_json() if result.fd else None,
         "summary": result.stats,
         "final_loss": result.final_loss,
@@ -247,6 +248,8 @@ def markdown(result, desc, spec_path=None):
                 f"mismatch at iteration {result.first_mismatch.iteration}")
     else:
         done = f"{result.steps_checked} of {rep['steps_requested']} iteration(s) of {what} matched"
+    if result.checked is not None:  # a trace (verify): what it held was compared, on the twin's whole run
+        done = f"A trace of {what} replayed over {result.steps_checked} iteration(s) ({checked_line(result.checked)})"
     lines = [
         f"### backprop-check: {mark}",
         "",

@@ -10,6 +10,12 @@
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
                                                     data-parallel: DDP on R processes (torch_ref/distributed/)
     backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
+    backprop-check export SPEC DIR [--steps N] [--dtype D]
+                                                    the description, initial state and batches as files, for
+                                                    a program that cannot be driven (docs/traces.md)
+    backprop-check verify SPEC DIR [--json] [--device D] [--skip-stage STAGE ...] [--report FILE.json]
+                            [--markdown FILE.md] [--plot FILE.png] [--html FILE.html] [--quiet] [--no-attribution]
+                                                    the results it wrote into DIR, replayed against the twin
     backprop-check specs [--json]                   the bundled descriptions: each name, its first comment line
     backprop-check --version                        prints `backprop-check X.Y.Z`
 
@@ -120,7 +126,28 @@ def _parser():
                           "(default 60)")
     zoo.add_argument("--ddp", action="store_true",
                      help="the data-parallel mistakes instead (DDP on 2 processes), each caught and diagnosed")
+    _trace_parsers(sub, run)
     return p
+
+
+def _trace_parsers(sub, run):
+    """export and verify (docs/traces.md); verify's report flags are run's."""
+    ex = sub.add_parser("export", epilog=EXIT_CODES,
+                        help="write the description, the initial state and every batch (and dropout masks) as .npy "
+                             "files with a manifest, for an implementation that cannot be driven (docs/traces.md)")
+    ex.add_argument("spec", metavar="SPEC", help="network description (.toml or .json), or a bundled one's name")
+    ex.add_argument("dir", metavar="DIR", help="a new or empty directory, or an earlier export (replaced)")
+    ex.add_argument("--steps", type=int, help="override run.steps")
+    ex.add_argument("--dtype", help=f"override run.dtype {list(DTYPES)}")
+    ve = sub.add_parser("verify", epilog=EXIT_CODES,
+                        help="replay the twin against the results an implementation wrote into an export "
+                             "(DIR/results/NNNNNN.npz, any subset of the iterations): run's verdict and reports")
+    ve.add_argument("spec", metavar="SPEC", help="the description DIR was exported from")
+    ve.add_argument("dir", metavar="DIR", help="the export, with the implementation's results/")
+    for action in run._actions:  # the same flags as run's, with the same help
+        if action.dest in ("json", "device", "skip_stage", "report", "markdown", "plot", "html", "quiet",
+                           "no_attribution"):
+            ve._add_action(action)
 
 
 def cmd_example(args):
@@ -174,6 +201,31 @@ def cmd_run(args):
         if progress is not None:
             progress.done()
     return 0 if result.ok and (result.fd is None or result.fd.ok) else 1
+
+
+def cmd_export(args):
+    from .. import api
+    with _flags():
+        manifest = api.export(args.spec, args.dir, steps=args.steps, dtype=args.dtype)
+    print(f"exported {manifest['steps']} iteration(s) ({manifest['dtype']}) to {args.dir}: the implementation "
+          f"writes {os.path.join(args.dir, 'results', 'NNNNNN.npz')} (docs/traces.md), then "
+          f"`{PROG} verify {args.spec} {args.dir}`")
+    return 0
+
+
+def cmd_verify(args):
+    from .. import api, reports
+    progress = interrupt.track(reports.for_terminal(args.quiet))
+    try:
+        with _json_stdout(args.json) as emit, _flags():
+            result = api.verify(args.spec, args.dir, device=args.device, report=args.report, markdown=args.markdown,
+                                plot=args.plot, html=args.html, skip_stages=args.skip_stage or (),
+                                progress=progress, attribution=not args.no_attribution)
+            emit(_dumps(result.to_json()) if args.json else result.summary())
+    finally:
+        if progress is not None:
+            progress.done()
+    return 0 if result.ok else 1
 
 
 # the API's argument names, as the command's flags (a SpecError naming one names the flag)
@@ -281,7 +333,8 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     with interrupt.handled():  # SIGINT, SIGTERM -> Interrupted, wherever the run is
         try:
-            return {"example": cmd_example, "run": cmd_run, "zoo": cmd_zoo, "specs": cmd_specs}[args.command](args)
+            return {"example": cmd_example, "run": cmd_run, "zoo": cmd_zoo, "specs": cmd_specs,
+                    "export": cmd_export, "verify": cmd_verify}[args.command](args)
         except SpecError as e:
             print(f"{PROG}: error: {e}", file=sys.stderr)
             return 2

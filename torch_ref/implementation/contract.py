@@ -35,6 +35,18 @@ class NotExposed:
 NOT_EXPOSED = NotExposed()
 
 
+class Unchecked:
+    """What train_step returns for an iteration it gives no results for (UNCHECKED, its one
+    instance; a partial trace, torch_ref/traces/): nothing is compared at that iteration, and the
+    reference keeps its own trajectory (lockstep/loop.py)."""
+
+    def __repr__(self):
+        return "UNCHECKED"
+
+
+UNCHECKED = Unchecked()
+
+
 class Conformer:
     """Checks and converts each train_step result against the reference's (the twin's) result.
 

@@ -103,8 +103,7 @@ class Checker:
         diff, rel = diff.reshape(n, -1), rel.reshape(n, -1)  # (iterations, elements)
         np.maximum(lay.abs, diff.max(axis=0), out=lay.abs)
         np.maximum(lay.rel, rel.max(axis=0), out=lay.rel)
-        if steps[0][0] == 0:
-            self.compared[:] = True
+        self.compared[:] = True  # (not only from iteration 0: a partial trace may start later)
         if self.history is not None:
             its = slice(steps[0][0], steps[-1][0] + 1)
             cols = slice(0, len(self.keys))  # (a column after them: the evaluation pass's, evaluation.py)

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from ..implementation import plugin
+from ..implementation.contract import UNCHECKED
 from .evaluation import passed_stages
 from .rounding import start_of
 from .verdict import diverged, raised
@@ -104,6 +105,7 @@ class Loop:
             # comparison itself).
             ahead = self._ahead(batches, range(done, min(done + chunk, steps)), steps, fd_steps)
             pending, stop = [], None  # (it, x, y, m, r) to compare; what ended the chunk early, if anything
+            advanced = 0  # iterations of the chunk the implementation left unchecked (UNCHECKED)
             for it, x, y, before, r in ahead:
                 try:  # a plug-in gets its own copy of the batch (the guard's): it cannot reach the twin
                     m = self.step(self.impl, it, x, y)
@@ -113,6 +115,9 @@ class Loop:
                 if not math.isfinite(r["loss"]):
                     stop = diverged(it, r["loss"], self.rtol, self.atol)
                     break
+                if m is UNCHECKED:  # (a trace without this iteration) nothing compared: the reference runs free
+                    advanced += 1
+                    continue
                 m = self.conform(it, m, r)
                 if before is not None:
                     self.fd.add(it, before, x, y, m, r, self.masks_of(it, x))
@@ -139,13 +144,17 @@ class Loop:
             else:
                 first = stop
             if self.history is not None:
-                for it, _, _, mp, rp in pending[:first.iteration - done + 1 if first else None]:
-                    self.history.loss[it] = float(mp["loss"]), float(rp["loss"])
+                for it, _, _, mp, rp in pending:
+                    if first is not None and it > first.iteration:
+                        break
+                    self.history.loss[it] = float(mp.get("loss", math.nan)), float(rp["loss"])
                     if self.history.keep is not None:
                         self.history.keep(it, mp, rp)
-            done += len(pending)
+            done += len(pending) + advanced
             prev = pending[-1] if pending else prev
             self.drawn.clear()
+        if m is UNCHECKED:  # the last results compared, not the iteration left unchecked after them
+            m, r = (prev[3], prev[4]) if prev is not None else (None, None)
         return Outcome(first, done if first is None else first.iteration, m, r, rule, *around)
 
     def _ahead(self, batches, its, steps, fd_steps):
@@ -196,7 +205,12 @@ class Loop:
             j = next(k for k in range(i, len(pending)) if pending[k][0] == first.iteration)
             it, x, y, m, r = pending[j]
             keys = self.opinion.carried_keys
-            start = start_of(self.mode, self.start0, pending[j - 1] if j > 0 else prev, self.impl, keys)
+            before = pending[j - 1] if j > 0 else prev
+            if it > 0 and (before is None or before[0] != it - 1):  # (a partial trace) its start is unknown
+                first.note = (f"(a difference can be told from rounding only from where the implementation started the"
+                              f" iteration: the implementation's results of iteration {it - 1} are not given)")
+                return first
+            start = start_of(self.mode, self.start0, before, self.impl, keys)
             if start is None:
                 first.note = ("(a difference can be told from rounding only from where the implementation started the"
                               " iteration: report optimizer_state" + (" and the recurrent modules' states" if keys else "")

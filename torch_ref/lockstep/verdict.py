@@ -88,6 +88,7 @@ class Result:
     rounding: dict = field(default_factory=dict)      # what the second opinion excused (Rounding.to_json)
     skipped: list = field(default_factory=list)       # stages left out on request (--skip-stage)
     parallel: object = None                           # a DataParallel: the data-parallel run's (--ranks)
+    checked: dict = None  # a trace's (verify): {"iterations": [...], "of": steps, "stages": [...]}, traces/replay.py
     # {"manual": state_dict, "reference": state_dict} after the last iteration compared (not in to_json)
     final_state: dict = field(default=None, repr=False)
 
@@ -113,6 +114,7 @@ class Result:
             "skipped": self.skipped,
             "fd": self.fd.to_json() if self.fd else None,
             "rounding": self.rounding,
+            **({"checked": self.checked} if self.checked is not None else {}),
         }
 
     def summary(self):
@@ -120,6 +122,9 @@ class Result:
             return self.parallel.summary(self)
         head = (f"{'PASS' if self.ok else 'FAIL'}: {self.steps_checked} iteration(s) checked in lockstep"
                 f" ({self.dtype}, {self.device}, {self.mode})")
+        if self.checked is not None:  # a trace: the twin ran them all, the trace's were compared
+            head = (f"{'PASS' if self.ok else 'FAIL'}: a trace replayed in lockstep over {self.steps_checked} iteration(s)"
+                    f" ({self.dtype}, {self.device}, {self.mode})\n  {checked_line(self.checked)}")
         lines = [head, f"  {'stage':<7} {'max abs err':>12} {'max rel err':>12}  worst tensor"]
         if self.mode == "shadow":  # both sides' largest distance from the float64 shadow
             lines[1] = f"  {'stage':<7} {'manual→f64':>12} {'twin32→f64':>12}  worst tensor (nearest its allowance)"
@@ -284,3 +289,12 @@ class Rounding:
                 "largest_fraction_of_allowance": self.used}
 
 
+
+
+def checked_line(checked):
+    """A trace's record of what was compared, one line: "checked: iterations 0, 5, 10, ..., 95
+    (20 of 100); stages output, loss, grad, param"."""
+    its = checked["iterations"]
+    shown = ", ".join(map(str, its)) if len(its) <= 6 else ", ".join(map(str, its[:3])) + f", ..., {its[-1]}"
+    return (f"checked: iterations {shown or 'none'} ({len(its)} of {checked['of']}); "
+            f"stages {', '.join(checked['stages']) or 'none'}")
