@@ -157,7 +157,7 @@ def test_every_flag_of_a_synopsis_exists(line):
     flags = set(re.findall(r"--[a-z][a-z-]*", line))
     assert flags <= _options(), flags - _options()
     words = shlex.split(line.replace("[", " ").replace("]", " ").replace("|", " "))
-    assert words[0] == "backprop-check" and words[1] in ("run", "zoo", "example")
+    assert words[0] == "backprop-check" and words[1] in ("run", "zoo", "example", "export", "verify")
 
 
 def test_the_scope_lists_exactly_the_registered_names():

@@ -119,14 +119,14 @@ def verify(desc, folder, *, device=None, report=None, markdown=None, plot=None, 
     and reports; Result.checked says which iterations and stages the trace held. A trace that is
     not the description's, or a results file with a wrong key, dtype or shape: TraceError (exit 2)."""
     from . import reports
-    from .traces.replay import open_trace
+    from .traces.replay import TraceGuard, open_trace
     if spec_path is None and isinstance(desc, (str, Path)):
         spec_path = desc
     skip = skipped_stages(skip_stages)
     outputs = reports.prepare(report, markdown, plot, html)
     desc, trace = open_trace(_described(desc, device=device), folder)
     name = f"trace {folder}"
-    return _lockstep_and_reports(desc, plugin.guard(trace, name, timeout=0), name, outputs, html, spec_path,
+    return _lockstep_and_reports(desc, TraceGuard(trace, name), name, outputs, html, spec_path,
                                  annotate=lambda r: setattr(r, "checked", trace.checked(r, skip)),
                                  progress=progress, skip_stages=skip_stages, attribution=attribution)
 

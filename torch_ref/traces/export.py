@@ -3,8 +3,8 @@
 iteration's batch and dropout masks for run.steps iterations, and a manifest naming them with the
 names, dtypes and shapes the implementation must write per iteration.
 
-DIR must be missing, empty, or an earlier export (which is then replaced; its results/ stay). The
-manifest is removed first and written last, atomically: an interrupted export leaves no manifest,
+DIR must be missing, empty, or an earlier export (its marker file, written first, says so; it is
+then replaced, its results/ stay). The manifest is removed first and written last, atomically: an interrupted export leaves no manifest,
 and `verify` refuses the directory until it is exported again."""
 import os
 import shutil
@@ -25,14 +25,15 @@ def prepare(folder):
     if folder.exists() and not folder.is_dir():
         raise TraceError(str(folder), "not a directory")
     if folder.is_dir() and any(folder.iterdir()):
-        if not (folder / layout.MANIFEST).is_file():
-            raise TraceError(str(folder), "not empty and not an earlier export (no manifest.json): "
+        if not (folder / layout.MARKER).is_file():  # (an interrupted export has it: it is written first)
+            raise TraceError(str(folder), f"not empty and not an earlier export (no {layout.MARKER}): "
                                           "give a new or empty directory")
-        (folder / layout.MANIFEST).unlink()  # first: an export interrupted from here on leaves none
+        (folder / layout.MANIFEST).unlink(missing_ok=True)  # first: an export interrupted from here on leaves none
         for old in ("initial", "batches"):
             shutil.rmtree(folder / old, ignore_errors=True)
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        (folder / layout.MARKER).write_text("a trace directory of `backprop-check export` (docs/traces.md)\n")
         (folder / "results").mkdir(exist_ok=True)
     except OSError as e:
         raise TraceError(str(folder), f"cannot be written ({e.strerror or e})") from None

@@ -1,5 +1,6 @@
 """The layout of a trace directory (docs/traces.md), numpy only:
 
+    DIR/.backprop-check-export         written first: the directory is an export (export may replace it)
     DIR/manifest.json                  written last, atomically: what the export holds (below)
     DIR/description.json               the description, as parsed
     DIR/initial/NAME.npy               the initial state, one file per tensor, torch's names
@@ -24,7 +25,7 @@ import numpy as np
 from ..errors import SpecError
 
 LAYOUT = 1  # the manifest's "layout": raised when the layout changes in a way old readers would misread
-MANIFEST, DESCRIPTION = "manifest.json", "description.json"
+MANIFEST, DESCRIPTION, MARKER = "manifest.json", "description.json", ".backprop-check-export"
 REQUIRED = ("output", "loss", "grads", "state_dict")
 OPTIONAL = ("deltas", "optimizer_state", "forward")
 BATCH_LEADING = ("output", "deltas", "forward")  # groups whose first dimension is the batch's ("N")
