@@ -112,6 +112,10 @@ COMMANDS = {
     'backprop-check run clients/momentum.toml --impl "exec:./mlp"': "tests/test_exec.py (the C client)",
     'backprop-check run worked_example --impl "exec:python3 -m torch_ref.implementation.client manual.trainer:build"':
         "tests/test_exec.py (the Python client, with the suite's interpreter)",
+    "backprop-check export clients/momentum.toml trace": "tests/test_traces.py::test_the_docs_round_trip_runs",
+    "python clients/trace_mlp.py trace --every 5": "tests/test_traces.py::test_the_docs_round_trip_runs "
+                                                   "(the outside program, by its main())",
+    "backprop-check verify clients/momentum.toml trace": "tests/test_traces.py::test_the_docs_round_trip_runs",
     "HYPOTHESIS_PROFILE=long python -m pytest tests/test_properties.py":
         "by hand (the long profile); the suite runs the default profile",
     "torchrun --nnodes M --nproc-per-node R --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\":

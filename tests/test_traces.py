@@ -196,3 +196,19 @@ def test_the_export_holds_what_the_manifest_names(exported):
         assert np.load(exported / batch["x"]).shape == (batch["samples"], 3)
     assert manifest["results"]["required"]["output"] == ["N", 2]
     assert "optimizer_state/layers.0.weight.momentum_buffer" in manifest["results"]["optional"]
+
+
+def test_the_docs_round_trip_runs(tmp_path, capsys, monkeypatch):
+    """docs/traces.md's three commands, as shown (the outside program by its main())."""
+    page = (ROOT / "docs" / "traces.md").read_text()
+    shown = ["backprop-check export clients/momentum.toml trace", "python clients/trace_mlp.py trace --every 5",
+             "backprop-check verify clients/momentum.toml trace"]
+    assert "\n".join(f"    {c}" for c in shown) in page
+    (tmp_path / "clients").mkdir()
+    (tmp_path / "clients" / "momentum.toml").write_text(Path(SPEC).read_text())
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(shown[0].split()[1:]) == 0
+    assert WRITER.main(shown[1].split()[2:]) == 0
+    assert cli.main(shown[2].split()[1:]) == 0
+    assert "checked: iterations 0, 5, 10 (3 of 12); stages output, loss, delta, grad, optim, param" in page
+    assert "checked: iterations 0, 5, 10 (3 of 12); stages output, loss, delta, grad, optim, param" in capsys.readouterr().out
