@@ -9,6 +9,7 @@ Every file is checked as it is read: an unknown key, a missing required one, an 
 given in some files and not others, a dtype other than the run's, a wrong shape: TraceError, one
 line naming the file and the key (exit 2). The trace is not the description's (another SPEC, or
 an export made before the description changed): TraceError naming the field."""
+import json
 import zipfile
 from pathlib import Path
 
@@ -45,7 +46,6 @@ def open_trace(desc, folder):
 
 
 def _exported_description(folder, manifest):
-    import json
     path = folder / manifest.get("description", layout.DESCRIPTION)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
