@@ -53,7 +53,10 @@ def excess(mv, rv, rtol, atol):
 
 
 def distance(mv, sv, allowance):
-    """Per element, shadow mode's ratio: |manual - shadow| / the tensor's allowance (shadow.py)."""
+    """Per element, shadow mode's ratio: |manual - shadow| / the tensor's allowance (shadow.py);
+    NaN (not compared) for a tensor the rule did not judge (after the mismatch in its iteration)."""
+    if np.isnan(allowance):
+        return np.full(np.shape(sv), np.nan)
     return excess(mv, sv, 0.0, allowance)  # (atol: the allowance, rtol 0)
 
 

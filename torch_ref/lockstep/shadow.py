@@ -91,7 +91,7 @@ class ShadowRule:
             np.fmax(self.d_man, dm, out=self.d_man)
             np.fmax(self.scale, sc, out=self.scale)
             if self.history is not None:
-                self.record(it, dm, sc)
+                self.record(it, dm, sc, len(ok) if ok.all() else int(np.argmin(ok)) + 1)
             if not ok.all():
                 k = int(np.argmin(ok))
                 stage, name, mv, rv, sv = triples[k]
@@ -100,15 +100,16 @@ class ShadowRule:
                                  [st for st in dict.fromkeys(st for st, *_ in triples[:k]) if st != stage])
         return None
 
-    def record(self, it, dm, sc):
+    def record(self, it, dm, sc, upto):
         """Iteration `it`'s row of the history: the implementation's distance from the shadow (and
         over the shadow's largest magnitude), the twin's largest so far, the allowance, the ratio
-        (infinite for a NaN distance: judged outside)."""
-        h, allowed = self.history, self.factor * self.d_twin + self.atol + self.rtol * sc
-        h.abs[it], h.twin[it], h.allowance[it] = dm, self.d_twin, allowed
+        (infinite for a NaN distance: judged outside); for the first `upto` tensors, those judged
+        (the rest of a failing iteration stays NaN, not compared, as the fixed rule leaves it)."""
+        h, allowed, c = self.history, self.factor * self.d_twin + self.atol + self.rtol * sc, slice(0, upto)
+        h.abs[it, c], h.twin[it, c], h.allowance[it, c] = dm[c], self.d_twin[c], allowed[c]
         with np.errstate(invalid="ignore", divide="ignore"):
-            h.rel[it] = dm / np.maximum(sc, 1e-300)
-            h.over[it] = np.where(dm < np.inf, dm / allowed, np.inf)
+            h.rel[it, c] = dm[c] / np.maximum(sc[c], 1e-300)
+            h.over[it, c] = np.where(dm[c] < np.inf, dm[c] / allowed[c], np.inf)
 
     def absorb(self, it, m, r):
         """(An iteration the second opinion passed: its distances are folded already.)"""
