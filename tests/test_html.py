@@ -5,6 +5,7 @@ import base64
 import json
 import re
 
+import numpy as np
 import pytest
 
 from torch_ref import html
@@ -96,7 +97,8 @@ def test_a_100000_iteration_page_stays_under_the_limit(tmp_path):
 
 
 @pytest.mark.parametrize("impl, infinite", [("torch_ref.zoo.mistakes:HiddenErrorOneOutput", False), (None, True)])
-def test_the_plot_takes_a_failure_at_iteration_0_and_infinite_errors_without_warnings(tmp_path, impl, infinite):
+def test_the_plot_takes_a_failure_at_iteration_0_and_infinite_errors_without_warnings(tmp_path, monkeypatch, impl,
+                                                                                      infinite):
     """--plot: errors over the allowance; a run stopped at iteration 0, an infinite error: no warning."""
     import warnings
     pytest.importorskip("matplotlib")
@@ -107,10 +109,19 @@ def test_the_plot_takes_a_failure_at_iteration_0_and_infinite_errors_without_war
         result.history.over[1, 2] = result.history.rel[1, 2] = result.history.abs[1, 2] = float("inf")
     else:
         assert result.first_mismatch.iteration == 0 and result.not_reached
+    import matplotlib.axes
+    drawn, plot = [], matplotlib.axes.Axes.plot
+
+    def recording(ax, *args, **kw):  # every series drawn (x, y, ...): its y values
+        drawn.append(np.asarray(args[1], dtype=float))
+        return plot(ax, *args, **kw)
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", recording)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         reports.write_plot(tmp_path / "p.png", result, spec.load("worked_example"))
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    assert not any(np.isinf(y).any() for y in drawn)  # an infinite error is not silently left out...
+    assert any((y >= 1e18).any() for y in drawn) == infinite  # ...it is drawn at the ceiling
 
 
 def page_data(path):
