@@ -8,6 +8,7 @@
                             [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--html FILE.html]
                             [--quiet] [--no-attribution]
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
+                            [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--html FILE.html]
                                                     data-parallel: DDP on R processes (torch_ref/distributed/)
     backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
     backprop-check specs [--json]                   the bundled descriptions: each name, its first comment line
@@ -103,7 +104,8 @@ def _parser():
                      help="write a PNG: the loss of both sides, and per stage the largest error over the allowance per iteration")
     run.add_argument("--html", metavar="FILE.html",
                      help="write a self-contained HTML page (no network, opens from file://): step through the "
-                          "iterations, both sides' tensors side by side, the first mismatch opened, at most 5 MB")
+                          "iterations, both sides' tensors side by side, the first mismatch opened, at most 5 MB "
+                          "(every mode, and with --ranks: rank 0's comparisons)")
     run.add_argument("--quiet", action="store_true", help="no progress line on the terminal")
     run.add_argument("--no-attribution", action="store_true",
                      help="on a mismatch, do not replay the zoo's mistakes to name one that reproduces it "
