@@ -235,7 +235,10 @@ def markdown(result, desc, spec_path=None):
         "",
         f"{done}, in lockstep against torch autograd: implementation `{result.impl}`, {result.dtype} on "
         f"{result.device}, mode {result.mode}, tolerance rtol {rep['tolerance']['rtol']:g}, "
-        f"atol {rep['tolerance']['atol']:g}.",
+        f"atol {rep['tolerance']['atol']:g}" + (f" (+ {rep['tolerance']['factor']:g} × the float32 twin's distance;"
+        " both sides measured from a float64 shadow)" if result.mode == "shadow" else "")
+        + (f"; data-parallel: DDP on {result.parallel.ranks} rank(s), {result.parallel.backend}" if result.parallel else "")
+        + ".",
         "",
         f"Network: {network_line(net)}, loss {net['loss']}; optimizer"
         f" {', '.join(f'{k} {v}' for k, v in opt.items())}.",
