@@ -126,10 +126,10 @@ def memory_estimate(desc, record=False):
     parts = {"network.sizes": 8 * PARAM_COPIES * n_params,
              where: 8 * SAMPLE_COPIES * n * (sizes[0] + sizes[-1]),
              "data.batch_size": 8 * ACTIVATION_COPIES * min(data["batch_size"], n) * sum(sizes)}
-    if record:  # History: both losses, and per compared tensor 3 numbers (shadow mode 5), per iteration
+    if record:  # History: both losses, and per compared tensor two numbers, per iteration
         tensors = 2 + 2 * (len(sizes) - 1)  # weight and bias per layer
         compared = 2 + (len(sizes) - 1) + tensors * 4  # output, loss, deltas; grad, param, ≤ 2 optim states
-        parts["run.steps"] = 8 * desc["run"]["steps"] * (2 + 5 * compared)
+        parts["run.steps"] = 8 * desc["run"]["steps"] * (2 + 2 * compared)
     return parts
 
 
