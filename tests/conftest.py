@@ -29,6 +29,18 @@ def worked_fd_run(worked_report):
     return worked_report["lockstep"]
 
 
+@pytest.fixture(scope="session")
+def ranks_page(tmp_path_factory):
+    """(page, JSON report) of a data-parallel run with a zoo mistake: each rank's half-sse loss as
+    written (not multiplied by the world size), caught at iteration 0: one launch of 2 ranks, for
+    tests/test_html.py and tests/test_html_browser.py."""
+    from torch_ref.cli.main import main
+    d = tmp_path_factory.mktemp("ranks")
+    assert main(["run", "worked_example_batch6", "--ranks", "2", "--steps", "3", "--ddp-as-written", "--quiet",
+                 "--html", str(d / "p.html"), "--report", str(d / "p.json")]) == 1
+    return d / "p.html", d / "p.json"
+
+
 @pytest.fixture
 def worked():
     """The worked example's parsed description (a fresh copy per test)."""

@@ -44,7 +44,9 @@ def expected(rep, k):
     per = rep["per_iteration"]
     want = {"loss.manual": per["loss"]["manual"][k], "loss.reference": per["loss"]["reference"][k]}
     for stage, s in per["stages"].items():
-        want[f"{stage}.max_abs_err"], want[f"{stage}.max_rel_err"] = s["max_abs_err"][k], s["max_rel_err"][k]
+        for key in ("max_abs_err", "max_rel_err", "twin_abs_err", "allowance"):  # (the last two: shadow mode's)
+            if key in s and s[key][k] is not None:  # (None: not compared, shown as a dash)
+                want[f"{stage}.{key}"] = s[key][k]
     return want
 
 
@@ -75,3 +77,33 @@ def test_the_first_mismatch_is_opened_and_highlighted(tmp_path, mistake, stage, 
     element = re.search(r'data-index="([0-9,]*)" id="first-mismatch-element"', dom)
     assert element and element.group(1) == ",".join(map(str, first["index"]))
     assert f"lockstep mismatch at iteration {first['iteration']}, stage &#39;{stage}&#39;" in dom.replace("'", "&#39;")
+
+
+def test_a_shadow_mode_page_shows_the_distances_and_opens_the_mismatch(tmp_path):
+    """Shadow mode: the report's distances from the float64 shadow and allowances on the page, the
+    float64 shadow's column, the first mismatch's element highlighted, the rule said in words."""
+    path, report = tmp_path / "s.html", tmp_path / "s.json"
+    assert main(["run", "worked_example", "--dtype", "float32", "--mode", "shadow", "--steps", "3", "--quiet",
+                 "--no-attribution", "--impl", "torch_ref.zoo.mistakes:HiddenErrorOneOutput",
+                 "--html", str(path), "--report", str(report)]) == 1
+    rep = json.loads(report.read_text())
+    first = rep["first_mismatch"]
+    dom, log = load(path)
+    assert console_errors(log) == [] and re.search(r'id="errors">\s*</div>', dom)
+    want = expected(rep, first["iteration"])
+    assert {k for k in want if k.endswith((".twin_abs_err", ".allowance"))}  # shadow's figures are there
+    assert cells(dom) == pytest.approx(want, rel=0, abs=0)
+    assert "float64 shadow</th>" in dom and "distance from a float64 shadow twin" in dom
+    assert re.search(rf'data-tensor="{first["stage"]}/{re.escape(first["name"])}" id="first-mismatch-tensor"', dom)
+    element = re.search(r'data-index="([0-9,]*)" id="first-mismatch-element"', dom)
+    assert element and element.group(1) == ",".join(map(str, first["index"]))
+
+
+def test_a_data_parallel_page_says_so_and_shows_the_reports_figures(ranks_page):
+    path, report = ranks_page
+    rep = json.loads(report.read_text())
+    dom, log = load(path)
+    assert console_errors(log) == [] and re.search(r'id="errors">\s*</div>', dom)
+    assert re.search(r'id="parallel">data-parallel run: DistributedDataParallel on 2 rank\(s\) \(backend gloo', dom)
+    assert cells(dom) == pytest.approx(expected(rep, 0), rel=0, abs=0)
+    assert re.search(r'data-tensor="loss/loss" id="first-mismatch-tensor"', dom)

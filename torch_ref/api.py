@@ -50,8 +50,9 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
           processes against the manual full-batch step; the Result's `parallel` record says how it ran.
           With it: accumulate (K micro-batches per step, no_sync() on all but the last; default 1),
           ddp_as_written (each rank's loss as written, / K: a mismatch is diagnosed), timeout (seconds
-          a collective waits for a peer; default 60). Not with impl, mode, fd_steps, reports,
-          skip_stages or step_timeout (the manual engine against DDP, free-running). A rank that
+          a collective waits for a peer; default 60). Not with impl, mode, fd_steps,
+          skip_stages or step_timeout (the manual engine against DDP, free-running); the reports
+          and the page show rank 0's comparisons (every rank's, gathered). A rank that
           raises, dies or hangs stops the run: distributed.RankFailure (its exit_code: 1, or 2 for
           a set-up that failed before training).
     The `backprop-check run` command is this function behind its flags.
@@ -61,10 +62,9 @@ def check(desc, impl=None, *, steps=None, dtype=None, device=None, mode="free", 
     desc = _described(desc, steps, dtype, device)
     if ranks is not None or accumulate is not None or ddp_as_written or timeout is not None:
         lockstep_only = {"impl": impl is not None, "mode": mode != "free", "fd_steps": bool(fd_steps),
-                         "report": report is not None, "markdown": markdown is not None, "plot": plot is not None,
-                         "html": html is not None,
                          "skip_stages": bool(skip_stages), "step_timeout": step_timeout is not None}
-        return _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, lockstep_only)
+        return _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, lockstep_only,
+                              (report, markdown, plot, html), spec_path)
     from . import reports
     skipped_stages(skip_stages)  # bad arguments are refused before the factory runs
     step_timeout = plugin.step_timeout(step_timeout, "step_timeout")
@@ -214,9 +214,10 @@ def _described(desc, steps=None, dtype=None, device=None):
     return desc
 
 
-def _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, lockstep_only):
-    """check(..., ranks=R): the data-parallel lockstep of one case, its Result."""
-    from . import distributed
+def _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, lockstep_only, files, spec_path):
+    """check(..., ranks=R): the data-parallel lockstep of one case, its Result; `files`: the paths of
+    the report, the Markdown, the plot and the page (None: not asked for), from rank 0's history."""
+    from . import distributed, reports
     if ranks is not None and "layers" in desc["network"]:
         raise spec.SpecError("ranks", "the data-parallel check covers networks given as sizes (the MLP form); "
                                       "this one is given as layers")
@@ -232,10 +233,18 @@ def _data_parallel(desc, ranks, accumulate, ddp_as_written, timeout, progress, l
         if given:
             raise spec.SpecError(name, "not available with ranks (the data-parallel check runs manual vs DDP,"
                                        " free-running)")
+    outputs = reports.prepare(*files)
+    record = bool(outputs)
+    if files[3] is not None:
+        from . import html as page
+        record = page.recorder_for(desc)  # (rank 0 records; it comes back with the Result's history)
     case = distributed.Case(desc, 1 if accumulate is None else accumulate,
-                            distributed.Setup(as_written=bool(ddp_as_written)))
+                            distributed.Setup(as_written=bool(ddp_as_written)), record=record)
     timeout = distributed.DEFAULT_TIMEOUT if timeout is None else timeout
     (result,) = distributed.check([case], ranks, timeout=timeout, progress=progress)
+    reports.write_all(outputs, result, desc, spec_path=spec_path)
+    if files[3] is not None:
+        page.write(files[3], result, desc, result.history.keep, spec_path=spec_path)
     return result
 
 

@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .lockstep.checker import per_stage  # noqa: F401 (reports.per_stage: the API)
 from .lockstep.verdict import STAGES, checked_line
 from .errors import SpecError
-from .testing import tolerance
+from .testing import shadow_tolerance, tolerance
 
 SCHEMA = "backprop-check/report/1"
 
@@ -146,28 +147,6 @@ def environment(desc):
     }
 
 
-def per_stage(history):
-    """Per stage, per iteration: the largest absolute and relative difference over the stage's
-    tensors, and which tensor has the largest relative one. NaN where nothing was compared."""
-    out = {}
-    n = len(history.loss)
-    for stage in STAGES:
-        cols = [k for k, (s, _) in enumerate(history.keys) if s == stage]
-        if not cols:
-            continue
-        a, r, o = history.abs[:, cols], history.rel[:, cols], history.over[:, cols]
-        seen = ~np.all(np.isnan(r), axis=1)
-        worst = np.zeros(n, dtype=int)
-        worst[seen] = np.nanargmax(r[seen], axis=1)
-        with np.errstate(invalid="ignore"):
-            max_abs = np.where(seen, np.nanmax(np.where(np.isnan(a), -np.inf, a), axis=1), np.nan)
-            max_rel = np.where(seen, np.nanmax(np.where(np.isnan(r), -np.inf, r), axis=1), np.nan)
-            over = np.where(seen, np.nanmax(np.where(np.isnan(o), -np.inf, o), axis=1), np.nan)
-        out[stage] = {"tensors": [history.keys[k][1] for k in cols], "max_abs_err": max_abs,
-                      "max_rel_err": max_rel, "worst": np.where(seen, worst, -1), "over": over}
-    return out
-
-
 def _list(a, digits=None):
     """JSON-ready floats (None for NaN: not compared), differences rounded to 4 significant digits."""
     if digits is None:
@@ -183,6 +162,9 @@ def build(result, desc, spec_path=None):
     steps = len(h.loss)
     n = min(steps, result.steps_checked + (result.first_mismatch is not None))
     rtol, atol = tolerance(result.dtype)
+    tol = {"rtol": rtol, "atol": atol}
+    if result.mode == "shadow":  # d_manual <= factor * d_twin + atol + rtol * max |shadow| (lockstep/shadow.py)
+        tol = dict(zip(("factor", "rtol", "atol"), shadow_tolerance()))
     stages = {}
     for stage, s in per_stage(h).items():
         stages[stage] = {
@@ -190,6 +172,7 @@ def build(result, desc, spec_path=None):
             "max_abs_err": _list(s["max_abs_err"][:n], 4),
             "max_rel_err": _list(s["max_rel_err"][:n], 4),
             "worst_tensor": [w if w >= 0 else None for w in s["worst"][:n].tolist()],  # index into tensors
+            **{k: _list(s[k][:n], 4) for k in ("twin_abs_err", "allowance") if k in s},  # shadow mode's
         }
     first = result.first_mismatch
     return finite({
@@ -202,7 +185,7 @@ def build(result, desc, spec_path=None):
         "mode": result.mode,
         "steps_requested": steps,
         "steps_checked": result.steps_checked,
-        "tolerance": {"rtol": rtol, "atol": atol},
+        "tolerance": tol,
         "first_mismatch": first.to_json() if first else None,
         "first_mismatch_text": str(first) if first else None,
         "not_reported": result.not_reported,
@@ -255,7 +238,10 @@ def markdown(result, desc, spec_path=None):
         "",
         f"{done}, in lockstep against torch autograd: implementation `{result.impl}`, {result.dtype} on "
         f"{result.device}, mode {result.mode}, tolerance rtol {rep['tolerance']['rtol']:g}, "
-        f"atol {rep['tolerance']['atol']:g}.",
+        f"atol {rep['tolerance']['atol']:g}" + (f" (+ {rep['tolerance']['factor']:g} × the float32 twin's distance;"
+        " both sides measured from a float64 shadow)" if result.mode == "shadow" else "")
+        + (f"; data-parallel: DDP on {result.parallel.ranks} rank(s), {result.parallel.backend}" if result.parallel else "")
+        + ".",
         "",
         f"Network: {network_line(net)}, loss {net['loss']}; optimizer"
         f" {', '.join(f'{k} {v}' for k, v in opt.items())}.",

@@ -8,6 +8,7 @@
                             [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--html FILE.html]
                             [--quiet] [--no-attribution]
     backprop-check run SPEC --ranks R [--accumulate K] [--ddp-as-written] [--timeout SECONDS]
+                            [--report FILE.json] [--markdown FILE.md] [--plot FILE.png] [--html FILE.html]
                                                     data-parallel: DDP on R processes (torch_ref/distributed/)
     backprop-check zoo --ddp [--json]               the data-parallel mistakes, each caught and diagnosed
     backprop-check export SPEC DIR [--steps N] [--dtype D]
@@ -106,10 +107,11 @@ def _parser():
                           "description, verdict, first mismatch and numerical environment")
     run.add_argument("--markdown", metavar="FILE.md", help="write a Markdown summary (for a pull-request comment)")
     run.add_argument("--plot", metavar="FILE.png",
-                     help="write a PNG: the loss of both sides, and per stage the largest relative difference per iteration")
+                     help="write a PNG: the loss of both sides, and per stage the largest error over the allowance per iteration")
     run.add_argument("--html", metavar="FILE.html",
                      help="write a self-contained HTML page (no network, opens from file://): step through the "
-                          "iterations, both sides' tensors side by side, the first mismatch opened, at most 5 MB")
+                          "iterations, both sides' tensors side by side, the first mismatch opened, at most 5 MB "
+                          "(every mode, and with --ranks: rank 0's comparisons)")
     run.add_argument("--quiet", action="store_true", help="no progress line on the terminal")
     run.add_argument("--no-attribution", action="store_true",
                      help="on a mismatch, do not replay the zoo's mistakes to name one that reproduces it "
@@ -178,11 +180,13 @@ def cmd_run(args):
     for flag, given in (("--impl", args.impl is not None), ("--fd", args.fd or args.fd_steps is not None),
                         ("--skip-stage", args.skip_stage is not None),
                         ("--step-timeout", args.step_timeout is not None),
-                        ("--no-attribution", args.no_attribution),
-                        ("--report", args.report is not None), ("--markdown", args.markdown is not None),
-                        ("--plot", args.plot is not None), ("--html", args.html is not None)):
+                        ("--no-attribution", args.no_attribution)):
         if given and (args.ranks is not None or args.only is not None):
             raise SpecError(flag, "checks the lockstep run (not with --ranks or --only)")
+    for flag, given in (("--report", args.report is not None), ("--markdown", args.markdown is not None),
+                        ("--plot", args.plot is not None), ("--html", args.html is not None)):
+        if given and args.only is not None:
+            raise SpecError(flag, "reports a lockstep run (not with --only)")
     over = {"steps": args.steps, "dtype": args.dtype, "device": args.device}
     if args.ranks is not None or args.accumulate is not None or args.ddp_as_written or args.timeout is not None:
         return _cmd_run_ranks(args, over)
@@ -312,7 +316,7 @@ def _cmd_run_ranks(args, over):
         with _json_stdout(args.json) as emit, _flags():
             result = api.check(args.spec, ranks=args.ranks, accumulate=args.accumulate,
                                ddp_as_written=args.ddp_as_written, timeout=args.timeout, progress=interrupt.note,
-                               **over)
+                               report=args.report, markdown=args.markdown, plot=args.plot, html=args.html, **over)
             emit(_dumps(result.to_json()) if args.json else result.summary())
     except distributed.RankFailure as e:
         print(f"{PROG}: {e}", file=sys.stderr)

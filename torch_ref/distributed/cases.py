@@ -36,12 +36,15 @@ class Setup:
 
 @dataclass
 class Case:
-    """One data-parallel check: a parsed description, K micro-batches per step, a Setup."""
+    """One data-parallel check: a parsed description, K micro-batches per step, a Setup; `record`
+    as the lockstep's (True: rank 0 keeps the per-iteration history, Result.history, for reports;
+    a callable keep(it, m, r): that too, and it is handed every iteration compared: the page's recorder)."""
 
     desc: dict
     accumulate: int = 1
     setup: Setup = field(default_factory=Setup)
     label: str = ""
+    record: object = False
 
 
 def split(n, parts):

@@ -18,6 +18,7 @@ import manual.init
 
 from ..implementation import plugin
 from ..interrupt import die_with_parent
+from ..lockstep.checker import History
 from ..lockstep.loop import Loop
 from ..lockstep.verdict import DataParallel, Result
 from ..twin.model import prepare_device
@@ -224,15 +225,17 @@ def run_case(case, rank, world, device, beat=None, fault=None, reduction=None):
     reference = DDPReference(shards_)
     impl = plugin.guarded(desc, None, "manual")
     impl.load_state_dict(state)
-    make_rule = lambda m, r: DataParallelRule(m, r, rtol, atol, desc, reduction, state)  # noqa: E731
-    out = Loop(reference, impl, make_rule, rtol, atol).run(batches, desc["run"]["steps"])
+    record = case.record
+    history = History(desc["run"]["steps"], record if callable(record) else None) if record else None
+    make_rule = lambda m, r: DataParallelRule(m, r, rtol, atol, desc, reduction, state, history)  # noqa: E731
+    out = Loop(reference, impl, make_rule, rtol, atol, history=history).run(batches, desc["run"]["steps"])
     reference.finish()
     rule, nan = out.rule, float("nan")
     parallel = DataParallel(world, case.accumulate, dist.get_backend(), reduction, scaling_note(case, reduction, world),
                             rule.replicas_bitwise if rule else True, case.label)
     losses = {"manual": float(out.m["loss"]) if out.m else nan, "reference": out.r["loss"] if out.r else nan}
     return Result(out.first is None, out.steps, out.first, rule.stats() if rule else {}, str(dtype),
-                  desc["run"]["device"], "free", losses, parallel=parallel)
+                  desc["run"]["device"], "free", losses, parallel=parallel, history=history)
 
 
 def device_for(desc, local_rank, local_world):

@@ -4,6 +4,7 @@ with the lockstep loop's rule interface (torch_ref/lockstep/loop.py): check_many
 not_reached, size."""
 import numpy as np
 
+from ..lockstep.checker import over_allowance
 from ..testing import compare
 from .diagnosis import diagnose
 from .results import DistMismatch
@@ -21,8 +22,8 @@ class DataParallelRule:
 
     ahead = 1  # the other ranks wait in a collective while rank 0 steps and compares: one iteration at a time
 
-    def __init__(self, m, r, rtol, atol, desc, reduction, state0):
-        self.rtol, self.atol = rtol, atol
+    def __init__(self, m, r, rtol, atol, desc, reduction, state0, history=None):
+        self.rtol, self.atol, self.history = rtol, atol, history
         self.desc, self.reduction = desc, reduction
         self.pre = state0  # the manual engine's parameters before the iteration being judged
         self.replicas_bitwise = True
@@ -42,6 +43,8 @@ class DataParallelRule:
         """None if the iteration passes, else its DistMismatch with cause and diagnosis."""
         views, plan = r["ranks"], r["plan"]
         first = self._compare(it, m, views, plan)
+        if self.history is not None:
+            r.update(gathered(m, views, plan, first))
         if first is None:
             self.pre = m["state_dict"]
             return None
@@ -148,6 +151,8 @@ class DataParallelRule:
     def _check(self, it, stage, name, manual_value, reference, rank=None, owner=None):
         """None if within tolerance, else the DistMismatch. `owner[row]` names the rank of a row."""
         c = compare(manual_value, reference, self.rtol, self.atol)
+        if self.history is not None:
+            self._record(it, stage, name, c)
         s = self.stats_.setdefault(stage, {"max_abs_err": 0.0, "max_rel_err": 0.0, "worst_tensor": name})
         s["max_abs_err"] = max(s["max_abs_err"], c.max_abs_err)
         if c.max_rel_err > s["max_rel_err"]:
@@ -161,6 +166,12 @@ class DataParallelRule:
                             self.atol, self.rtol, c.n_bad, c.numel, c.shape_error,
                             [p for p in self.passed if p != stage], rank=rank)
 
+    def _record(self, it, stage, name, c):
+        """Fold one comparison into the history: per tensor, the largest over the ranks compared."""
+        h, k = self.history, self.history.add_column((stage, name))
+        for part, v in ((h.abs, c.max_abs_err), (h.rel, c.max_rel_err), (h.over, over_allowance(c, self.rtol, self.atol))):
+            part[it, k] = np.fmax(part[it, k], v)
+
     def _mark(self, stage):
         if not self.passed or self.passed[-1] != stage:
             self.passed.append(stage)
@@ -169,6 +180,27 @@ class DataParallelRule:
         nan = float("nan")
         return DistMismatch(it, stage, name, (), nan, nan, nan, nan, self.atol, self.rtol, detail=detail,
                             passed_before=[p for p in self.passed if p != stage], rank=rank)
+
+
+def gathered(m, views, plan, first=None):
+    """Rank 0's gathered reference of one iteration in the twin's layout (what lockstep's pairs()
+    reads, for the page's tensors): the ranks' outputs and dE/dnet rows put back in batch order,
+    the reduced loss, and the gradients, optimizer state and parameters of rank 0, or of the rank
+    a mismatch of those stages names."""
+    R, K = len(plan[0]), len(plan)
+    order = np.concatenate([np.arange(*plan[k][r]) for r in range(R) for k in range(K)])
+
+    def assemble(rows):
+        full = np.empty((len(order),) + np.shape(rows[0])[1:])
+        full[order] = np.concatenate(rows)
+        return full
+    own = views[first.rank] if first is not None and first.rank is not None and first.stage in (
+        "grad", "optim", "param") else views[0]
+    mo = m.get("optimizer_state", {})
+    return {"output": assemble([v["output"] for v in views]),
+            "deltas": {f"layers.{l}": assemble([v["deltas"][l] for v in views]) for l in range(len(views[0]["deltas"]))},
+            "grads": own["grads"], "state_dict": own["state_dict"],
+            "optimizer_state": {n: v.reshape(np.shape(mo[n])) for n, v in own["optimizer_state"].items() if n in mo}}
 
 
 def _numel(tree):

@@ -44,7 +44,8 @@ def series(result):
 
 
 def exact(report, iterations):
-    """The JSON report's per-iteration figures at `iterations` (loss, per stage max abs/rel, worst tensor)."""
+    """The JSON report's per-iteration figures at `iterations` (loss, per stage max abs/rel, worst tensor;
+    shadow mode: then the twin's distance and the allowance)."""
     per = report["per_iteration"]
     out = {}
     for it in iterations:
@@ -52,7 +53,8 @@ def exact(report, iterations):
             continue
         out[str(it)] = {"loss": [per["loss"]["manual"][it], per["loss"]["reference"][it]],
                         "stages": {s: [v["max_abs_err"][it], v["max_rel_err"][it],
-                                       None if v["worst_tensor"][it] is None else v["tensors"][v["worst_tensor"][it]]]
+                                       None if v["worst_tensor"][it] is None else v["tensors"][v["worst_tensor"][it]],
+                                       *[v[k][it] for k in ("twin_abs_err", "allowance") if k in v]]  # shadow mode's
                                    for s, v in per["stages"].items()}}
     return out
 
@@ -81,6 +83,7 @@ def data(result, desc, recorder, spec_path=None, example=None):
         "summary": result.summary(), "series": enc, "exact": exact(report, every or range(n)),
         "frames": {str(it): frames[it] for it in every}, "kept": recorder.policy(),
         "network": network(desc), "example": example, "dropped": [],
+        "parallel": result.parallel.to_json() if result.parallel else None,
     }
 
 

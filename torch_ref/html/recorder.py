@@ -15,6 +15,7 @@ from collections import OrderedDict, deque
 
 import numpy as np
 
+from ..lockstep.shadow import s_value
 from ..lockstep.verdict import pairs
 
 MAX_ELEMENTS = 4096          # a larger tensor: summary only
@@ -51,14 +52,24 @@ def excess(mv, rv, rtol, atol):
     return np.where(same, 0.0, np.where(np.isnan(out), np.inf, out))
 
 
-def tensor(stage, name, mv, rv, rtol, atol):
-    """One tensor of one iteration, as the page reads it."""
+def distance(mv, sv, allowance):
+    """Per element, shadow mode's ratio: |manual - shadow| / the tensor's allowance (shadow.py);
+    NaN (not compared) for a tensor the rule did not judge (after the mismatch in its iteration)."""
+    if np.isnan(allowance):
+        return np.full(np.shape(sv), np.nan)
+    return excess(mv, sv, 0.0, allowance)  # (atol: the allowance, rtol 0)
+
+
+def tensor(stage, name, mv, rv, rtol, atol, sv=None, allowance=None):
+    """One tensor of one iteration, as the page reads it. Shadow mode (`sv`, the float64 shadow's
+    value, and the tensor's `allowance`): errors are the implementation's distance from the shadow
+    over the allowance, the shadow's values kept beside both sides' ("s", float64)."""
     a, e = np.asarray(mv, dtype=np.float64), np.asarray(rv, dtype=np.float64)
     t = {"stage": stage, "name": name, "shape": list(e.shape)}
     if a.shape != e.shape:
         t["error"] = f"shape {list(a.shape)} where the reference has {list(e.shape)}"
         return t
-    over = excess(a, e, rtol, atol)
+    over = excess(a, e, rtol, atol) if sv is None else distance(a, sv, allowance)
     worst = int(np.argmax(over)) if over.size else 0
     with np.errstate(over="ignore", invalid="ignore"):
         t.update(norm=[float(np.linalg.norm(a)), float(np.linalg.norm(e))], numel=int(e.size),
@@ -67,15 +78,23 @@ def tensor(stage, name, mv, rv, rtol, atol):
                  over=float(over.flat[worst]) if e.size else 0.0, bad=int(np.count_nonzero(over > 1)))
     if e.size <= MAX_ELEMENTS:
         t.update(m=b64(a.ravel(), np.float32), r=b64(e.ravel(), np.float32), q=b64(quantize(over.ravel()), np.uint8))
+    if sv is not None:
+        t.update(allowance=float(allowance), shadow=float(np.ravel(sv)[worst]) if e.size else None)
+        if e.size <= MAX_ELEMENTS:
+            t["s"] = b64(np.ravel(sv), np.float64)
     return t
 
 
 class Recorder:
     """lockstep's keep(it, m, r): the tensors of the iterations the budget allows. They are held as
-    they came (the budget bounds them) and encoded once, when the page asks for `frames`."""
+    they came (the budget bounds them) and encoded once, when the page asks for `frames`. In shadow
+    mode (r holds the shadow's results) each tensor also keeps the shadow's value and the allowance
+    the rule gave it at that iteration, read from `history` (the run's lockstep.History, set by the
+    lockstep before the first iteration)."""
 
     def __init__(self, steps, rtol, atol, skip=(), budget=TENSOR_BUDGET):
         self.steps, self.rtol, self.atol, self.skip, self.budget = steps, rtol, atol, skip, budget
+        self.history = None
         self.checkpoints = {}  # iteration -> [(stage, name, manual, reference), ...]
         self.recent = deque()  # (iteration, items) of the last `window` iterations not checkpoints
         self.window = self.every = None
@@ -84,6 +103,9 @@ class Recorder:
 
     def __call__(self, it, m, r):
         items = [(s, n, np.array(mv), np.array(rv)) for s, n, mv, rv in pairs(m, r, self.skip)]
+        if "shadow" in r:  # shadow mode: the shadow's value and the tensor's allowance
+            items = [(s, n, mv, rv, np.array(s_value(r["shadow"], s, n)), self.history.allowance[it, k])
+                     for k, (s, n, mv, rv) in enumerate(items)]
         if self.window is None:
             self.plan(self.encode(items))
         if it % self.every == 0:
@@ -92,7 +114,7 @@ class Recorder:
             self.recent.append((it, items))  # the window: a deque of its length drops the oldest
 
     def encode(self, items):
-        frame = [tensor(s, n, mv, rv, self.rtol, self.atol) for s, n, mv, rv in items]
+        frame = [tensor(*item[:4], self.rtol, self.atol, *item[4:]) for item in items]
         self.large.update(f"{t['stage']} {t['name']}" for t in frame if "m" not in t and "error" not in t)
         return frame
 
@@ -107,8 +129,7 @@ class Recorder:
 
     def plan(self, frame):
         """Choose the window and the checkpoints' spacing from the size of one iteration."""
-        self.frame_size = max(1, sum(len(t.get("m", "")) + len(t.get("r", "")) + len(t.get("q", "")) + 200
-                                     for t in frame))
+        self.frame_size = max(1, sum(sum(len(t.get(k, "")) for k in "mrqs") + 200 for t in frame))
         capacity = max(2, self.budget // self.frame_size)
         if capacity >= self.steps:
             self.window, self.every = self.steps, 1

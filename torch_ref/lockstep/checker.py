@@ -16,19 +16,28 @@ class History:
     not compared: after the first mismatch, or a stage the implementation does not report), and
     its largest error over the allowance (|manual - reference| / (atol + rtol * |reference|): the
     pass rule is <= 1). `keep(it, m, r)`, when set (the HTML page's recorder, torch_ref/html/),
-    is called with both sides' results of every iteration compared, in order."""
+    is called with both sides' results of every iteration compared, in order.
+
+    Shadow mode (lockstep/shadow.py) judges a distance from the float64 shadow: there `abs` is the
+    implementation's distance, `rel` that over the shadow's largest magnitude, `twin` the float32
+    twin's distance (its largest so far) and `allowance` what the rule allowed; `over` is
+    abs / allowance. Elsewhere `twin` and `allowance` are None."""
 
     def __init__(self, steps, keep=None):
         self.loss = np.full((steps, 2), np.nan)  # (steps, [manual, reference])
         self.keys, self.abs, self.rel = [], np.full((steps, 0), np.nan), np.full((steps, 0), np.nan)
         self.over = np.full((steps, 0), np.nan)
+        self.twin = self.allowance = None
         self.keep = keep
 
-    def layout(self, keys):
+    def layout(self, keys, shadow=False):
         self.keys = list(keys)  # (stage, tensor name) per column
         self.abs = np.full((len(self.loss), len(keys)), np.nan)
         self.rel = np.full((len(self.loss), len(keys)), np.nan)
         self.over = np.full((len(self.loss), len(keys)), np.nan)
+        if shadow:
+            self.twin = np.full((len(self.loss), len(keys)), np.nan)
+            self.allowance = np.full((len(self.loss), len(keys)), np.nan)
 
     def add_column(self, key):
         """The column of `key` ((stage, tensor name)), appended after the layout's (NaN until
@@ -39,6 +48,32 @@ class History:
             self.rel = np.hstack([self.rel, np.full((len(self.loss), 1), np.nan)])
             self.over = np.hstack([self.over, np.full((len(self.loss), 1), np.nan)])
         return self.keys.index(key)
+
+
+def per_stage(history):
+    """Per stage, per iteration: the largest absolute and relative difference over the stage's
+    tensors, and which tensor has the largest relative one (shadow mode: the largest error over
+    the allowance, with that tensor's allowance, and the twin's largest distance). NaN where
+    nothing was compared."""
+    out = {}
+    n = len(history.loss)
+    shadow = history.allowance is not None
+    for stage in STAGES:
+        cols = [k for k, (s, _) in enumerate(history.keys) if s == stage]
+        if not cols:
+            continue
+        a, r, o = history.abs[:, cols], history.rel[:, cols], history.over[:, cols]
+        seen = ~np.all(np.isnan(r), axis=1)
+        worst = np.zeros(n, dtype=int)
+        worst[seen] = np.nanargmax((o if shadow else r)[seen], axis=1)
+        with np.errstate(invalid="ignore"):
+            top = lambda v: np.where(seen, np.nanmax(np.where(np.isnan(v), -np.inf, v), axis=1), np.nan)  # noqa: E731
+            out[stage] = {"tensors": [history.keys[k][1] for k in cols], "max_abs_err": top(a),
+                          "max_rel_err": top(r), "worst": np.where(seen, worst, -1), "over": top(o)}
+            if shadow:
+                out[stage]["twin_abs_err"] = top(history.twin[:, cols])
+                out[stage]["allowance"] = np.where(seen, history.allowance[:, cols][np.arange(n), worst], np.nan)
+    return out
 
 
 class Checker:

@@ -69,7 +69,7 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     Result lists them under `skipped`. `fd_steps` > 0 adds central finite differences as a third opinion on the
     gradients of the first `fd_steps` iterations (2 forward passes per parameter element).
     `record=True` keeps, per iteration, both losses and every tensor's largest differences
-    (`Result.history`, for reports and plots); `record` may also be a callable keep(it, m, r), which
+    (`Result.history`, for reports and plots; shadow mode: both distances from the shadow and the allowance); `record` may also be a callable keep(it, m, r), which
     is then handed both sides' results of every iteration compared (the HTML page's recorder);
     `progress(it, steps)` is called before each iteration. A failed run's first mismatch gets a
     one-line diagnosis (lockstep/diagnosis.py: a factor, the transpose, another iteration's value...)
@@ -86,9 +86,8 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     if shadow and "eval_every" in desc["run"] and "eval" not in skip:
         raise SpecError("run.eval_every", "shadow mode does not run the evaluation pass: use free or resync mode"
                                           " (or --skip-stage eval)")
-    if shadow and (record or fd_steps):
-        raise SpecError("mode", "shadow mode keeps no per-iteration history and takes no finite differences"
-                                " (--report, --markdown, --plot, --fd): use free or resync for those")
+    if shadow and fd_steps:
+        raise SpecError("mode", "shadow mode takes no finite differences (--fd): use free or resync for those")
     run = desc["run"]
     prepare_device(run["device"])
     dtype = np.dtype(run["dtype"])
@@ -101,7 +100,9 @@ def lockstep(desc, impl=None, mode="free", fd_steps=0, impl_name=None, record=Fa
     fd = FDCheck(desc, fd_steps) if fd_steps > 0 else None
 
     history = History(run["steps"], record if callable(record) else None) if record else None
-    make_rule = ((lambda m, r: ShadowRule(m, r, skip)) if shadow
+    if hasattr(record, "history"):
+        record.history = history  # the page's recorder reads shadow mode's allowances from it
+    make_rule = ((lambda m, r: ShadowRule(m, r, skip, history)) if shadow
                  else (lambda m, r: Checker(m, r, rtol, atol, history, skip)))
     rounding = Rounding()
     masks = (lambda it, x: manual.data.dropout_masks(desc, it, len(x))) if desc["network"].get("dropout") else None

@@ -65,10 +65,12 @@ class ShadowRule:
     """The shadow criterion (the module docstring) over consecutive iterations, as the lockstep's
     Checker applies the fixed one: check_many, absorb, explain, stats, not_reached."""
 
-    def __init__(self, m, r, skip=()):
+    def __init__(self, m, r, skip=(), history=None):
         self.factor, self.rtol, self.atol = shadow_tolerance()
-        self.skip = skip
+        self.skip, self.history = skip, history
         self.keys = [(st, name) for st, name, _, _ in pairs(m, r, skip)]
+        if history is not None:  # per iteration: both distances, the allowance (checker.History)
+            history.layout(self.keys, shadow=True)
         self.size = 2 * sum(np.size(rv) for _, _, _, rv in pairs(m, r, skip))  # three sides held, as 2 of float64
         self.d_man, self.d_twin, self.scale = (np.zeros(len(self.keys)) for _ in range(3))
 
@@ -88,6 +90,8 @@ class ShadowRule:
                 ok = (dm <= self.factor * self.d_twin + self.atol + self.rtol * sc) & (dm < np.inf)  # False for NaN
             np.fmax(self.d_man, dm, out=self.d_man)
             np.fmax(self.scale, sc, out=self.scale)
+            if self.history is not None:
+                self.record(it, dm, sc, len(ok) if ok.all() else int(np.argmin(ok)) + 1)
             if not ok.all():
                 k = int(np.argmin(ok))
                 stage, name, mv, rv, sv = triples[k]
@@ -95,6 +99,17 @@ class ShadowRule:
                                  self.rtol, self.atol,
                                  [st for st in dict.fromkeys(st for st, *_ in triples[:k]) if st != stage])
         return None
+
+    def record(self, it, dm, sc, upto):
+        """Iteration `it`'s row of the history: the implementation's distance from the shadow (and
+        over the shadow's largest magnitude), the twin's largest so far, the allowance, the ratio
+        (infinite for a NaN distance: judged outside); for the first `upto` tensors, those judged
+        (the rest of a failing iteration stays NaN, not compared, as the fixed rule leaves it)."""
+        h, allowed, c = self.history, self.factor * self.d_twin + self.atol + self.rtol * sc, slice(0, upto)
+        h.abs[it, c], h.twin[it, c], h.allowance[it, c] = dm[c], self.d_twin[c], allowed[c]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            h.rel[it, c] = dm[c] / np.maximum(sc[c], 1e-300)
+            h.over[it, c] = np.where(dm[c] < np.inf, dm[c] / allowed[c], np.inf)
 
     def absorb(self, it, m, r):
         """(An iteration the second opinion passed: its distances are folded already.)"""
