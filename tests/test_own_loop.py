@@ -48,6 +48,7 @@ def test_what_a_batch_method_does_not_expose_is_not_reported_never_passed():
 @pytest.mark.parametrize("optimizer,needle", [
     ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, "momentum = 0.9"),
     ({"name": "adam", "lr": 0.1}, "'adam'"),
+    ({"name": "sgd", "lr": 0.1, "param_groups": [{"params": "*.weight", "weight_decay": 0.1}]}, "param_groups"),
 ])
 def test_the_harness_s_own_sgd_refuses_another_optimizer(name, optimizer, needle):
     with pytest.raises(ImplError) as e:
