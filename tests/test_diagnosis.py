@@ -165,3 +165,33 @@ def test_a_passing_run_never_diagnoses(monkeypatch):
     monkeypatch.setattr(run_module, "explain", fail)
     monkeypatch.setattr("torch_ref.zoo.attribution.attribute", fail)
     assert api.check("worked_example", steps=3).ok
+
+
+def schedule_description(milestones, interval):
+    """A small MLP, 8 samples in batches of 4 (2 iterations an epoch), MultiStepLR γ 0.1 at `milestones`."""
+    scheduler = {"name": "MultiStepLR", "milestones": milestones, "gamma": 0.1}
+    if interval:
+        scheduler["interval"] = interval
+    return {"network": {"sizes": [3, 4, 2], "activation": ["tanh", "identity"], "loss": "mse"},
+            "init": {"seed": 0}, "optimizer": {"name": "sgd", "lr": 0.5}, "scheduler": scheduler,
+            "data": {"random": {"n": 8, "seed": 1}, "batch_size": 4}, "run": {"steps": 6, "dtype": "float64"}}
+
+
+# (the reference's milestones, the implementation's, interval, where it fails, the words of its line)
+SCHEDULE_LAGS = [
+    ([1], [2], "epoch", 2, "a step 10 (lr at epoch 0 / lr at 1: the per-epoch schedule one epoch late)"),
+    ([2], [1], "epoch", 2, "a step 0.1 (lr at epoch 2 / lr at 1: the per-epoch schedule one epoch early)"),
+    ([3], [4], None, 3, "a step 10 (lr at iteration 2 / lr at 3: the schedule one iteration late)"),
+]
+
+
+@pytest.mark.parametrize("ref,impl,interval,iteration,words", SCHEDULE_LAGS, ids=["epoch-late", "epoch-early", "iteration-late"])
+def test_a_schedule_a_step_off_is_named_in_its_own_unit(ref, impl, interval, iteration, words):
+    """The schedule's relation follows interval = "epoch": a per-epoch schedule one epoch off is named
+    with the rates of the epochs (replayed per iteration, it would name none)."""
+    import manual.trainer
+    other = api._described(schedule_description(impl, interval))
+    result = api.check(schedule_description(ref, interval), lambda desc: manual.trainer.build(other), attribution=False)
+    first = result.first_mismatch
+    assert (first.iteration, first.stage) == (iteration, "param"), result.summary()
+    assert words in first.diagnosis, first.diagnosis

@@ -36,8 +36,10 @@ THREE = SPECS / "three_layer_minibatch.toml"
 STEPS = 5  # past every case's first epoch (the 3-layer data: 4 batches of 7) and the drift at iteration 3
 
 
-def load(path, steps=STEPS, loss=None, batch_size=None, optimizer=None, dtype=None, n=None):
+def load(path, steps=STEPS, loss=None, batch_size=None, optimizer=None, dtype=None, n=None, scheduler=None):
     raw = tomllib.loads(path.read_text())
+    if scheduler is not None:
+        raw["scheduler"] = scheduler
     if n is not None:
         raw["data"]["random"]["n"] = n
     raw["run"]["steps"] = steps
@@ -68,6 +70,29 @@ PASSING = [
     ("three-layer-cross-entropy", lambda: load(THREE, loss="cross_entropy"), 1),  # class-index targets
     ("three-layer-adam", lambda: load(THREE, optimizer={"name": "adam", "lr": 0.01}), 1),  # optimizer state
     ("three-layer-float32", lambda: load(THREE, dtype="float32"), 1),
+]
+# issue 14's descriptions: each must pass as above and change the run (VARIANTS: id -> the same
+# description without it, whose final loss must differ), so that DDP honours what manual honours
+GROUPS = {"name": "sgd", "lr": 0.1, "momentum": 0.9,
+          "param_groups": [{"params": "*.weight", "lr": 0.05, "weight_decay": 0.5}]}
+VARIANTS = {
+    "three-layer-param-groups": "three-layer-momentum",
+    "three-layer-steplr-per-epoch": "three-layer-batch14",  # 2 iterations an epoch: rates change at 2 and 4
+    "three-layer-lambdalr": "three-layer-mse",
+    "three-layer-nadam": "three-layer-adam",
+    "three-layer-rmsprop-eps-inside-sqrt": "three-layer-rmsprop",
+}
+PASSING += [
+    ("three-layer-momentum", lambda: load(THREE, optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9}), 1),
+    ("three-layer-param-groups", lambda: load(THREE, optimizer=GROUPS), 1),
+    ("three-layer-batch14", lambda: load(THREE, batch_size=14), 1),
+    ("three-layer-steplr-per-epoch", lambda: load(THREE, batch_size=14, scheduler={
+        "name": "StepLR", "step_size": 1, "gamma": 0.5, "interval": "epoch"}), 1),
+    ("three-layer-lambdalr", lambda: load(THREE, scheduler={"name": "LambdaLR", "lr_lambda": "1 / (1 + step)"}), 1),
+    ("three-layer-nadam", lambda: load(THREE, optimizer={"name": "nadam", "lr": 0.01}), 1),
+    ("three-layer-rmsprop", lambda: load(THREE, optimizer={"name": "rmsprop", "lr": 0.01, "eps": 0.01}), 1),
+    ("three-layer-rmsprop-eps-inside-sqrt", lambda: load(THREE, optimizer={
+        "name": "rmsprop", "lr": 0.01, "eps": 0.01, "eps_inside_sqrt": True}), 1),
 ]
 # --ddp-as-written where the usual step is right (a mean loss, equal shards, / K): must pass too
 AS_WRITTEN_RIGHT = [
@@ -137,6 +162,17 @@ def test_the_check_sees_training_move(launched):
     first.load_state_dict(manual.init.initial_state(desc))
     x, y = map(np.asarray, (desc["data"]["x"], desc["data"]["y"]))
     assert results["worked6-half-sse"].final_loss["manual"] < 0.9 * first.train_step(x, y)["loss"]
+
+
+@pytest.mark.parametrize("case_id", list(VARIANTS))
+def test_groups_schedules_and_optimizer_variants_are_checked_not_ignored(launched, case_id):
+    """Parameter groups, torch's schedules (per epoch too), NAdam, ε inside √ run data-parallel: they
+    pass, and each changes the run (a DDP side that ignored it would fail the manual comparison;
+    both ignoring it would give the plain case's loss)."""
+    _, results = launched
+    result, plain = results[case_id], results[VARIANTS[case_id]]
+    assert result.ok and plain.ok, result.summary()
+    assert result.final_loss["manual"] != pytest.approx(plain.final_loss["manual"], rel=1e-6)
 
 
 def test_scaling_is_reported(launched):

@@ -48,6 +48,7 @@ def test_what_a_batch_method_does_not_expose_is_not_reported_never_passed():
 @pytest.mark.parametrize("optimizer,needle", [
     ({"name": "sgd", "lr": 0.1, "momentum": 0.9}, "momentum = 0.9"),
     ({"name": "adam", "lr": 0.1}, "'adam'"),
+    ({"name": "sgd", "lr": 0.1, "param_groups": [{"params": "*.weight", "weight_decay": 0.1}]}, "param_groups"),
 ])
 def test_the_harness_s_own_sgd_refuses_another_optimizer(name, optimizer, needle):
     with pytest.raises(ImplError) as e:
@@ -69,3 +70,19 @@ def test_the_code_s_own_update_replaces_the_harness_s():
         return ns["from_loss_function"](model.loss, model.params, desc, update=momentum,
                                         conventions=ns["build"](description()).conventions)
     assert check(description({"name": "sgd", "lr": 0.1, "momentum": 0.9}), build).ok
+
+
+def test_fd_refuses_code_whose_gradients_are_not_exposed(tmp_path, capsys):
+    """--fd on a batch method (grads NOT_EXPOSED): one line, exit 2, no traceback; the API's ImplError."""
+    import json
+    from torch_ref.cli.main import main
+    from test_layouts import examples
+    with pytest.raises(ImplError) as e:
+        check(description(), loaded("batch method")["build"], fd_steps=1)
+    assert "NOT_EXPOSED" in str(e.value) and "\n" not in str(e.value)
+    impl, spec = tmp_path / "impl.py", tmp_path / "d.json"
+    impl.write_text(examples()["batch method"])
+    spec.write_text(json.dumps(description()))
+    assert main(["run", str(spec), "--impl", f"{impl}:build", "--fd"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--fd" in err[0] and "Traceback" not in err[0], err

@@ -18,8 +18,8 @@ what it can; what it cannot read is NOT_EXPOSED, a stage "not reported" (never p
 
 Each returns an object with load_state_dict/train_step; `conventions=` (a Conventions or its dict)
 declares its layout and names, converted by the harness (conventions.py). The harness's own SGD is
-θ ← θ − lr·g with the description's lr: a description with momentum, weight decay, another
-optimizer or a schedule is refused (exit 2) unless the code's own `update` is given.
+θ ← θ − lr·g with the description's lr: a description with momentum, weight decay, parameter groups,
+another optimizer or a schedule is refused (exit 2) unless the code's own `update` is given.
 """
 import numpy as np
 
@@ -32,7 +32,8 @@ def plain_sgd_lr(desc, adapter):
     else ConventionError saying to pass the code's own update."""
     opt = desc["optimizer"]
     plain = (opt["name"] == "sgd" and not opt.get("momentum") and not opt.get("weight_decay")
-             and not opt.get("maximize") and not desc.get("scheduler") and not desc.get("clip"))
+             and not opt.get("maximize") and not opt.get("param_groups") and not desc.get("scheduler")
+             and not desc.get("clip"))
     if not plain:
         raise ConventionError(f"{adapter}: the harness's own update is plain SGD (θ ← θ − lr·g); this description's "
                               f"optimizer is {opt['name']!r} with {_extras(opt) or 'a scheduler or clipping'}: pass update=... "
@@ -189,4 +190,5 @@ def from_loss_function(loss, params, desc, *, forward=None, update=None, convent
 
 
 def _extras(opt):
-    return ", ".join(f"{k} = {opt[k]}" for k in ("momentum", "weight_decay", "maximize") if opt.get(k))
+    extras = [f"{k} = {opt[k]}" for k in ("momentum", "weight_decay", "maximize") if opt.get(k)]
+    return ", ".join(extras + (["param_groups"] if opt.get("param_groups") else []))

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from manual.schedules import iterations_per_epoch
+
 from ..testing import compare, diagnosis_tolerance, within
 from .verdict import pairs
 
@@ -246,9 +248,10 @@ def explain(first, m, r, before, after, start, desc, skip=()):
     shape = np.shape(rv)
     others = {f"{s} {n!r}": v for s, n, _, v in pairs(m, r, skip)
               if (s, n) != (first.stage, first.name) and np.shape(v) == shape}
-    lrs = learning_rates(desc, first.iteration + 1)
+    per = schedule_period(desc)
+    lrs = learning_rates(desc, first.iteration + per)
     ctx = Context(rv, rtol, atol, first.iteration, previous, tensor_of(after, first.stage, first.name), others,
-                  constants(r, lrs[first.iteration]), step_constants(lrs, first.iteration), is_step, factor)
+                  constants(r, lrs[first.iteration]), step_constants(lrs, first.iteration, per), is_step, factor)
     return diagnose(mv, ctx)
 
 
@@ -265,27 +268,39 @@ def constants(r, lr):
     return {name: float(v) for name, v in found.items() if v != 1}
 
 
-def step_constants(lrs, it):
+def step_constants(lrs, it, per=1):
     """The named ratios a parameter's step is compared with: the learning rate (applied twice),
-    −1 (a step uphill), 2, 1/2, and the schedule's rate one iteration late or early."""
+    −1 (a step uphill), 2, 1/2, and the schedule's rate one step of it late or early: one
+    iteration, or one epoch of `per` iterations for a schedule stepped per epoch (lrs: the rate at
+    every iteration, to it + per at least)."""
     found = {f"the learning rate lr = {lrs[it]:g}: lr applied twice?": lrs[it], "−1: a step uphill": -1.0,
              "2": 2.0, "1/2": 0.5}
-    if it >= 1 and lrs[it] and lrs[it - 1] != lrs[it]:
-        found[f"lr at iteration {it - 1} / lr at {it}: the schedule one iteration late"] = lrs[it - 1] / lrs[it]
-    if lrs[it] and lrs[it + 1] != lrs[it]:
-        found[f"lr at iteration {it + 1} / lr at {it}: the schedule one iteration early"] = lrs[it + 1] / lrs[it]
+    unit, t = ("iteration", it) if per == 1 else ("epoch", it // per)
+    late = f"the schedule one {unit} late" if per == 1 else "the per-epoch schedule one epoch late"
+    if it >= per and lrs[it] and lrs[it - per] != lrs[it]:
+        found[f"lr at {unit} {t - 1} / lr at {t}: {late}"] = lrs[it - per] / lrs[it]
+    if lrs[it] and lrs[it + per] != lrs[it]:
+        found[f"lr at {unit} {t + 1} / lr at {t}: {late.replace('late', 'early')}"] = lrs[it + per] / lrs[it]
     return {name: float(v) for name, v in found.items() if v != 1}
+
+
+def schedule_period(desc):
+    """The iterations between two steps of the description's schedule: one, or an epoch's with
+    interval = "epoch" (manual/schedules.py's iterations_per_epoch)."""
+    if (desc.get("scheduler") or {}).get("interval") != "epoch":
+        return 1
+    return iterations_per_epoch(desc)
 
 
 def learning_rates(desc, until):
     """The first parameter group's learning rate at iterations 0..until, torch's schedule replayed
-    on a one-element optimizer (the description's lr throughout where it cannot be)."""
+    (per iteration, or per epoch as the twin's PerEpoch steps it) on a one-element optimizer (the description's lr throughout where it cannot be)."""
     import torch
     from ..twin.model import make_scheduler
     lr = float(desc["optimizer"].get("lr", 0.0) or 0.0)
     try:
         opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
-        schedule = make_scheduler(opt, desc.get("scheduler"))
+        schedule = make_scheduler(opt, desc.get("scheduler"), desc)  # (desc: interval = "epoch")
         lrs = []
         for _ in range(until + 1):
             lrs.append(float(opt.param_groups[0]["lr"]))

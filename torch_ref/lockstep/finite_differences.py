@@ -26,6 +26,7 @@ import numpy as np
 
 from manual.finite_differences import central_differences
 
+from ..errors import ImplError
 from ..testing import compare, fd_tolerance, tolerance
 
 FD_STEPS = 3  # iterations that get finite differences by default (--fd, the worked example)
@@ -78,7 +79,12 @@ class FDCheck:
         """Finite differences at `state` (the parameters, and a layer list's buffers, before
         iteration `it`) on the batch (x, y), with the iteration's dropout keep-masks `masks`;
         compared with the implementation's result `m` and the twin's `r` (at the sampled elements
-        of a large tensor)."""
+        of a large tensor). An implementation that does not expose its gradients (grads =
+        NOT_EXPOSED) is refused (ImplError, exit 2): a third opinion without the first is no
+        verdict on the code, and leaving them out would pass what was never compared."""
+        if "grads" not in m:
+            raise ImplError("--fd (fd_steps): the implementation does not expose its gradients (grads = "
+                            "NOT_EXPOSED), so finite differences have nothing to judge: run without --fd")
         names = list(r["grads"])
         if self.sampled is None:
             self.sampled = self.sample(r["grads"])
