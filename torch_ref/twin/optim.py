@@ -11,6 +11,7 @@ from functools import partial
 import torch
 
 from manual.names import OPTIMIZER_REGISTRY, SCHEDULER_REGISTRY, build, resolve
+from manual import schedules
 from manual.schedules import iterations_per_epoch, schedule_arguments
 
 OPTIMIZERS = resolve(OPTIMIZER_REGISTRY, torch.optim)
@@ -87,17 +88,10 @@ def make_optimizer(params, args):
     return (EPS_INSIDE_SQRT[name] if args.get("eps_inside_sqrt") else OPTIMIZERS[name])(params, **args)
 
 
-class PerEpoch:
-    """Steps `scheduler` once every `iterations` calls of step(); its state_dict() is the
-    schedule's with the count of iterations ("iterations_seen"), so that a restart resumes both."""
-
-    def __init__(self, scheduler, iterations):
-        self.scheduler, self.iterations, self.count = scheduler, iterations, 0
-
-    def step(self):
-        self.count += 1
-        if self.count % self.iterations == 0:
-            self.scheduler.step()
+class PerEpoch(schedules.PerEpoch):
+    """manual's PerEpoch (the schedule stepped once every `iterations` calls of step()) over torch's
+    schedule, whose state_dict() is the schedule's with the count of iterations ("iterations_seen"),
+    so that a restart resumes both."""
 
     def state_dict(self):
         return {**self.scheduler.state_dict(), "iterations_seen": self.count}
