@@ -124,6 +124,8 @@ class Layered(nn.Module):
         gradients, from the deltas ({name: dE/d output}): ({"layers.1.h": tensor, ...}, {...}); and
         every attention module's weights ("layers.0.attn", forward only: no gradient), in module order."""
         states, grad_states = {}, {}
+        if not (self.recurrent or self.attention):  # (most nets: nothing to probe, every iteration)
+            return states, grad_states
         for name in self.names:
             if name in self.recurrent:
                 s, g = self.recurrent[name].probe(deltas[name])
