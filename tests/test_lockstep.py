@@ -137,3 +137,48 @@ def test_a_non_finite_reference_against_a_finite_value_is_a_mismatch(bad):
     assert first is not None and (first.stage, first.name, first.index) == ("grad", "w", (1,)), first
     same = {**r, "grads": {"w": np.array([1.0, bad])}}  # the same non-finite value on both sides passes
     assert Checker(same, r, *tolerance("float64")).check_many([(0, same, r)]) is None
+
+
+# (what is planted at iteration 3, element (1, 2) of grads "w": manual's value, reference's value)
+PLANTED = {
+    "nothing": None,
+    "zero reference, within atol": (0.5, 0.0),      # passes by atol alone: relative difference infinite
+    "zero reference, over atol": (1e3, 0.0),
+    "just over rtol": (1 + 3.0, 1.0),                # scaled below by the tolerance
+    "just within rtol": (1 + 0.5, 1.0),
+    "NaN on both sides": (np.nan, np.nan),           # passes, as torch.isclose's equal_nan
+    "NaN in manual": (np.nan, 1.0),
+    "infinite difference": (np.inf, 1.0),
+    "equal infinities": (np.inf, np.inf),
+}
+
+
+@pytest.mark.parametrize("block", [1, 64, 1 << 17], ids=["one-iteration-passes", "a-few", "all-in-one"])
+@pytest.mark.parametrize("planted", list(PLANTED))
+def test_the_vectorised_passes_decide_as_the_element_wise_comparison(planted, block, monkeypatch):
+    """check_many over 8 iterations, compared in passes of `block` elements, against compare() on
+    each tensor: the same verdict, and the same first mismatch (iteration, tensor, index)."""
+    import torch_ref.lockstep.checker as checker
+    from torch_ref.testing import compare, tolerance
+    monkeypatch.setattr(checker, "BLOCK", block)
+    rtol, atol = tolerance("float64")
+    rng = np.random.default_rng(0)
+    steps = []
+    for it in range(8):
+        r = {"output": rng.standard_normal((2, 3)), "loss": 0.5,
+             "grads": {"w": rng.standard_normal((3, 4)), "b": rng.standard_normal(4)},
+             "state_dict": {"w": rng.standard_normal((3, 4))}}
+        m = {**r, "output": r["output"] * (1 + rtol / 10), "grads": {k: v.copy() for k, v in r["grads"].items()}}
+        if it == 3 and PLANTED[planted] is not None:
+            mine, ref = PLANTED[planted]
+            if planted.startswith("just"):
+                mine, ref = 1 + (mine - 1) * rtol + atol, ref
+            m["grads"]["w"][1, 2], r["grads"]["w"][1, 2] = mine * (atol if "atol" in planted else 1), ref
+        steps.append((it, m, r))
+    expected = next(((it, name, c.index) for it, m, r in steps for name in ("w", "b")
+                     if not (c := compare(m["grads"][name], r["grads"][name], rtol, atol)).ok), None)
+    first = checker.Checker(steps[0][1], steps[0][2], rtol, atol).check_many(steps)
+    got = None if first is None else (first.iteration, first.name, first.index)
+    assert got == expected
+    assert (expected is None) == (planted in ("nothing", "zero reference, within atol", "just within rtol",
+                                              "NaN on both sides", "equal infinities"))
