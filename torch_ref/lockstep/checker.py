@@ -84,10 +84,9 @@ class Checker:
     """Compares one iteration's results through a single flattened buffer per side.
 
     The layout (which tensor sits where) is fixed at the first iteration, so the hot loop does a
-    dozen vectorised operations per call, whatever the number of tensors, and one call takes many
-    iterations (check_many); the largest differences are kept per element and reduced per tensor
-    only when asked for (`stats`, or per iteration when a history is recorded). The detailed,
-    per-element comparison runs only on the iteration and tensor that failed.
+    dozen vectorised operations per call, whatever the number of tensors, and one call takes
+    several iterations (check_many); each tensor's largest differences are reduced in the same
+    passes. The detailed, per-element comparison runs only on the iteration and tensor that failed.
     """
 
     def __init__(self, m, r, rtol, atol, history=None, skip=()):
@@ -97,7 +96,7 @@ class Checker:
         self.history = history
         if history is not None:
             history.layout(self.keys)
-        self.layouts = {}  # total length -> _Layout (a partial last batch makes a shorter one)
+        self.starts = {}  # (elements per iteration, iterations) -> each tensor's start (_starts)
         self.buffers = {}  # length -> the comparison's three buffers (_buffers)
         self.max_abs = np.zeros(len(self.keys))  # per tensor, over the run so far
         self.max_rel = np.zeros(len(self.keys))
@@ -132,9 +131,9 @@ class Checker:
 
         The passes, each in place in a buffer kept for the length: |m - r| into the manual
         values' buffer, |r| into the reference's, the relative difference |m - r| / max(|r|, tiny)
-        into a third; the largest of each over the iterations, element by element. An iteration
-        whose relative differences are all within rtol passes (then |m - r| <= rtol·|r| <= atol +
-        rtol·|r|, the rule); only where one is not is the rule itself evaluated."""
+        into a third; each tensor's largest of both (one reduceat each). Iterations whose relative
+        differences are all within rtol pass (then |m - r| <= rtol·|r| <= atol + rtol·|r|, the
+        rule); only where one is not is the rule itself evaluated."""
         n = len(steps)
         items = [p for _, m, r in steps for p in pairs(m, r, self.skip)]
         per = len(items) // n
@@ -145,34 +144,44 @@ class Checker:
             np.concatenate([rv for _, _, _, rv in items], axis=None, out=e)
         except (ValueError, TypeError):
             return False  # a wrongly shaped tensor, or values that are not real numbers
-        if e.size % n:
-            return False
-        lay = self.layouts.get(e.size // n) or self._layout(e.size // n, items[:per])
+        starts = self._starts(e.size // n, n, items[:per])
+        if starts is None:
+            return False  # an empty tensor: the caller's element-wise comparison handles it
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             diff = np.abs(np.subtract(a, e, out=a), out=a)   # |manual − reference|
             scale = np.abs(e, out=e)                         # |reference|
-            rel = np.divide(diff, np.maximum(scale, _TINY, out=t), out=t)
-            diff2, rel2 = diff.reshape(n, -1), rel.reshape(n, -1)  # (iterations, elements)
-            most_abs, most_rel = diff2.max(axis=0), rel2.max(axis=0)  # NaN where any is NaN
-            top = most_abs.max(initial=0.0)
-            if not top < np.inf:  # a NaN or an infinite difference
+            most_abs = np.maximum.reduceat(diff, starts).reshape(n, -1)  # (iterations, tensors); NaN propagates
+            if not most_abs.max(initial=0.0) < np.inf:  # a NaN or an infinite difference
                 return False
+            rel = np.divide(diff, np.maximum(scale, _TINY, out=t), out=t)
+            most_rel = np.maximum.reduceat(rel, starts).reshape(n, -1)
             if not most_rel.max(initial=0.0) <= self.rtol * _MARGIN:  # the rule itself, diff <= atol + rtol·|r|
-                allowed = t if self.history is None else np.empty_like(t)  # (the history still reads t)
-                np.add(np.multiply(scale, self.rtol, out=allowed), self.atol, out=allowed)
+                allowed = np.add(np.multiply(scale, self.rtol, out=t), self.atol, out=t)
                 if np.subtract(diff, allowed, out=allowed).max() > 0:  # (a - b > 0 exactly where a > b)
                     return False
-            over = diff / (self.atol + self.rtol * scale) if self.history is not None else None
-        np.maximum(lay.abs, most_abs, out=lay.abs)
-        np.maximum(lay.rel, most_rel, out=lay.rel)
+            over = None
+            if self.history is not None:
+                over = np.maximum.reduceat(diff / (self.atol + self.rtol * scale), starts).reshape(n, -1)
+        np.maximum(self.max_abs, most_abs.max(axis=0), out=self.max_abs)
+        np.maximum(self.max_rel, most_rel.max(axis=0), out=self.max_rel)
         self.compared[:] = True  # (not only from iteration 0: a partial trace may start later)
         if self.history is not None:
             its = slice(steps[0][0], steps[-1][0] + 1)
             cols = slice(0, len(self.keys))  # (a column after them: the evaluation pass's, evaluation.py)
-            self.history.abs[its, cols] = np.maximum.reduceat(diff2, lay.starts, axis=1)
-            self.history.rel[its, cols] = np.maximum.reduceat(rel2, lay.starts, axis=1)
-            self.history.over[its, cols] = np.maximum.reduceat(over.reshape(n, -1), lay.starts, axis=1)
+            self.history.abs[its, cols], self.history.rel[its, cols], self.history.over[its, cols] = most_abs, most_rel, over
         return True
+
+    def _starts(self, size, n, items):
+        """Where each tensor of each of n iterations of `size` elements starts in the concatenation
+        (its tensors as in `items`, pairs()); None if a tensor is empty (reduceat cannot pass one)."""
+        key = (size, n)
+        if key not in self.starts:
+            sizes = [np.size(rv) for _, _, _, rv in items]
+            if len(sizes) != len(self.keys) or not all(sizes):
+                return None
+            one = np.cumsum([0] + sizes[:-1])
+            self.starts[key] = np.concatenate([one + k * size for k in range(n)])
+        return self.starts[key]
 
     def _buffers(self, length):
         """Three float64 buffers of `length` elements, kept from call to call for a length up to
@@ -235,21 +244,8 @@ class Checker:
             self.history.over[it, k] = over_allowance(c, self.rtol, self.atol)
         return c
 
-    def _layout(self, size, items):
-        """The _Layout of one iteration of `size` elements, its tensors as in `items` (pairs())."""
-        sizes = [np.size(rv) for _, _, _, rv in items]
-        lay = self.layouts[size] = _Layout(size, np.cumsum([0] + sizes[:-1]))
-        return lay
-
-    def _reduce(self):
-        """Fold the per-element maxima of every layout into the per-tensor ones."""
-        for lay in self.layouts.values():
-            np.maximum(self.max_abs, np.maximum.reduceat(lay.abs, lay.starts), out=self.max_abs)
-            np.maximum(self.max_rel, np.maximum.reduceat(lay.rel, lay.starts), out=self.max_rel)
-
     def stats(self):
         """Per stage: the largest absolute and relative difference over the run, and where."""
-        self._reduce()
         out = {}
         for stage in STAGES:
             ks = [k for k, (s, _) in enumerate(self.keys) if s == stage and self.compared[k]]
@@ -274,12 +270,3 @@ def over_allowance(c, rtol, atol):
         return 0.0
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         return float(c.abs_err / (atol + rtol * abs(c.reference)))
-
-
-class _Layout:
-    """The buffers of one total length: where each tensor starts, and per element the largest
-    absolute and relative difference so far (reduced per tensor by Checker.stats)."""
-
-    def __init__(self, size, starts):
-        self.starts = starts
-        self.abs, self.rel = np.zeros(size), np.zeros(size)
