@@ -103,3 +103,98 @@ def test_the_recurrent_case_times_the_same_training_step_on_both_sides():
     for (name, p), (_, q) in zip(mine.named_parameters(), twin.named_parameters()):
         assert np.allclose(p.data, q.detach().numpy(), rtol=1e-4, atol=1e-6), name
     assert not np.allclose(mine.weight_hh_l0.data, bench.lstm_pair(sizes=sizes)[0].weight_hh_l0.data)
+
+
+def test_the_numpy_floor_takes_the_manual_engines_steps():
+    """The floor (scripts/bench_floor.py) is the measured limit only if it does the manual step's
+    work: from the same start on the same batches, the same parameters after three steps."""
+    import numpy as np
+    import manual.data
+    from torch_ref.lockstep.solo import build
+    from torch_ref.testing import compare, tolerance
+    desc = bench.mlp_desc([12, 9, 7, 3], ["relu", "relu", "identity"], 5)
+    mine = build(desc, "manual")
+    floor = bench.FloorMLP(bench.manual.init.initial_state(desc), 5, desc["optimizer"]["lr"] * 50, np.float32)
+    mine.optimizer.lr *= 50  # steps large enough to move the parameters well past float32's tolerance
+    batches = manual.data.batches(desc, np.float32)
+    for _ in range(3):
+        x, y = next(batches)
+        assert compare(floor.step(x, y), mine.step(x, y), *tolerance("float32")).ok
+    state = mine.state_dict()
+    start = bench.manual.init.initial_state(desc)
+    for k in range(3):
+        for name, got in ((f"layers.{k}.weight", floor.weight[k]), (f"layers.{k}.bias", floor.bias[k])):
+            assert compare(got, state[name], *tolerance("float32")).ok, name
+            assert not compare(got, start[name], *tolerance("float32")).ok, name  # they moved
+
+
+def test_the_phase_by_phase_profile_times_the_engines_own_step(monkeypatch):
+    """sections() runs Trainer's step phase by phase: the parameters it leaves are those of
+    Trainer.step on the same batches."""
+    import numpy as np
+    import manual.data
+    from torch_ref.lockstep.solo import build
+    desc = bench.mlp_desc([6, 5, 2], ["relu", "identity"], 4)
+    made = []
+    real_build = bench.build
+    monkeypatch.setattr(bench, "build", lambda d, side: made.append(real_build(d, side)) or made[-1])
+    spent = bench.sections(desc, 2)
+    assert set(spent) == {"zero_grad", "forward", "loss", "backward", "optimizer"}
+    mine, batches = build(desc, "manual"), manual.data.batches(desc, np.float32)
+    for _ in range(5):  # sections' 3 warm-up steps and its 2 timed ones
+        mine.step(*next(batches))
+    for name, value in mine.state_dict().items():
+        assert np.array_equal(value, made[0].state_dict()[name]), name
+
+
+@pytest.mark.parametrize("sizes", [(3, 5, 4, 2), (2, 3, 1, 3), (4, 2, 6, 1)])
+def test_lstm_products_are_what_torch_counts_on_an_unrolled_cell(sizes):
+    """Case 7's bare products: torch's FlopCounterMode on an LSTMCell unrolled over the sequence,
+    forward and backward from an mse over every output, the input needing no gradient (the fused
+    nn.LSTM is not counted by FlopCounterMode on the CPU)."""
+    f, h, t, n = sizes
+    torch.manual_seed(0)
+    cell, x = torch.nn.LSTMCell(f, h), torch.randn(n, t, f)
+    with FlopCounterMode(display=False) as counter:
+        state, outs = None, []
+        for step in range(t):
+            state = cell(x[:, step], state)
+            outs.append(state[0])
+        torch.stack(outs, 1).square().mean().backward()
+    assert sum(2 * a * b * c for a, b, c in bench.lstm_products(sizes)) == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("width", [3, 8])
+def test_compared_elements_counts_every_stage(width):
+    """Case 4's count per iteration: output (N), deltas (N per unit of every layer), gradients and
+    parameters after the update (each the parameter count), the loss."""
+    desc = bench.mlp_desc([width, width, width, 1], "tanh", 16, dtype="float64", steps=1)
+    params = 2 * (width * width + width) + width + 1
+    assert bench.compared_elements(desc) == 16 + 16 * (2 * width + 1) + 2 * params + 1
+
+
+def _run(value):
+    """A results dict with every case's ratios at `value` (case 4 at three sizes)."""
+    size = {"params": 1, "compared_elements": 2, "per_step_s": {"manual": 1e-6, "twin": 1e-6, "lockstep": 2e-6},
+            "overhead_per_element_s": 1e-9, "comparison_per_element_s": 1e-9, "lockstep/(manual+twin)": value}
+    mlp = {"sizes": [1], "batch": 1, "per_step_s": {k: 1e-3 for k in ("manual", "twin", "bare_matmul")},
+           "gflop_s": {k: 1.0 for k in ("manual", "twin", "bare_matmul")}, "manual/twin": value,
+           "manual/bare_matmul_gflops": value}
+    return {"environment": {}, "repeats": 1, "case1": {"per_step_s": {"manual": 1e-6, "twin": 1e-6, "lockstep": 1e-6},
+                                                      "manual/twin": value, "lockstep/twin": value},
+            "case2": mlp, "case4": [size] * 3, "case5": {"manual": 1, "twin": 2, "manual/twin": value},
+            "case8": {"skipped": "no C compiler (cc)"}}
+
+
+@pytest.mark.parametrize("value,held", [(0.05, [True, True, True, False, True, True, True, True]),
+                                        (0.95, [False, True, False, True, True, True, True, True])])
+def test_each_target_is_judged_by_its_own_bound(value, held):
+    """verdicts(): "<=" and ">=" bounds, case 4 at each size, a skipped case left out."""
+    rows = bench.verdicts(_run(value))
+    assert [(case.split()[0], key) for case, key, *_ in rows] == [
+        ("case1", "manual/twin"), ("case1", "lockstep/twin"), ("case2", "manual/twin"),
+        ("case2", "manual/bare_matmul_gflops"), ("case4", "lockstep/(manual+twin)"),
+        ("case4", "lockstep/(manual+twin)"), ("case4", "lockstep/(manual+twin)"), ("case5", "manual/twin")]
+    assert [row[5] for row in rows] == held
+    assert bench.table(_run(value)).endswith(f"targets held: {sum(held)} of 8" + ("" if all(held) else
+                                             "; missed: " + ", ".join(f"{c} {k}" for c, k, *_, h in rows if not h)))
