@@ -13,8 +13,8 @@ SPECS = Path(__file__).resolve().parent.parent / "torch_ref" / "specs"
 # Not rewritten for assertions: the packages pytest marks because they hold a pytest plugin (this
 # project's fixture lockstep_check, hypothesis's). Rewriting parses and recompiles each module at
 # every run where no bytecode is cached (a clean clone, PYTHONDONTWRITEBYTECODE): about 180
-# modules, about 1 s of the suite's collection (6 s on one core), for their own asserts' messages alone; the tests' asserts
-# are rewritten as before.
+# modules, about 1 s of the collection's 6 s on one core, for their own asserts' messages alone;
+# the tests' asserts are rewritten as before.
 NOT_REWRITTEN = {"torch_ref", "manual", "hypothesis", "_hypothesis_globals", "_hypothesis_ftz_detector"}
 
 
