@@ -5,8 +5,8 @@ leaves no rank, no forkserver and no temporary directory behind.
 
 One test starts a real process (a data-parallel run, its ranks, a signal to the interpreter running
 the command, the exit status a shell sees); the plain run's interruption is tested in this process,
-the signal sent by the run itself from its progress callback, at a known iteration (SIGKILL, and
-SIGINT to a data-parallel run, under -m slow). The rank's SIGSTOP is tested with the other rank
+the signal sent by the run itself from its progress callback, at a known iteration (SIGKILL to the
+parent of a data-parallel run under -m slow). The rank's SIGSTOP is tested with the other rank
 faults in tests/test_distributed.py.
 """
 import os
