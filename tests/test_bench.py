@@ -1,6 +1,7 @@
 """scripts/bench.py: its operation count, checked against torch's own FLOP counter on real
 training steps, and its bookkeeping. (Its timings are reported by the script, never asserted.)"""
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -42,10 +43,15 @@ def test_interleave_alternates_the_order(order, monkeypatch):
     assert all(len(t) == 2 + order for t in times.values())
 
 
-def test_a_short_run_is_repeated_to_fill_its_window():
+def test_a_short_run_is_repeated_to_fill_its_window(monkeypatch):
+    """A clock that moves 0.02 s a run: three runs of 4 steps fill a 0.05 s window, and the time per
+    step is the window's 0.06 s over 3 x 4 steps (not a real timing: the clock is the test's)."""
+    clock = iter([0.0, 0.02, 0.04, 0.06])
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=lambda: next(clock)))
     calls = []
     per_step = bench.timed(lambda steps: calls.append(steps), 4, window=0.05)
-    assert len(calls) > 1 and per_step > 0
+    assert calls == [4, 4, 4] and per_step == pytest.approx(0.06 / 12, rel=1e-12)
+    monkeypatch.undo()
     calls.clear()
     bench.timed(lambda steps: calls.append(steps), 4, window=0.0)
     assert calls == [4]

@@ -3,24 +3,43 @@ naming the message, the field and the iteration; the program never outlives the 
 
 Crashes and hangs are the implementation's failure (stage "exception", exit 1); garbage, a wrong
 message, dtype, name or shape break the contract (exit 2). The program is
-tests/exec_programs/misbehaves.py: the manual engine, correct until step 2."""
+tests/exec_programs/misbehaves.py: the manual engine, correct until step 2.
+
+What needs a real process (an exit code, a signal, a hang killed, a program that must not outlive
+the run, its stderr) runs the program as one; the rest of the broken contracts (bytes on a stream)
+are served by the same program's main() from a thread of this process, over real pipes
+(`in_process`): the harness reads them exactly as it reads a program's, and no interpreter starts."""
+import functools
+import importlib.util
 import os
 import shlex
 import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
 
 from torch_ref.cli import main as cli
+from torch_ref.implementation import process
 
 from conftest import SPECS
 
 WORKED = str(SPECS / "worked_example.toml")
 PROGRAM = Path(__file__).resolve().parent / "exec_programs" / "misbehaves.py"
+
+
+@functools.cache
+def misbehaves():
+    """The program as a module (its main() served in-process by `in_process`)."""
+    found = importlib.util.spec_from_file_location("misbehaves", PROGRAM)
+    module = importlib.util.module_from_spec(found)
+    found.loader.exec_module(module)
+    return module
 
 
 def command(mode, pidfile, at=2):
@@ -34,6 +53,54 @@ def gone(pid):
             return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
     except OSError:
         return True
+
+
+class _Served:
+    """What process.Program uses of subprocess.Popen, for `misbehaves.py MODE AT PIDFILE`: its main()
+    in a thread of this process, on pipes (stdin, stdout, stderr) as a program's would be."""
+
+    def __init__(self, argv, **popen):
+        mode, at, pidfile = argv[-3:]
+        ends = [os.pipe() for _ in range(3)]  # (read, write) of stdin, stdout, stderr
+        self.stdin = os.fdopen(ends[0][1], "wb", buffering=0)
+        self.stdout = os.fdopen(ends[1][0], "rb", buffering=0)
+        self.stderr = os.fdopen(ends[2][0], "rb", buffering=0)
+        theirs = [os.fdopen(ends[0][0], "rb"), os.fdopen(ends[1][1], "wb"), os.fdopen(ends[2][1], "w")]
+        self.pid, self.returncode = os.getpid(), None
+
+        def run():
+            try:
+                self.returncode = misbehaves().main(mode, int(at), pidfile, *theirs)
+            finally:
+                for stream in theirs:
+                    stream.close()
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+
+    def poll(self):
+        return None if self.thread.is_alive() else self.returncode
+
+    def wait(self, timeout=None):
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise subprocess.TimeoutExpired("misbehaves.py", timeout)
+        return self.returncode
+
+    def kill(self):  # its stdin closed: main() reads the end and returns
+        self.stdin.close()
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """exec: programs served from a thread (`_Served`) for this test: it returns whether each ended."""
+    served = []
+
+    def popen(argv, **kwargs):
+        served.append(_Served(argv, **kwargs))
+        return served[-1]
+    monkeypatch.setattr(process, "subprocess", types.SimpleNamespace(
+        Popen=popen, PIPE=subprocess.PIPE, TimeoutExpired=subprocess.TimeoutExpired))
+    yield lambda: [s.poll() is not None for s in served]
 
 
 # (mode, extra flags, the end of the one line): the implementation failed, exit 1, at iteration 2
@@ -74,8 +141,9 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize("mode,detail", BROKEN, ids=[b[0] for b in BROKEN])
-def test_a_program_that_answers_garbage_breaks_the_contract(tmp_path, capsys, mode, detail):
+def test_a_program_that_answers_garbage_breaks_the_contract_and_is_ended(tmp_path, capsys):
+    """The real process, once: garbage instead of an answer, one line, exit 2, the program ended."""
+    mode, detail = BROKEN[0]
     pidfile = tmp_path / "pid"
     impl = command(mode, pidfile)
     assert cli.main(["run", WORKED, "--steps", "5", "--impl", impl]) == 2
@@ -85,11 +153,21 @@ def test_a_program_that_answers_garbage_breaks_the_contract(tmp_path, capsys, mo
     assert gone(int(pidfile.read_text()))
 
 
+@pytest.mark.parametrize("mode,detail", BROKEN, ids=[b[0] for b in BROKEN])
+def test_a_program_that_answers_garbage_breaks_the_contract(tmp_path, capsys, mode, detail, in_process):
+    impl = command(mode, tmp_path / "pid")
+    assert cli.main(["run", WORKED, "--steps", "5", "--impl", impl]) == 2
+    out, err = capsys.readouterr()
+    lines = [line for line in err.splitlines() if not line.startswith("[exec:")]
+    assert out == "" and lines == [f"backprop-check: error: --impl: {impl}: {detail}"]
+    assert in_process() == [True]  # served, then ended by the harness
+
+
 @pytest.mark.parametrize("mode,detail", [
     ("unknown_name", "train_step(x, y) at iteration 2 returned grads['layers.9.weight'], not a tensor of this network"),
     ("transposed", "train_step(x, y) at iteration 2 returned grads['layers.0.weight'] with shape (2, 2)"),
 ])
-def test_wrong_names_and_shapes_are_the_contracts_errors(tmp_path, capsys, mode, detail):
+def test_wrong_names_and_shapes_are_the_contracts_errors(tmp_path, capsys, mode, detail, in_process):
     """Names and shapes are checked by the same contract as an in-process plug-in's (contract.py)."""
     impl = command(mode, tmp_path / "pid")
     spec = tmp_path / "wide.toml"
@@ -102,6 +180,7 @@ def test_wrong_names_and_shapes_are_the_contracts_errors(tmp_path, capsys, mode,
     assert cli.main(["run", str(spec), "--steps", "5", "--impl", impl]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("[exec:")]
     assert len(err) == 1 and err[0].startswith(f"backprop-check: error: --impl: {detail}")
+    assert in_process() == [True]
 
 
 @pytest.mark.parametrize("impl,detail", [

@@ -3,13 +3,16 @@ torch_ref/distributed.py): Ctrl-C and SIGTERM give one line naming the iteration
 143, no traceback, no report touched; SIGTERM or SIGKILL to the parent of a data-parallel run
 leaves no rank, no forkserver and no temporary directory behind.
 
-These need real processes (a signal to the interpreter running the command), so each test starts
-one; the rank's SIGSTOP is tested with the other rank faults in tests/test_distributed.py.
+One test starts a real process (a data-parallel run, its ranks, a signal to the interpreter running
+the command, the exit status a shell sees); the plain run's interruption is tested in this process,
+the signal sent by the run itself from its progress callback, at a known iteration (SIGKILL to the
+parent of a data-parallel run under -m slow). The rank's SIGSTOP is tested with the other rank
+faults in tests/test_distributed.py.
 """
 import os
-import pty
+import contextlib
+import io
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -17,10 +20,19 @@ import time
 
 import pytest
 
+from torch_ref import interrupt
+from torch_ref.cli import main as cli
 from test_distributed import ROOT, WORKED6, _cpu_ticks, _descendants, _exists, _gone, _is_rank
 
 LONG = "10000000"  # --steps: the run is still going when the signal comes
-LINE = re.compile(r"^backprop-check: interrupted by (SIGINT|SIGTERM) at iteration (\d+) of " + LONG + "$")
+
+
+def line(steps=LONG):
+    """The one line an interrupted run of `steps` iterations prints: (signal, iteration) its groups."""
+    return re.compile(r"^backprop-check: interrupted by (SIGINT|SIGTERM) at iteration (\d+) of " + steps + "$")
+
+
+LINE = line()
 
 
 def _left_in(tmp, also=()):
@@ -56,6 +68,8 @@ def _start_ranks(tmp_path):
 
 
 def test_sigterm_to_the_parent_of_a_data_parallel_run_stops_every_rank_and_removes_its_files(tmp_path):
+    """The real process: exit status 143 as a shell sees it, one line naming the iteration, no
+    traceback, no rank or forkserver left, no temporary file."""
     proc, tmp = _start_ranks(tmp_path)
     seen = set()
     try:
@@ -93,51 +107,62 @@ def test_sigkill_to_the_parent_of_a_data_parallel_run_takes_the_ranks_and_the_fo
     assert _left_in(tmp, also=("pymp-",)) == []
 
 
-def _read_until(fd, proc, pattern, deadline=120):
-    """Read the terminal's output until `pattern` appears (or the process ends, or EOF)."""
-    text, end = b"", time.monotonic() + deadline
-    while pattern not in text and time.monotonic() < end:
-        if select.select([fd], [], [], 0.2)[0]:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:  # EIO: the process closed the terminal
-                break
-            if not chunk:
-                break
-            text += chunk
-        elif proc.poll() is not None:
-            break
-    return text
+class _Unhandled(Exception):
+    """A signal the command did not handle reached the test's own handler."""
 
 
-@pytest.mark.parametrize("signum,code", [pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow),
-                                         (signal.SIGTERM, 143)])
+@contextlib.contextmanager
+def _unhandled_fails():
+    """Within: SIGINT and SIGTERM, should the command not handle them, fail the test (Python's
+    defaults would end the test run: KeyboardInterrupt, or the process killed). Yields the handler."""
+    def fallback(signum, frame):
+        raise _Unhandled(signal.Signals(signum).name)
+
+    previous = {s: signal.signal(s, fallback) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield fallback
+    except _Unhandled as e:
+        pytest.fail(f"{e} was not handled by the command")
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+class _Terminal(io.StringIO):
+    """stderr as a terminal: the command shows its progress line on it."""
+
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_an_interrupted_run_says_where_exits_128_plus_the_signal_and_leaves_the_report_untouched(
-        tmp_path, signum, code):
-    """A plain lockstep run, its progress line on a terminal (a pty): once the line shows the
-    run going, the signal; then one line naming the iteration, the exit code, no traceback, the
-    --report file already there as it was and no temporary file beside it."""
+        tmp_path, monkeypatch, signum, code, capsys):
+    """A plain lockstep run, its progress line on a terminal: at iteration AT the signal comes (sent
+    to this process by the progress callback, after the line showed the run going); then one line
+    naming that iteration, the exit code, no traceback, the --report file already there as it was
+    and no temporary file beside it."""
+    at, steps = 3, "50"  # (no need to outrun the signal: it comes at a known iteration)
     report = tmp_path / "run.json"
     report.write_text("the previous report\n")
-    master, slave = pty.openpty()
-    cmd = [sys.executable, "-m", "torch_ref.cli.main", "run", str(WORKED6), "--steps", LONG, "--report", str(report)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=slave)
-    os.close(slave)
-    try:
-        shown = _read_until(master, proc, b"lockstep: iteration")
-        assert b"lockstep: iteration" in shown, shown
-        proc.send_signal(signum)
-        proc.wait(timeout=30)
-        rest = _read_until(master, proc, b"\0", deadline=10)  # what it wrote after the signal, to EOF
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    assert proc.returncode == code
-    lines = [l for l in (shown + rest).decode().replace("\r\n", "\n").split("\n") if l.strip()]
+    terminal = _Terminal()
+    monkeypatch.setattr("sys.stderr", terminal)
+    note = interrupt.note
+
+    def note_then_signal(it, of=None):
+        note(it, of)
+        if it == at:
+            assert "lockstep: iteration 1/" + steps in terminal.getvalue()  # the line showed the run going
+            os.kill(os.getpid(), signum)
+
+    monkeypatch.setattr(interrupt, "note", note_then_signal)
+    with _unhandled_fails() as fallback:
+        assert cli.main(["run", str(WORKED6), "--steps", steps, "--report", str(report)]) == code
+        assert signal.getsignal(signum) is fallback  # the command put back the handler it found
+    assert capsys.readouterr().out == ""
+    lines = [l for l in terminal.getvalue().split("\n") if l.strip()]
     last = lines[-1].rsplit("\r", 1)[-1].replace("\x1b[K", "")  # after the progress line, cleared
-    assert lines[:-1] == [] and LINE.match(last), lines  # one line, no traceback before it
-    assert LINE.match(last).group(1) == signal.Signals(signum).name
+    assert len(lines) == 1 and line(steps).match(last), lines  # one line, no traceback before it
+    assert line(steps).match(last).groups() == (signal.Signals(signum).name, str(at))
     assert report.read_text() == "the previous report\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run.json"]

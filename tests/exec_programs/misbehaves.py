@@ -44,19 +44,21 @@ def misbehave(mode, impl, arrays, out):
     elif mode == "stray_array":
         named.append(("gradients/layers.0.weight", named[0][1]))
     elif mode == "truncated":
-        sys.stdout.buffer.write(wire.encode("result", named)[:-8])
-        sys.stdout.buffer.flush()
+        out.write(wire.encode("result", named)[:-8])
+        out.flush()
         sys.exit(0)
     return wire.encode("result", named)
 
 
-def main(mode, at, pidfile):
+def main(mode, at, pidfile, stdin=None, stdout=None, stderr=None):
+    """Serve until close (or misbehave at step AT). The streams are the process's own unless given
+    (tests/test_exec_failures.py serves the contract's cases from a thread, over pipes)."""
     with open(pidfile, "w") as fh:
         fh.write(str(os.getpid()))
-    print(f"started in mode {mode}", file=sys.stderr)
-    out, impl, it = sys.stdout.buffer, None, -1
+    print(f"started in mode {mode}", file=stderr or sys.stderr, flush=True)
+    out, impl, it = stdout or sys.stdout.buffer, None, -1
     while True:
-        message = wire.read_message(sys.stdin.buffer)
+        message = wire.read_message(stdin or sys.stdin.buffer)
         if message is None or message[0]["message"] == "close":
             return 0
         header, arrays = message
