@@ -111,6 +111,7 @@ COMMANDS = {
     "python scripts/bench.py --json": "by hand; tests/test_bench.py",
     "python scripts/bench.py --quick": "by hand; tests/test_bench.py",
     "python scripts/bench.py --case 6": "by hand; tests/test_bench.py (the choice of cases, case 6's count)",
+    "python scripts/bench.py --docs": "by hand (minutes); tests/test_bench.py::test_the_docs_quote_a_full_run",
     'backprop-check run clients/momentum.toml --impl "exec:./mlp"': "tests/test_exec.py (the C client)",
     'backprop-check run worked_example --impl "exec:python3 -m torch_ref.implementation.client manual.trainer:build"':
         "tests/test_exec.py (the Python client, with the suite's interpreter)",
