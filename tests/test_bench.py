@@ -182,12 +182,14 @@ def test_compared_elements_counts_every_stage(width):
 def _run(value):
     """A results dict with every case's ratios at `value` (case 4 at three sizes)."""
     size = {"params": 1, "compared_elements": 2, "per_step_s": {"manual": 1e-6, "twin": 1e-6, "lockstep": 2e-6},
-            "overhead_per_element_s": 1e-9, "comparison_per_element_s": 1e-9, "lockstep/(manual+twin)": value}
+            "overhead_per_element_s": 1e-9, "comparison_per_element_s": 1e-9, "lockstep/(manual+twin)": value,
+            "results/(manual+twin)": value}
     mlp = {"sizes": [1], "batch": 1, "per_step_s": {k: 1e-3 for k in ("manual", "twin", "bare_matmul")},
            "gflop_s": {k: 1.0 for k in ("manual", "twin", "bare_matmul")}, "manual/twin": value,
            "manual/bare_matmul_gflops": value}
     return {"environment": {}, "repeats": 1, "case1": {"per_step_s": {"manual": 1e-6, "twin": 1e-6, "lockstep": 1e-6},
-                                                      "manual/twin": value, "lockstep/twin": value},
+                                                      "manual/twin": value, "lockstep/twin": value,
+                                                      "results/twin": value},
             "case2": mlp, "case4": [size] * 3, "case5": {"manual": 1, "twin": 2, "manual/twin": value},
             "case8": {"skipped": "no C compiler (cc)"}}
 
@@ -204,3 +206,15 @@ def test_each_target_is_judged_by_its_own_bound(value, held):
     assert [row[5] for row in rows] == held
     assert bench.table(_run(value)).endswith(f"targets held: {sum(held)} of 8" + ("" if all(held) else
                                              "; missed: " + ", ".join(f"{c} {k}" for c, k, *_, h in rows if not h)))
+
+
+def test_the_docs_quote_a_full_run():
+    """docs/speed.md's table is the script's table of the run kept in docs/assets/bench.json (both
+    written by `scripts/bench.py --docs`): a full run (every case, the full repeats) of the current
+    script's format."""
+    import json
+    r = json.loads(bench.RUN.read_text())
+    assert r["repeats"] == bench.REPEATS and sorted(r) == sorted(["environment", "repeats"] + [f"case{k}" for k in bench.CASES])
+    doc = bench.DOC.read_text()
+    block = doc[doc.index(bench.BEGIN):doc.index(bench.END)]
+    assert block == f"{bench.BEGIN}\n```\n{bench.table(r)}\n```\n"
