@@ -295,18 +295,18 @@ def compared_elements(desc):
 
 
 def comparison_cost(desc, iterations=64, repeats=5):
-    """Seconds per compared element of the lockstep's comparison alone (lockstep.checker's passes),
-    on 64 iterations of the twin's results against copies of them: the least of `repeats` runs."""
-    twin = build(desc, "twin")
+    """Seconds per compared value of the lockstep's comparison alone (lockstep.checker's passes) on
+    64 iterations of both sides' results, from the same start on the same batches (what the
+    lockstep compares, rounding differences included): the least of `repeats` runs."""
+    twin, mine = build(desc, "twin"), build(desc, "manual")
     batches = manual.data.batches(desc, np.dtype(desc["run"]["dtype"]))
-    rs = [twin.train_step(*next(batches)) for _ in range(iterations)]
-    copy = lambda v: {k: copy(a) for k, a in v.items()} if isinstance(v, dict) else np.array(v)  # noqa: E731
-    ms = [{k: copy(v) for k, v in r.items() if k in ("output", "loss", "deltas", "grads", "optimizer_state",
-                                                    "state_dict")} for r in rs]
-    steps = [(it, m, r) for it, (m, r) in enumerate(zip(ms, rs))]
+    steps = []
+    for it in range(iterations):
+        x, y = next(batches)
+        steps.append((it, mine.train_step(x, y), twin.train_step(x, y)))
     best = float("inf")
     for _ in range(repeats):
-        checker = Checker(ms[0], rs[0], *tolerance(desc["run"]["dtype"]))
+        checker = Checker(steps[0][1], steps[0][2], *tolerance(desc["run"]["dtype"]))
         t0 = time.perf_counter()
         assert checker.check_many(steps) is None
         best = min(best, time.perf_counter() - t0)
