@@ -757,7 +757,7 @@ def write_docs(r):
 
 
 def main():
-    global REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS, WINDOW
+    global REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS, WINDOW, REST
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true")
@@ -773,7 +773,7 @@ def main():
         r = json.loads(Path(args.from_json).read_text())
     else:
         if args.quick:
-            REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS, WINDOW = 3, 1000, 0.1, 60, 0.15
+            REPEATS, CASE1_STEPS, MATMUL_SECONDS, SCALING_STEPS, WINDOW, REST = 3, 1000, 0.1, 60, 0.15, 0.1
         r = {"environment": environment(), "repeats": REPEATS}
         for name in sorted(set(args.case or CASES)):
             r[f"case{name}"] = CASES[name]()
