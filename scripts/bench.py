@@ -1,6 +1,6 @@
 """Benchmark: the manual engine, the torch twin and the lockstep check, side by side in one process.
 
-    python scripts/bench.py            # the table (about eight minutes on 2 cores)
+    python scripts/bench.py            # the table (several minutes on 2 cores)
     python scripts/bench.py --json     # the same, as one JSON object
     python scripts/bench.py --quick    # fewer repeats and steps (under a minute), to see a regression
     python scripts/bench.py --docs     # a full run, quoted in docs/speed.md (its JSON: docs/assets/bench.json)

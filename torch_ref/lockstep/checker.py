@@ -106,8 +106,8 @@ class Checker:
         """check() for consecutive iterations [(it, m, r), ...]: None if every element of every
         one is within tolerance, else the first Mismatch. Each run of iterations with one batch
         size is compared in vectorised passes over as many iterations as fit in BLOCK elements
-        (the passes then work in the processor's cache: over a chunk 16 times that size, each
-        element cost three times as much); tensor by tensor only where such a pass fails."""
+        (the passes then work in the processor's cache rather than in memory); tensor by tensor
+        only where such a pass fails."""
         start = 0
         per = max(1, BLOCK // max(1, self.size))  # iterations per vectorised pass
         for end in range(1, len(steps) + 1):
