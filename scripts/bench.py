@@ -95,22 +95,18 @@ def step_flops(sizes, batch):
 
 def bare_matmuls(sizes, batch, dtype):
     """One step's matrix products, nothing else, on preallocated numpy arrays."""
-    rng = np.random.default_rng(0)
-    xs = [rng.standard_normal((batch, i)).astype(dtype) for i in sizes[:-1]]
-    gs = [rng.standard_normal((batch, o)).astype(dtype) for o in sizes[1:]]
-    ws = [rng.standard_normal((o, i)).astype(dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+    forward, backward = bare_halves(sizes, batch, dtype)
 
     def run():
-        for k, (x, g, w) in enumerate(zip(xs, gs, ws)):
-            x @ w.T
-            g.T @ x
-            if k:
-                g @ w
+        forward()
+        backward()
     return run
 
 
 def bare_halves(sizes, batch, dtype):
-    """The forward products and the backward ones of bare_matmuls, apart (for the profile)."""
+    """One step's forward products and its backward ones, apart (bare_matmuls runs both; the
+    profile times each): forward x @ W.T per layer; backward grad_W = g.T @ x per layer and
+    grad_x = g @ W for every layer but the first."""
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal((batch, i)).astype(dtype) for i in sizes[:-1]]
     gs = [rng.standard_normal((batch, o)).astype(dtype) for o in sizes[1:]]
@@ -233,10 +229,11 @@ def results(desc):
     iterations, then the manual engine through the same ones, lockstep.loop's chunk size), their
     results kept until the chunk ends and then dropped: the lockstep with nothing compared, its
     measured limit."""
+    chunk = max(1, min(AHEAD_ITERATIONS, AHEAD_BYTES // (16 * compared_elements(desc))))  # (not timed)
+
     def run(steps):
         twin, mine = build(desc, "twin"), build(desc, "manual")
         batches = manual.data.batches(desc, np.dtype(desc["run"]["dtype"]))
-        chunk = max(1, min(AHEAD_ITERATIONS, AHEAD_BYTES // (16 * compared_elements(desc))))
         for start in range(0, steps, chunk):
             data = [next(batches) for _ in range(min(chunk, steps - start))]
             kept = [twin.train_step(x, y) for x, y in data]
